@@ -1,0 +1,46 @@
+"""optax_l1: L1 (Lasso) regularization and sparse training for JAX and Optax."""
+
+import importlib.metadata
+
+from optax_l1._masks import kernel_mask as kernel_mask
+from optax_l1._masks import path_mask as path_mask
+from optax_l1._metrics import sparsity as sparsity
+from optax_l1._metrics import sparsity_report as sparsity_report
+from optax_l1._operators import elastic_net_threshold as elastic_net_threshold
+from optax_l1._operators import group_soft_threshold as group_soft_threshold
+from optax_l1._operators import soft_threshold as soft_threshold
+from optax_l1._penalty import group_l1_penalty as group_l1_penalty
+from optax_l1._penalty import l1_penalty as l1_penalty
+from optax_l1._transforms import AddL1SubgradientState as AddL1SubgradientState
+from optax_l1._transforms import GroupL1ProxState as GroupL1ProxState
+from optax_l1._transforms import L1ProxState as L1ProxState
+from optax_l1._transforms import ProximalState as ProximalState
+from optax_l1._transforms import add_l1_subgradient as add_l1_subgradient
+from optax_l1._transforms import group_l1_prox as group_l1_prox
+from optax_l1._transforms import l1_prox as l1_prox
+from optax_l1._transforms import proximal as proximal
+
+try:
+    __version__ = importlib.metadata.version("optax_l1")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = (
+    "AddL1SubgradientState",
+    "GroupL1ProxState",
+    "L1ProxState",
+    "ProximalState",
+    "add_l1_subgradient",
+    "elastic_net_threshold",
+    "group_l1_penalty",
+    "group_l1_prox",
+    "group_soft_threshold",
+    "kernel_mask",
+    "l1_penalty",
+    "l1_prox",
+    "path_mask",
+    "proximal",
+    "soft_threshold",
+    "sparsity",
+    "sparsity_report",
+)

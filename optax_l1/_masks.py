@@ -1,0 +1,105 @@
+"""Mask helpers: choose which leaves are regularized (kernels, not biases or norm scales)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from optax_l1 import _tree
+
+
+def path_name(path: Sequence[Any]) -> str:
+    """A '/'-joined name for a key path: ``('Dense_0', 'kernel')`` -> ``'Dense_0/kernel'``.
+
+    Works for dict keys, attribute keys (NNX ``Variable.value`` is dropped), sequence indices.
+    """
+    parts = []
+    for k in path:
+        if isinstance(k, jax.tree_util.DictKey):
+            parts.append(str(k.key))
+        elif isinstance(k, jax.tree_util.GetAttrKey):
+            if k.name != "value":
+                parts.append(k.name)
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            parts.append(str(k.idx))
+        elif isinstance(k, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(k.key))
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def kernel_mask(
+    params: Any, *, min_ndim: int = 2, exclude: Sequence[str] = ("bias", "scale")
+) -> Any:
+    """True for weight matrices and kernels; False for biases, norm scales and the rest.
+
+    A leaf is regularized when it is a float/complex array with at least ``min_ndim``
+    dimensions and no component of its path is in ``exclude``. The result has the
+    structure of ``params`` (dict, Flax ``FrozenDict``, NNX ``State``), so it can be passed
+    as ``mask=`` to any transform here or to :func:`optax.masked`; the function itself
+    can be passed as the mask callable (``mask=optax_l1.kernel_mask``).
+
+    Args:
+      params: any pytree of arrays.
+      min_ndim: the fewest dimensions a regularized leaf has (2: matrices and conv kernels).
+      exclude: path components never regularized (e.g. ``"embedding"``).
+
+    Returns:
+      A pytree of Python bools like ``params``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax_l1
+      >>> params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)},
+      ...           "norm": {"scale": jnp.ones(2)}}
+      >>> optax_l1.kernel_mask(params)
+      {'dense': {'bias': False, 'kernel': True}, 'norm': {'scale': False}}
+    """
+    if not isinstance(min_ndim, int) or min_ndim < 0:
+        raise ValueError(f"`min_ndim` must be an int >= 0, got {min_ndim!r}")
+    if isinstance(exclude, str):
+        raise TypeError(f"`exclude` must be a sequence of names, got the string {exclude!r}")
+    excluded = set(exclude)
+
+    def leaf_mask(path, x):
+        if x is None:
+            return None
+        names = set(path_name(path).split("/"))
+        return bool(_tree.is_inexact(x) and x.ndim >= min_ndim and not names & excluded)
+
+    return jax.tree_util.tree_map_with_path(leaf_mask, params, is_leaf=_tree.is_none)
+
+
+def path_mask(params: Any, include: str = ".*", exclude: str | None = None) -> Any:
+    """True for leaves whose '/'-joined path matches ``include`` and not ``exclude``.
+
+    Paths are written as in :func:`sparsity_report` (``"Dense_0/kernel"``); matching uses
+    :func:`re.search`.
+
+    Args:
+      params: any pytree of arrays.
+      include: a regular expression a regularized leaf's path must match.
+      exclude: a regular expression that excludes a leaf even when ``include`` matches.
+
+    Returns:
+      A pytree of Python bools like ``params``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax_l1
+      >>> params = {"encoder": {"kernel": jnp.ones((3, 2))}, "head": {"kernel": jnp.ones(2)}}
+      >>> optax_l1.path_mask(params, include="^encoder/")
+      {'encoder': {'kernel': True}, 'head': {'kernel': False}}
+    """
+    inc = re.compile(include)
+    exc = re.compile(exclude) if exclude is not None else None
+
+    def leaf_mask(path, x):
+        if x is None:
+            return None
+        name = path_name(path)
+        return bool(inc.search(name) and not (exc and exc.search(name)))
+
+    return jax.tree_util.tree_map_with_path(leaf_mask, params, is_leaf=_tree.is_none)

@@ -1,0 +1,320 @@
+r"""Optax transforms: proximal steps placed last in a chain, and the loss-penalty baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_l1 import _checks, _operators, _tree
+
+# A proximal operator on pytrees: prox(z, step, count) -> pytree like z. Leaves of z that
+# are not regularized (masked out, integer) are None and must stay None.
+ProxAtCount = Callable[[Any, jax.Array, jax.Array], Any]
+
+
+class ProximalState(NamedTuple):
+    """State of :func:`proximal`: the number of updates applied so far."""
+
+    count: jax.Array
+
+
+class L1ProxState(NamedTuple):
+    """State of :func:`l1_prox`: the number of updates applied so far."""
+
+    count: jax.Array
+
+
+class GroupL1ProxState(NamedTuple):
+    """State of :func:`group_l1_prox`: the number of updates applied so far."""
+
+    count: jax.Array
+
+
+class AddL1SubgradientState(NamedTuple):
+    """State of :func:`add_l1_subgradient`: the number of updates applied so far."""
+
+    count: jax.Array
+
+
+def _zero_count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+def prox_after_update(
+    prox: ProxAtCount,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    mask: Any,
+    state_cls: type,
+    name: str,
+) -> optax.GradientTransformationExtraArgs:
+    """The one mechanism behind every prox transform.
+
+    Given the final ``updates`` u, returns ``prox(p + u, step) - p`` on regularized leaves so
+    that ``optax.apply_updates`` lands exactly on the proximal point (``p + (-p) == 0``).
+    """
+    _checks.check_nonnegative("learning_rate", learning_rate)
+    lr = _checks.as_schedule(learning_rate)
+
+    def init_fn(params):
+        del params
+        return state_cls(count=_zero_count())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        _checks.check_params(name, params)
+        u_leaves, treedef = jax.tree.flatten(updates, is_leaf=_tree.is_none)
+        try:
+            p_leaves = treedef.flatten_up_to(params)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"`{name}`: `params` must have the structure of `updates` {treedef} ({e})"
+            ) from None
+        keep = _tree.resolve_mask(mask, params)
+        z_leaves = []
+        for u, p, m in zip(u_leaves, p_leaves, keep, strict=True):
+            if u is None or p is None or not m or not _tree.is_inexact(p):
+                z_leaves.append(None)
+                continue
+            cdt = _tree.compute_dtype(jnp.result_type(p, u))
+            z_leaves.append(p.astype(cdt) + u.astype(cdt))
+        step = jnp.asarray(lr(state.count))
+        new_z = jax.tree.leaves(
+            prox(treedef.unflatten(z_leaves), step, state.count), is_leaf=_tree.is_none
+        )
+        if len(new_z) != len(z_leaves):
+            raise ValueError(f"`{name}`: the proximal operator must return a tree like its input")
+        out = []
+        for u, p, z in zip(u_leaves, p_leaves, new_z, strict=True):
+            if z is None:
+                out.append(u)
+            else:
+                out.append((z - p.astype(z.dtype)).astype(u.dtype))
+        return treedef.unflatten(out), state_cls(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def proximal(
+    prox: Callable[[Any, jax.Array], Any],
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Applies any proximal operator after the update: the generic proximal step.
+
+    Placed last in a chain, it turns the final update :math:`u` into
+
+    .. math::
+
+      u' = \operatorname{prox}(p + u, \eta_t) - p,
+
+    so that ``optax.apply_updates(p, u')`` lands on :math:`\operatorname{prox}(p + u, \eta_t)`
+    where :math:`\eta_t` is ``learning_rate`` at the current count.
+
+    Args:
+      prox: ``prox(tree, step) -> tree``, called on the regularized leaves (masked-out and
+        integer leaves are ``None``), computed in at least float32.
+      learning_rate: the optimizer's learning rate (number or schedule), passed as ``step``.
+      mask: a pytree of bools (prefix of params; True = apply) or a callable
+        ``params -> mask``.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state :class:`ProximalState`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> project = lambda z, step: optax.projections.projection_l1_ball(z, 1.0)
+      >>> tx = optax.chain(optax.sgd(0.1), optax_l1.proximal(project, 0.1))
+      >>> params = {"w": jnp.array([2.0, -1.0, 0.5])}
+      >>> updates, _ = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      {'w': Array([1., 0., 0.], dtype=float32)}
+
+    References:
+      Parikh & Boyd, `Proximal Algorithms <https://web.stanford.edu/~boyd/papers/prox_algs.html>`_,
+      2014.
+    """
+    if not callable(prox):
+        raise TypeError(f"`prox` must be a callable prox(tree, step), got {prox!r}")
+    return prox_after_update(
+        lambda z, step, count: prox(z, step),
+        learning_rate,
+        mask=mask,
+        state_cls=ProximalState,
+        name="proximal",
+    )
+
+
+def l1_prox(
+    strength: optax.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    l2: optax.ScalarOrSchedule = 0.0,
+    nonnegative: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Proximal L1 (and elastic-net) shrinkage after each update: exact zeros.
+
+    Placed last in a chain, after any optimizer with learning rate :math:`\eta_t`:
+
+    .. math::
+
+      p_{t+1} = \frac{S_{\eta_t \lambda_t}(p_t + u_t)}{1 + \eta_t \ell_2},
+      \qquad S_\tau(z) = \operatorname{sign}(z)\max(|z| - \tau, 0),
+
+    the proximal step for :math:`\lambda\|w\|_1 + \tfrac{\ell_2}{2}\|w\|_2^2`. With
+    ``nonnegative=True`` :math:`S_\tau(z)` is :math:`\max(z - \tau, 0)` (non-negative lasso).
+    The update returned is :math:`p_{t+1} - p_t`, so shrunk weights are exactly ``0.0``.
+
+    Args:
+      strength: :math:`\lambda \ge 0`, number or schedule.
+      learning_rate: the learning rate (or schedule) of the optimizer before it; the
+        threshold is ``learning_rate * strength``.
+      l2: ridge strength :math:`\ell_2 \ge 0` (TensorFlow's
+        ``l2_regularization_strength``), number or schedule.
+      nonnegative: keep weights :math:`\ge 0`.
+      mask: a pytree of bools (prefix of params; True = regularized) or a callable
+        ``params -> mask``, as in :func:`optax.masked`.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state :class:`L1ProxState`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> tx = optax.chain(optax.sgd(0.5), optax_l1.l1_prox(1.0, 0.5))
+      >>> params = {"w": jnp.array([1.0, -0.25, 0.75])}
+      >>> grads = {"w": jnp.zeros(3)}
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      {'w': Array([0.5 , 0.  , 0.25], dtype=float32)}
+
+    References:
+      Beck & Teboulle, `A Fast Iterative Shrinkage-Thresholding Algorithm
+      <https://doi.org/10.1137/080716542>`_, 2009;
+      TensorFlow ``ProximalGradientDescentOptimizer``.
+    """
+    _checks.check_nonnegative("strength", strength)
+    _checks.check_nonnegative("l2", l2)
+    strength_at, l2_at = _checks.as_schedule(strength), _checks.as_schedule(l2)
+    nonnegative = bool(nonnegative)
+
+    def prox(z, step, count):
+        return _operators.elastic_net_threshold(
+            z, step * strength_at(count), step * l2_at(count), nonnegative=nonnegative
+        )
+
+    return prox_after_update(prox, learning_rate, mask=mask, state_cls=L1ProxState, name="l1_prox")
+
+
+def group_l1_prox(
+    strength: optax.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    axis: _operators.Axis,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Group-lasso proximal step after each update: whole groups become exactly zero.
+
+    .. math::
+
+      (p_{t+1})_g = z_g \max\left(0, 1 - \frac{\eta_t \lambda_t}{\|z_g\|_2}\right),
+      \qquad z = p_t + u_t,
+
+    the proximal step for :math:`\lambda \sum_g \|w_g\|_2`, groups formed per leaf by
+    reducing over ``axis``. For a Dense kernel ``(in, out)``, ``axis=0`` switches off whole
+    output units. Use ``mask`` to skip leaves (biases) the axis does not fit.
+
+    Args:
+      strength: :math:`\lambda \ge 0`, number or schedule.
+      learning_rate: the learning rate (or schedule) of the optimizer before it.
+      axis: int or tuple of ints, the axes reduced to form each group.
+      mask: a pytree of bools or a callable, as in :func:`l1_prox`.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state :class:`GroupL1ProxState`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> tx = optax_l1.group_l1_prox(1.0, 1.0, axis=0)
+      >>> params = {"kernel": jnp.array([[3.0, 0.1], [4.0, 0.1]])}
+      >>> updates, _ = tx.update({"kernel": jnp.zeros((2, 2))}, tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      {'kernel': Array([[2.4, 0. ],
+             [3.2, 0. ]], dtype=float32)}
+
+    References:
+      Yuan & Lin, `Model selection and estimation in regression with grouped variables
+      <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
+    """
+    _checks.check_nonnegative("strength", strength)
+    _operators.normalize_axis(axis, 10**6)  # type check only; per-leaf check at update
+    strength_at = _checks.as_schedule(strength)
+
+    def prox(z, step, count):
+        return _operators.group_soft_threshold(z, step * strength_at(count), axis=axis)
+
+    return prox_after_update(
+        prox, learning_rate, mask=mask, state_cls=GroupL1ProxState, name="group_l1_prox"
+    )
+
+
+def add_l1_subgradient(
+    strength: optax.ScalarOrSchedule, *, mask: Any = None
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adds the L1 subgradient :math:`\lambda\,\operatorname{sign}(p)` to the gradient.
+
+    .. math::
+
+      g' = g + \lambda_t \operatorname{sign}(p)
+
+    This is the loss-penalty approach (Keras ``regularizers.l1``, the usual PyTorch loop),
+    placed *before* the optimizer. It does not produce exact zeros: weights oscillate
+    around 0. Kept for comparison and for porting code; prefer :func:`l1_prox`.
+
+    Args:
+      strength: :math:`\lambda \ge 0`, number or schedule.
+      mask: a pytree of bools or a callable, as in :func:`l1_prox`.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state
+      :class:`AddL1SubgradientState`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax_l1
+      >>> tx = optax_l1.add_l1_subgradient(0.1)
+      >>> params = {"w": jnp.array([2.0, 0.0, -3.0])}
+      >>> g, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+      >>> g
+      {'w': Array([1.1, 1. , 0.9], dtype=float32)}
+    """
+    _checks.check_nonnegative("strength", strength)
+    strength_at = _checks.as_schedule(strength)
+
+    def init_fn(params):
+        del params
+        return AddL1SubgradientState(count=_zero_count())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        _checks.check_params("add_l1_subgradient", params)
+        u_leaves, treedef = jax.tree.flatten(updates, is_leaf=_tree.is_none)
+        p_leaves = treedef.flatten_up_to(params)
+        keep = _tree.resolve_mask(mask, params)
+        s = jnp.asarray(strength_at(state.count))
+        out = []
+        for u, p, m in zip(u_leaves, p_leaves, keep, strict=True):
+            if u is None or p is None or not m or not _tree.is_inexact(p):
+                out.append(u)
+            else:
+                cdt = _tree.compute_dtype(jnp.result_type(p, u))
+                sub = _operators.l1_subgradient(p.astype(cdt))
+                out.append((u.astype(cdt) + s * sub).astype(u.dtype))
+        new_state = AddL1SubgradientState(count=optax.safe_increment(state.count))
+        return treedef.unflatten(out), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,80 @@
+"""Pytree plumbing: prefix broadcasting, mask resolution, dtype predicates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Mask = Any  # a pytree of bools (prefix of params) or a callable params -> such a pytree
+
+
+def is_none(x: Any) -> bool:
+    return x is None
+
+
+def is_inexact(x: Any) -> bool:
+    """True for float/complex arrays (the leaves L1 acts on)."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def compute_dtype(dtype: Any) -> Any:
+    """The dtype shrink math runs in: at least float32 (complex64 for complex)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def broadcast_prefix(name: str, prefix: Any, tree: Any) -> list[Any]:
+    """Expands `prefix` (a scalar or a pytree prefix of `tree`) to one value per leaf of `tree`.
+
+    `None` leaves of `tree` are leaves here (they receive a value that is never used).
+    Raises a ValueError naming `name` when `prefix` is not a prefix of `tree`.
+    """
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=is_none)
+    if jax.tree_util.treedef_is_leaf(jax.tree.structure(prefix)):
+        return [prefix] * len(leaves)  # a scalar (or one array) applies to every leaf
+    out: list[Any] = []
+
+    def expand(p: Any, sub: Any) -> None:
+        out.extend([p] * len(jax.tree.leaves(sub, is_leaf=is_none)))
+
+    try:
+        jax.tree.map(expand, prefix, tree, is_leaf=is_none)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"`{name}` must be a scalar or a pytree prefix of params; its structure "
+            f"{jax.tree.structure(prefix)} does not match params {treedef} ({e})"
+        ) from None
+    return out
+
+
+def resolve_mask(mask: Mask | Callable[[Any], Mask] | None, params: Any) -> list[bool]:
+    """One Python bool per leaf of `params` (None leaves included): True = regularized."""
+    n = len(jax.tree.leaves(params, is_leaf=is_none))
+    if mask is None:
+        return [True] * n
+    if callable(mask):
+        mask = mask(params)
+    if mask is None:
+        raise ValueError("`mask` callable returned None; it must return a pytree of bools")
+    flat = broadcast_prefix("mask", mask, params)
+    out = []
+    for m, x in zip(flat, jax.tree.leaves(params, is_leaf=is_none), strict=True):
+        if x is None:  # nothing to regularize; the mask may hold None (or anything) here
+            out.append(False)
+            continue
+        if isinstance(m, jax.core.Tracer):
+            raise TypeError(
+                "`mask` leaves must be concrete Python bools (as in `optax.masked`), got a "
+                "traced value; build the mask outside of jit or from params' structure only"
+            )
+        if isinstance(m, (bool, np.bool_)) or (
+            hasattr(m, "dtype") and np.ndim(m) == 0 and np.asarray(m).dtype == bool
+        ):
+            out.append(bool(m))
+        else:
+            raise TypeError(f"`mask` leaves must be bools, got {m!r}")
+    return out
