@@ -1,7 +1,6 @@
 """Shared test configuration: strict JAX (as optimistix does) and a tiny-example budget."""
 
 import jax
-import pytest
 from hypothesis import settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -9,7 +8,3 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True)
 settings.load_profile("ci")
 
-
-@pytest.fixture(autouse=True)
-def _clear_jax_caches_between_modules():
-    yield
