@@ -67,21 +67,11 @@ def prox_after_update(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _checks.check_params(name, params)
-        u_leaves, treedef = jax.tree.flatten(updates, is_leaf=_tree.is_none)
-        try:
-            p_leaves = treedef.flatten_up_to(params)
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"`{name}`: `params` must have the structure of `updates` {treedef} ({e})"
-            ) from None
-        keep = _tree.resolve_mask(mask, params)
-        z_leaves = []
-        for u, p, m in zip(u_leaves, p_leaves, keep, strict=True):
-            if u is None or p is None or not m or not _tree.is_inexact(p):
-                z_leaves.append(None)
-                continue
-            cdt = _tree.compute_dtype(jnp.result_type(p, u))
-            z_leaves.append(p.astype(cdt) + u.astype(cdt))
+        treedef, u_leaves, p_leaves, selected = _tree.align(name, updates, params, mask)
+        z_leaves = [
+            _tree.upcast_sum(p, u) if sel else None
+            for u, p, sel in zip(u_leaves, p_leaves, selected, strict=True)
+        ]
         step = jnp.asarray(lr(state.count))
         new_z = jax.tree.leaves(
             prox(treedef.unflatten(z_leaves), step, state.count), is_leaf=_tree.is_none
@@ -302,13 +292,13 @@ def add_l1_subgradient(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _checks.check_params("add_l1_subgradient", params)
-        u_leaves, treedef = jax.tree.flatten(updates, is_leaf=_tree.is_none)
-        p_leaves = treedef.flatten_up_to(params)
-        keep = _tree.resolve_mask(mask, params)
+        treedef, u_leaves, p_leaves, selected = _tree.align(
+            "add_l1_subgradient", updates, params, mask
+        )
         s = jnp.asarray(strength_at(state.count))
         out = []
-        for u, p, m in zip(u_leaves, p_leaves, keep, strict=True):
-            if u is None or p is None or not m or not _tree.is_inexact(p):
+        for u, p, sel in zip(u_leaves, p_leaves, selected, strict=True):
+            if not sel:
                 out.append(u)
             else:
                 cdt = _tree.compute_dtype(jnp.result_type(p, u))

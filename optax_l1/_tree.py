@@ -27,6 +27,12 @@ def compute_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def upcast_sum(p: Any, u: Any) -> Any:
+    """``p + u`` computed in at least float32 (the point a prox step is applied to)."""
+    cdt = compute_dtype(jnp.result_type(p, u))
+    return p.astype(cdt) + u.astype(cdt)
+
+
 def broadcast_prefix(name: str, prefix: Any, tree: Any) -> list[Any]:
     """Expands `prefix` (a scalar or a pytree prefix of `tree`) to one value per leaf of `tree`.
 
@@ -78,3 +84,27 @@ def resolve_mask(mask: Mask | Callable[[Any], Mask] | None, params: Any) -> list
         else:
             raise TypeError(f"`mask` leaves must be bools, got {m!r}")
     return out
+
+
+def align(name: str, updates: Any, params: Any, mask: Any) -> tuple[Any, list, list, list[bool]]:
+    """Flattens `updates` and `params` side by side and says which leaves are regularized.
+
+    Returns ``(treedef, update_leaves, param_leaves, selected)``; a leaf is selected when the
+    mask says so and both leaves are present (not None) with an inexact params dtype.
+    `MaskedNode` subtrees (from `optax.masked`) have no leaves and are kept by `treedef`.
+    """
+    u_leaves, treedef = jax.tree.flatten(updates, is_leaf=is_none)
+    try:
+        p_leaves = treedef.flatten_up_to(params)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"`{name}`: `params` must have the structure of `updates` {treedef} ({e})"
+        ) from None
+    keep = resolve_mask(mask, params)
+    if len(keep) != len(p_leaves):  # params hold extra leaves under an updates leaf
+        raise ValueError(f"`{name}`: `params` must have the structure of `updates` {treedef}")
+    selected = [
+        bool(m) and u is not None and p is not None and is_inexact(p)
+        for u, p, m in zip(u_leaves, p_leaves, keep, strict=True)
+    ]
+    return treedef, u_leaves, p_leaves, selected
