@@ -2,6 +2,14 @@
 
 import importlib.metadata
 
+from optax_l1._adaptive import FtrlState as FtrlState
+from optax_l1._adaptive import PreconditionedL1State as PreconditionedL1State
+from optax_l1._adaptive import ProximalAdagradState as ProximalAdagradState
+from optax_l1._adaptive import ProximalAdamState as ProximalAdamState
+from optax_l1._adaptive import ftrl as ftrl
+from optax_l1._adaptive import proximal_adagrad as proximal_adagrad
+from optax_l1._adaptive import proximal_adam as proximal_adam
+from optax_l1._adaptive import with_preconditioned_l1 as with_preconditioned_l1
 from optax_l1._masks import kernel_mask as kernel_mask
 from optax_l1._masks import path_mask as path_mask
 from optax_l1._metrics import sparsity as sparsity
@@ -11,6 +19,8 @@ from optax_l1._operators import group_soft_threshold as group_soft_threshold
 from optax_l1._operators import soft_threshold as soft_threshold
 from optax_l1._penalty import group_l1_penalty as group_l1_penalty
 from optax_l1._penalty import l1_penalty as l1_penalty
+from optax_l1._target import SparsityTargetState as SparsityTargetState
+from optax_l1._target import sparsity_target as sparsity_target
 from optax_l1._transforms import AddL1SubgradientState as AddL1SubgradientState
 from optax_l1._transforms import GroupL1ProxState as GroupL1ProxState
 from optax_l1._transforms import L1ProxState as L1ProxState
@@ -27,11 +37,17 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
 
 __all__ = (
     "AddL1SubgradientState",
+    "FtrlState",
     "GroupL1ProxState",
     "L1ProxState",
+    "PreconditionedL1State",
+    "ProximalAdagradState",
+    "ProximalAdamState",
     "ProximalState",
+    "SparsityTargetState",
     "add_l1_subgradient",
     "elastic_net_threshold",
+    "ftrl",
     "group_l1_penalty",
     "group_l1_prox",
     "group_soft_threshold",
@@ -40,7 +56,11 @@ __all__ = (
     "l1_prox",
     "path_mask",
     "proximal",
+    "proximal_adagrad",
+    "proximal_adam",
     "soft_threshold",
     "sparsity",
     "sparsity_report",
+    "sparsity_target",
+    "with_preconditioned_l1",
 )

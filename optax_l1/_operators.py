@@ -53,7 +53,7 @@ def _group_norm(z: jax.Array, axis: tuple[int, ...]) -> jax.Array:
 
 def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ...]:
     """Validates `axis` (int or tuple of ints) against an array of `ndim` dimensions."""
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, Sequence) and not isinstance(axis, str) else (axis,)
     if not axes or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
         raise TypeError(f"`{name}` must be an int or a non-empty tuple of ints, got {axis!r}")
     out = []
