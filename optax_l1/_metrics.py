@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optax_l1 import _masks, _tree
 
@@ -46,7 +47,7 @@ def sparsity(params: Any, *, mask: Any = None) -> jax.Array:
       Array(0.5, dtype=float32)
     """
     leaves = _selected(params, mask)
-    size = sum(int(x.size) for _, x in leaves)
+    size = sum(int(np.size(x)) for _, x in leaves)
     if size == 0:
         return jnp.zeros((), jnp.float32)
     zeros = sum((_zeros(x) for _, x in leaves), jnp.zeros((), jnp.int32))
@@ -73,7 +74,7 @@ def sparsity_report(params: Any, *, mask: Any = None) -> dict[str, jax.Array]:
       {'dense/bias': 0.0, 'dense/kernel': 0.75, 'total': 0.5}
     """
     report = {
-        name: _zeros(x).astype(jnp.float32) / jnp.float32(max(int(x.size), 1))
+        name: _zeros(x).astype(jnp.float32) / jnp.float32(max(int(np.size(x)), 1))
         for name, x in _selected(params, mask)
     }
     report["total"] = sparsity(params, mask=mask)

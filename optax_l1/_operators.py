@@ -88,7 +88,8 @@ def map_inexact(fn: Callable[..., jax.Array], tree: Any, *per_leaf: list[Any]) -
         if z is None or not _tree.is_inexact(z):
             out.append(z)
             continue
-        zc = jnp.asarray(z).astype(_tree.compute_dtype(z.dtype))
+        z = jnp.asarray(z)
+        zc = z.astype(_tree.compute_dtype(z.dtype))
         out.append(fn(zc, *(v[i] for v in per_leaf)).astype(z.dtype))
     return treedef.unflatten(out)
 

@@ -118,7 +118,13 @@ def _kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> jax.Array:
 def _preconditioner(name: str, inner_state: Any, treedef: Any) -> list[Any]:
     """``sqrt(nu) + eps`` per leaf of ``treedef``, read from the optimizer's state."""
     for key in _PRECONDITIONERS:
-        acc = optax.tree.get(inner_state, key)
+        try:
+            acc = optax.tree.get(inner_state, key)
+        except KeyError:
+            raise ValueError(
+                f"`{name}`: `optimizer` keeps several fields named {key!r} in its state; "
+                "wrap a single diagonal optimizer"
+            ) from None
         if acc is not None:
             break
     else:
@@ -352,7 +358,9 @@ def sparsity_target(
             out.append(s)
             zeros += jnp.sum(optax.apply_updates(p, s) == 0, dtype=jnp.int32)
             size += int(p.size)
-        strength = jnp.where(lr > 0, tau / jnp.where(lr > 0, lr, 1.0), state.strength)
+        # A search sets lambda = tau / lr (kept when lr = 0); between searches it is kept.
+        searched = jnp.where(lr > 0, tau / jnp.where(lr > 0, lr, 1.0), state.strength)
+        strength = jnp.where(frozen, 0.0, jnp.where(due, searched, state.strength))
         new_state = SparsityTargetState(
             count=optax.safe_increment(count),
             strength=strength.astype(jnp.float32),

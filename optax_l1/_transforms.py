@@ -83,7 +83,7 @@ def prox_after_update(
             if z is None:
                 out.append(u)
             else:
-                out.append((z - p.astype(z.dtype)).astype(u.dtype))
+                out.append((z - jnp.asarray(p, z.dtype)).astype(jnp.result_type(u)))
         return treedef.unflatten(out), state_cls(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -302,8 +302,8 @@ def add_l1_subgradient(
                 out.append(u)
             else:
                 cdt = _tree.compute_dtype(jnp.result_type(p, u))
-                sub = _operators.l1_subgradient(p.astype(cdt))
-                out.append((u.astype(cdt) + s * sub).astype(u.dtype))
+                sub = _operators.l1_subgradient(jnp.asarray(p, cdt))
+                out.append((jnp.asarray(u, cdt) + s * sub).astype(jnp.result_type(u)))
         new_state = AddL1SubgradientState(count=optax.safe_increment(state.count))
         return treedef.unflatten(out), new_state
 

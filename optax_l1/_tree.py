@@ -18,6 +18,8 @@ def is_none(x: Any) -> bool:
 
 def is_inexact(x: Any) -> bool:
     """True for float/complex arrays (the leaves L1 acts on)."""
+    if isinstance(x, (float, complex)):  # Python scalars are weights too
+        return True
     dtype = getattr(x, "dtype", None)
     return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
 
@@ -29,6 +31,7 @@ def compute_dtype(dtype: Any) -> Any:
 
 def upcast_sum(p: Any, u: Any) -> Any:
     """``p + u`` computed in at least float32 (the point a prox step is applied to)."""
+    p, u = jnp.asarray(p), jnp.asarray(u)
     cdt = compute_dtype(jnp.result_type(p, u))
     return p.astype(cdt) + u.astype(cdt)
 

@@ -7,4 +7,3 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True)
 settings.load_profile("ci")
-

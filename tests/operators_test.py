@@ -1,0 +1,384 @@
+"""Tests for the proximal operators against scalar NumPy transcriptions, plus properties."""
+
+import math
+
+import hypothesis.extra.numpy as hnp
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import optax_l1
+
+# ----------------------------------------------------------------------------- references
+# Scalar transcriptions of the formulas in shared/REFERENCES.md, in float64.
+
+
+def np_soft(z, t):
+    out = []
+    for v in np.asarray(z, np.float64).ravel():
+        out.append(math.copysign(max(abs(v) - t, 0.0), v) if abs(v) > t else 0.0)
+    return np.array(out).reshape(np.shape(z))
+
+
+def np_soft_complex(z, t):
+    out = []
+    for v in np.asarray(z, np.complex128).ravel():
+        a = abs(v)
+        out.append(v * max(1.0 - t / a, 0.0) if a > 0 else 0j)
+    return np.array(out).reshape(np.shape(z))
+
+
+def np_elastic(z, t, r, nonnegative=False):
+    out = []
+    for v in np.asarray(z, np.float64).ravel():
+        s = max(v - t, 0.0) if nonnegative else math.copysign(max(abs(v) - t, 0.0), v)
+        out.append(s / (1.0 + r))
+    return np.array(out).reshape(np.shape(z))
+
+
+def np_group(z, t, axis):
+    """w_g * max(0, 1 - t / ||w_g||) group by group, groups = all indices outside `axis`."""
+    z = np.asarray(z, np.float64)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(a % z.ndim for a in axes)
+    out = np.zeros_like(z)
+    kept = [d for d in range(z.ndim) if d not in axes]
+    for idx in np.ndindex(*[z.shape[d] for d in kept]):
+        sl = [slice(None)] * z.ndim
+        for d, i in zip(kept, idx, strict=True):
+            sl[d] = i
+        g = z[tuple(sl)]
+        norm = math.sqrt(sum(float(v) ** 2 for v in g.ravel()))
+        out[tuple(sl)] = g * max(0.0, 1.0 - t / norm) if norm > 0 else 0.0
+    return out
+
+
+# ----------------------------------------------------------------------------- strategies
+
+# XLA on CPU flushes subnormals to zero, so they are left out of the inputs.
+FLOATS = st.floats(-8.0, 8.0, allow_nan=False, allow_subnormal=False, width=32)
+VEC = hnp.arrays(np.float32, (8,), elements=FLOATS)
+MAT = hnp.arrays(np.float32, (4, 3), elements=FLOATS)
+THRESH = st.floats(0.0, 4.0, width=32)
+
+# One compilation per operator: the threshold is traced.
+soft = jax.jit(optax_l1.soft_threshold)
+elastic = jax.jit(optax_l1.elastic_net_threshold, static_argnames="nonnegative")
+group0 = jax.jit(lambda z, t: optax_l1.group_soft_threshold(z, t, axis=0))
+group1 = jax.jit(lambda z, t: optax_l1.group_soft_threshold(z, t, axis=1))
+
+
+def tol(*xs):
+    return 1e-5 * (1.0 + max(float(np.max(np.abs(x))) for x in xs))
+
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+def test_soft_threshold_matches_numpy_transcription():
+    z = np.array([-3.0, -1.0, -0.999, -0.5, -0.0, 0.0, 0.25, 1.0, 1.0001, 7.5], np.float32)
+    for t in (0.0, 0.5, 1.0, 2.0):
+        got = np.asarray(soft(z, t))
+        np.testing.assert_allclose(got, np_soft(z, t), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(got == 0, np_soft(z, t) == 0)
+
+
+def test_soft_threshold_eager_equals_jit_on_a_pytree():
+    rng = np.random.default_rng(0)
+    tree = {"a": rng.normal(size=(3, 2)).astype(np.float32), "b": [rng.normal(size=5)]}
+    tree["b"][0] = tree["b"][0].astype(np.float32)
+    eager = optax_l1.soft_threshold(tree, 0.4)
+    jitted = soft(tree, 0.4)
+    jax.tree.map(np.testing.assert_array_equal, eager, jitted)
+    jax.tree.map(
+        lambda g, z: np.testing.assert_allclose(g, np_soft(z, 0.4), atol=1e-6), eager, tree
+    )
+
+
+def test_zeros_are_positive_zero():
+    z = jnp.array([-0.5, -0.0, 0.0, 0.5, -1.0], jnp.float32)
+    got = np.asarray(optax_l1.soft_threshold(z, 1.0))
+    np.testing.assert_array_equal(got, 0.0)
+    assert not np.any(np.signbit(got))
+
+
+def test_threshold_pytree_prefix_and_passthrough_leaves():
+    tree = {
+        "a": jnp.array([1.0, -2.0, 3.0]),
+        "b": {"x": jnp.array([0.5, -0.5]), "y": jnp.array([[4.0]])},
+        "i": jnp.array([5, -6]),
+        "flag": jnp.array([True]),
+        "none": None,
+    }
+    t = {"a": 1.5, "b": 0.25, "i": 100.0, "flag": 100.0, "none": 100.0}
+    got = optax_l1.soft_threshold(tree, t)
+    np.testing.assert_allclose(got["a"], np_soft(tree["a"], 1.5), atol=1e-7)
+    np.testing.assert_allclose(got["b"]["x"], np_soft(tree["b"]["x"], 0.25), atol=1e-7)
+    np.testing.assert_allclose(got["b"]["y"], np_soft(tree["b"]["y"], 0.25), atol=1e-7)
+    np.testing.assert_array_equal(got["i"], tree["i"])
+    assert got["i"].dtype == tree["i"].dtype and got["flag"].dtype == jnp.bool_
+    assert got["none"] is None
+
+
+def test_threshold_prefix_mismatch_raises_naming_it():
+    with pytest.raises(ValueError, match="`threshold`"):
+        optax_l1.soft_threshold({"a": jnp.ones(2), "b": jnp.ones(2)}, {"a": 0.1})
+    with pytest.raises(ValueError, match="`l2_scale`"):
+        optax_l1.elastic_net_threshold({"a": jnp.ones(2)}, 0.1, {"b": 0.1})
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+@pytest.mark.parametrize("t,r", [(0.0, 0.0), (0.5, 0.0), (0.5, 0.25), (2.0, 3.0)])
+def test_elastic_net_matches_numpy_transcription(t, r, nonnegative):
+    z = np.linspace(-4.0, 4.0, 33).astype(np.float32)
+    got = np.asarray(elastic(z, t, r, nonnegative=nonnegative))
+    want = np_elastic(z, t, r, nonnegative)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got == 0, want == 0)
+    if nonnegative:
+        assert np.all(got >= 0)
+
+
+def test_elastic_net_without_l2_is_soft_threshold():
+    z = jnp.linspace(-3.0, 3.0, 25)
+    np.testing.assert_array_equal(
+        np.asarray(optax_l1.elastic_net_threshold(z, 0.7)),
+        np.asarray(optax_l1.soft_threshold(z, 0.7)),
+    )
+
+
+def test_nonnegative_rejects_complex():
+    with pytest.raises(TypeError, match="nonnegative"):
+        optax_l1.elastic_net_threshold(jnp.array([1j]), 0.1, nonnegative=True)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, (0, 1), (1, 2), (0, 2)])
+def test_group_soft_threshold_matches_numpy_transcription(axis):
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    z[:, 0, :] *= 0.05  # some groups fall under the threshold
+    t = 0.6
+    got = np.asarray(optax_l1.group_soft_threshold({"z": z}, t, axis=axis)["z"])
+    want = np_group(z, t, axis)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got == 0, want == 0)
+
+
+def test_complex_soft_threshold_keeps_phase_and_shrinks_modulus():
+    rng = np.random.default_rng(4)
+    z = (rng.normal(size=16) + 1j * rng.normal(size=16)).astype(np.complex64)
+    z[0] = 0
+    t = 0.8
+    got = np.asarray(optax_l1.soft_threshold(z, t))
+    assert got.dtype == np.complex64
+    np.testing.assert_allclose(got, np_soft_complex(z, t), rtol=1e-5, atol=1e-6)
+    nz = got != 0
+    np.testing.assert_allclose(np.angle(got[nz]), np.angle(z[nz]), atol=1e-5)
+    np.testing.assert_allclose(np.abs(got), np.maximum(np.abs(z) - t, 0.0), atol=1e-5)
+    np.testing.assert_array_equal(got[~nz], 0)
+    assert np.all(np.abs(z[~nz]) <= t)
+
+
+def test_complex_group_and_elastic_net_follow_modulus():
+    z = np.array([[3 + 4j, 0.1j], [0j, 0.1 + 0j]], np.complex64)
+    g = np.asarray(optax_l1.group_soft_threshold(z, 1.0, axis=0))
+    np.testing.assert_allclose(g[:, 0], z[:, 0] * (1.0 - 1.0 / 5.0), rtol=1e-6)
+    np.testing.assert_array_equal(g[:, 1], 0)
+    e = np.asarray(optax_l1.elastic_net_threshold(z, 1.0, 1.0))
+    np.testing.assert_allclose(e, np_soft_complex(z, 1.0) / 2.0, rtol=1e-6, atol=1e-7)
+
+
+def test_bf16_shrink_is_computed_in_float32():
+    # In bf16 the threshold 0.999 rounds to 1.0 and the result would be 0; in f32 it is 0.001.
+    z = jnp.asarray(np.array([1.0, -1.0], ml_dtypes.bfloat16))
+    got = optax_l1.soft_threshold(z, 0.999)
+    assert got.dtype == jnp.bfloat16
+    want = (np.array([1.0, -1.0], np.float32) - np.float32([0.999, -0.999])).astype(
+        ml_dtypes.bfloat16
+    )
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert np.all(np.asarray(got, np.float32) != 0)
+
+
+OPERATORS = {
+    "soft": lambda z, t: optax_l1.soft_threshold(z, t),
+    "elastic": lambda z, t: optax_l1.elastic_net_threshold(z, t, 0.5),
+    "nonneg": lambda z, t: optax_l1.elastic_net_threshold(z, t, 0.5, nonnegative=True),
+    "group": lambda z, t: optax_l1.group_soft_threshold(z, t, axis=1),
+}
+
+
+@pytest.mark.parametrize("op", list(OPERATORS))
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "complex64"])
+def test_dtype_preserved_and_zeros_exact(op, dtype):
+    if op == "nonneg" and dtype == "complex64":
+        pytest.skip("non-negative lasso is real only")
+    vals = np.array([[0.3, -0.2, 2.0], [-3.0, 0.05, 0.0]], np.float32)
+    if dtype == "complex64":
+        z = jnp.asarray(vals * (1 + 1j) / math.sqrt(2), jnp.complex64)
+    else:
+        z = jnp.asarray(vals, dtype)
+    out = jax.jit(OPERATORS[op])(z, 0.5)
+    assert out.dtype == z.dtype
+    out = np.asarray(out.astype(jnp.complex64 if dtype == "complex64" else jnp.float32))
+    if op == "group":  # row norms: ~2.04 survive, ~3.0 survives; nothing is a 0.5 group here
+        want_zero = np_group(np.abs(vals), 0.5, 1) == 0
+    elif op == "nonneg":
+        want_zero = vals <= 0.5
+    else:
+        want_zero = np.abs(vals) <= 0.5
+    np.testing.assert_array_equal(out == 0, want_zero)
+    assert np.all(out[want_zero] == 0)  # exact, not merely tiny
+
+
+def test_float64_preserved_under_x64():
+    with jax.enable_x64(True):
+        z = jnp.array([1.0 + 1e-12, -0.5, 3.0], jnp.float64)
+        got = optax_l1.soft_threshold(z, 1.0)
+        assert got.dtype == jnp.float64
+        np.testing.assert_array_equal(np.asarray(got), np_soft(np.asarray(z), 1.0))
+
+
+def test_soft_threshold_gradient_is_indicator():
+    z = jnp.array([-3.0, -0.5, 0.0, 0.2, 1.5])
+    g = jax.grad(lambda z: jnp.sum(optax_l1.soft_threshold(z, 1.0)))(z)
+    np.testing.assert_array_equal(np.asarray(g), (np.abs(np.asarray(z)) > 1.0).astype(np.float32))
+
+
+@pytest.mark.parametrize("t", [0.0, 0.5])
+def test_group_prox_has_no_nan_at_zero_norm_including_gradients(t):
+    z = jnp.zeros((3, 2))
+    out = optax_l1.group_soft_threshold(z, t, axis=0)
+    np.testing.assert_array_equal(np.asarray(out), 0.0)
+
+    def f(z):
+        return jnp.sum(optax_l1.group_soft_threshold(z, t, axis=0) ** 2) + jnp.sum(
+            optax_l1.group_soft_threshold(z, t, axis=0)
+        )
+
+    g = jax.grad(f)(z)
+    assert np.all(np.isfinite(np.asarray(g)))
+    z2 = jnp.array([[0.0, 1.0], [0.0, 2.0]])
+    g2 = np.asarray(jax.grad(f)(z2))
+    assert np.all(np.isfinite(g2))
+    gp = np.asarray(jax.grad(lambda z: optax_l1.group_l1_penalty(z, 1.0, axis=0))(z2))
+    assert np.all(np.isfinite(gp)) and np.all(gp[:, 0] == 0)
+
+
+@pytest.mark.parametrize("axis", [2, -3, (0, 0), (0, 5)])
+def test_group_bad_axis_raises_value_error(axis):
+    with pytest.raises(ValueError, match="`axis`"):
+        optax_l1.group_soft_threshold({"w": jnp.ones((2, 2))}, 0.1, axis=axis)
+
+
+@pytest.mark.parametrize("axis", [1.5, (), "0", (0, 1.0), True])
+def test_group_bad_axis_type_raises_type_error(axis):
+    with pytest.raises(TypeError, match="`axis`"):
+        optax_l1.group_soft_threshold({"w": jnp.ones((2, 2))}, 0.1, axis=axis)
+
+
+def test_group_axis_ignored_for_passthrough_leaves():
+    tree = {"w": jnp.ones((2, 2)), "step": jnp.array(3), "none": None}
+    out = optax_l1.group_soft_threshold(tree, 0.1, axis=1)
+    assert out["none"] is None and int(out["step"]) == 3
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@given(VEC, THRESH)
+def test_prop_soft_threshold_optimality_condition(z, t):
+    """0 in (x - z) + t * d|x|: x != 0 => z - x = t sign(x); x == 0 => |z| <= t."""
+    x = np.asarray(soft(z, np.float32(t)), np.float64)
+    z = z.astype(np.float64)
+    eps = tol(z, t)
+    nz = x != 0
+    np.testing.assert_allclose((z - x)[nz], t * np.sign(x[nz]), atol=eps)
+    assert np.all(np.abs(z[~nz]) <= t + eps)
+
+
+@given(VEC, THRESH, st.floats(0.0, 3.0, width=32))
+def test_prop_elastic_net_optimality_condition(z, t, r):
+    """0 in (x - z) + t * d|x| + r x."""
+    x = np.asarray(elastic(z, np.float32(t), np.float32(r)), np.float64)
+    z = z.astype(np.float64)
+    eps = tol(z, t, r)
+    nz = x != 0
+    np.testing.assert_allclose((z - x - r * x)[nz], t * np.sign(x[nz]), atol=eps)
+    assert np.all(np.abs(z[~nz]) <= t + eps)
+
+
+@given(MAT, THRESH)
+def test_prop_group_optimality_condition(z, t):
+    """Per group g: x_g != 0 => z_g - x_g = t x_g / ||x_g||; x_g == 0 => ||z_g|| <= t."""
+    x = np.asarray(group0(z, np.float32(t)), np.float64)
+    z = z.astype(np.float64)
+    eps = tol(z, t)
+    for j in range(z.shape[1]):
+        xg, zg = x[:, j], z[:, j]
+        n = np.linalg.norm(xg)
+        if n > 0:
+            np.testing.assert_allclose(zg - xg, t * xg / n, atol=eps)
+        else:
+            assert np.linalg.norm(zg) <= t + eps
+
+
+@given(VEC, VEC, THRESH)
+def test_prop_soft_threshold_firmly_non_expansive(a, b, t):
+    pa = np.asarray(soft(a, np.float32(t)), np.float64)
+    pb = np.asarray(soft(b, np.float32(t)), np.float64)
+    d, dp = a.astype(np.float64) - b, pa - pb
+    eps = tol(a, b, t)
+    assert np.all(np.abs(dp) <= np.abs(d) + eps)  # coordinate-wise 1-Lipschitz
+    assert np.dot(dp, d) >= np.dot(dp, dp) - eps * len(d) * (1 + np.max(np.abs(d)))
+
+
+@given(MAT, MAT, THRESH)
+def test_prop_group_prox_non_expansive(a, b, t):
+    pa = np.asarray(group1(a, np.float32(t)), np.float64)
+    pb = np.asarray(group1(b, np.float32(t)), np.float64)
+    assert np.linalg.norm(pa - pb) <= np.linalg.norm(a.astype(np.float64) - b) + tol(a, b)
+
+
+@given(VEC, THRESH, st.floats(0.0, 3.0, width=32))
+def test_prop_sign_preserving_and_shrinking(z, t, r):
+    for x in (soft(z, np.float32(t)), elastic(z, np.float32(t), np.float32(r))):
+        x = np.asarray(x)
+        assert np.all(x * z >= 0)  # never flips a sign
+        assert np.all((x == 0) | (np.sign(x) == np.sign(z)))
+        assert np.all(np.abs(x) <= np.abs(z))
+    g = np.asarray(group0(z.reshape(4, 2), np.float32(t)))
+    assert np.all(g * z.reshape(4, 2) >= 0)
+    assert np.all(np.abs(g) <= np.abs(z.reshape(4, 2)))
+
+
+@given(VEC)
+def test_prop_identity_at_threshold_zero(z):
+    np.testing.assert_array_equal(np.asarray(soft(z, np.float32(0.0))), z)
+    np.testing.assert_array_equal(np.asarray(elastic(z, np.float32(0.0), np.float32(0.0))), z)
+    m = z.reshape(4, 2)
+    np.testing.assert_allclose(np.asarray(group0(m, np.float32(0.0))), m, rtol=1e-6, atol=0)
+
+
+@given(
+    hnp.arrays(np.float32, (6,), elements=FLOATS),
+    hnp.arrays(np.float32, (6,), elements=FLOATS),
+    THRESH,
+)
+def test_prop_complex_optimality_and_phase(re, im, t):
+    z = (re + 1j * im).astype(np.complex64)
+    x = np.asarray(soft(z, np.float32(t))).astype(np.complex128)
+    z = z.astype(np.complex128)
+    eps = tol(np.abs(z), t)
+    nz = x != 0
+    np.testing.assert_allclose(z[nz] - x[nz], t * x[nz] / np.abs(x[nz]), atol=eps)
+    assert np.all(np.abs(z[~nz]) <= t + eps)
+    # same phase: x = c * z with real c in [0, 1]
+    np.testing.assert_allclose(
+        np.imag(x * np.conj(z)), 0.0, atol=eps * (1 + np.max(np.abs(z)) ** 2)
+    )
+    assert np.all(np.real(x * np.conj(z)) >= -eps)
