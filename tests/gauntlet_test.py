@@ -109,6 +109,23 @@ def l1_subgradient_sgd(learning_rate, strength):
     return optax.chain(optax_l1.add_l1_subgradient(strength), optax.sgd(learning_rate))
 
 
+def wrapped_adagrad_l1(learning_rate, strength):
+    return optax_l1.with_preconditioned_l1(
+        optax.adagrad(learning_rate, eps=0.0),
+        strength,
+        learning_rate,
+        accumulator="sum_of_squares",
+        eps=0.0,
+    )
+
+
+def adam_sparsity_target(learning_rate):
+    return optax.chain(
+        optax.adam(learning_rate),
+        optax_l1.sparsity_target(0.5, learning_rate, ramp_steps=20),
+    )
+
+
 CASES = [
     Case(
         "l1_prox",
@@ -147,6 +164,36 @@ CASES = [
         steps=2000,
         exact_zeros=False,
     ),
+    Case(
+        "proximal_adagrad",
+        optax_l1.proximal_adagrad,
+        dict(learning_rate=0.5, l1=0.2),
+        schedulable=("learning_rate", "l1"),
+        minimizer=lambda c: jax.tree.map(lambda x: np_soft(x, 0.2), c),
+        steps=600,
+    ),
+    Case(
+        "proximal_adam",
+        optax_l1.proximal_adam,
+        dict(learning_rate=0.02, strength=0.2),
+        schedulable=("learning_rate", "strength"),
+        minimizer=lambda c: jax.tree.map(lambda x: np_soft(x, 0.2), c),
+        atol=2e-3,
+        steps=1500,
+    ),
+    Case(
+        "with_preconditioned_l1_adagrad",
+        wrapped_adagrad_l1,
+        dict(learning_rate=0.5, strength=0.2),
+        schedulable=("learning_rate", "strength"),
+        minimizer=lambda c: jax.tree.map(lambda x: np_soft(x, 0.2), c),
+        steps=600,
+    ),
+    # FTRL's l1 is not scaled by t: it converges to the unregularized minimizer, so no
+    # closed-form minimizer is checked here (tests/adaptive_test.py checks TF's kernel).
+    Case("ftrl", optax_l1.ftrl, dict(learning_rate=0.5, l1=0.2), schedulable=("l1",)),
+    # The target-sparsity controller has no fixed minimizer either (tests/target_test.py).
+    Case("sparsity_target", adam_sparsity_target, dict(learning_rate=0.05)),
 ]
 
 cases = pytest.mark.parametrize("case", CASES, ids=str)
