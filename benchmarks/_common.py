@@ -1,0 +1,139 @@
+"""Helpers shared by the benchmark scripts: environment header, paired timing, tables.
+
+Not part of the optax_l1 package; the scripts import it as a sibling module
+(``python benchmarks/<script>.py`` puts this folder first on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+import optax_l1
+
+
+def header(title: str, **sizes: Any) -> dict[str, Any]:
+    """Prints (and returns) what the figures depend on: device, versions, cores, sizes."""
+    info = {
+        "benchmark": title,
+        "device": str(jax.devices()[0]),
+        "platform": jax.default_backend(),
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+        "optax_l1": optax_l1.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "x64": bool(jax.config.jax_enable_x64),
+    }
+    print(f"# {title}")
+    print(
+        f"device: {info['device']} ({info['platform']}), cores: {info['cpu_count']}, "
+        f"jax {info['jax']}, optax {info['optax']}, optax_l1 {info['optax_l1']}, "
+        f"python {info['python']}, x64: {info['x64']}"
+    )
+    if sizes:
+        print("sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
+    info["sizes"] = sizes
+    return info
+
+
+def median_ci(x: Sequence[float], conf: float = 0.95) -> tuple[float, float, float]:
+    """Median and a distribution-free confidence interval from order statistics.
+
+    The interval ``[x_(j), x_(n-j+1)]`` covers the true median with probability
+    ``1 - 2 P(Binomial(n, 1/2) <= j - 1)``; ``j`` is the largest with coverage >= ``conf``
+    (for tiny ``n`` the interval is the full range).
+    """
+    a = np.sort(np.asarray(x, dtype=np.float64))
+    n = a.size
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    cdf = np.cumsum([math.comb(n, i) for i in range(n + 1)]) / 2.0**n
+    ok = np.nonzero(cdf <= (1.0 - conf) / 2.0)[0]
+    j = int(ok[-1]) + 1 if ok.size else 1
+    return float(np.median(a)), float(a[j - 1]), float(a[n - j])
+
+
+def interleaved_times(arms: Sequence[Callable[[int], None]], reps: int, inner: int) -> np.ndarray:
+    """Seconds per call of each arm, measured in rotating order, shape ``(reps, len(arms))``.
+
+    Each arm runs ``inner`` calls and blocks until its results are ready. Rep ``r`` starts
+    with arm ``r % len(arms)``, so no arm always runs first (or right after another).
+    """
+    k = len(arms)
+    out = np.empty((reps, k))
+    for r in range(reps):
+        for j in range(k):
+            i = (r + j) % k
+            t0 = time.perf_counter()
+            arms[i](inner)
+            out[r, i] = (time.perf_counter() - t0) / inner
+    return out
+
+
+def calibrate_inner(arm: Callable[[int], None], min_time: float) -> int:
+    """How many calls make one timed sample last at least ``min_time`` seconds."""
+    t0 = time.perf_counter()
+    arm(1)
+    t = max(time.perf_counter() - t0, 1e-7)
+    return max(1, math.ceil(min_time / t))
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str | None, payload: Any) -> None:
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1, default=_jsonable)
+    print(f"wrote {path}")
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def memory_stats(compiled: Any) -> dict[str, int]:
+    """The sizes XLA's buffer assignment reports for a compiled executable."""
+    ma = compiled.memory_analysis()
+    keys = (
+        "argument_size_in_bytes",
+        "output_size_in_bytes",
+        "alias_size_in_bytes",
+        "temp_size_in_bytes",
+        "generated_code_size_in_bytes",
+    )
+    out = {k.replace("_size_in_bytes", ""): int(getattr(ma, k, 0) or 0) for k in keys}
+    # Live at peak for a one-shot call: inputs, outputs not written in place, temporaries.
+    out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
+    return out
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def optional(name: str) -> Any:
+    """``optax_l1.<name>`` when the installed optax_l1 has it, else None."""
+    return getattr(optax_l1, name) if hasattr(optax_l1, name) else None

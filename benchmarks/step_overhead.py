@@ -1,0 +1,465 @@
+r"""Step overhead of optax_l1's transforms: a jitted, donated optimizer step with and without.
+
+For every row, arm A is a plain optax optimizer and arm B the same optimizer with an optax_l1
+transform (``optax.chain(opt, optax_l1.l1_prox(...))`` and friends). Each step is
+
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+
+jitted with ``donate_argnums=(0, 1)`` (params and optimizer state), with the gradients passed
+in as an input so that only the optimizer's cost is timed. A and B run interleaved in one
+process (rotating order), warmed up, each sample ended by ``block_until_ready``; the figure
+is the median of the per-pair ratio B/A with a 95% distribution-free interval.
+
+Two layouts: (a) one 16M-parameter leaf (4096 x 4096) and (b) 8M parameters over 128 leaves
+(256 x 256 each). For each compiled step XLA's ``memory_analysis()`` is read, to see whether
+B needs a temporary buffer that A does not. The sgd row also times a donated, jitted axpy
+``y = a * x + y`` over the same leaves: its bytes (read x, y; write y) over its time is the
+machine's measured bandwidth, and the sgd + l1_prox step (which moves the same bytes) is
+reported against that memory floor, ``(argument bytes + output bytes) / bandwidth``.
+``--diagnose`` times the pieces of the fused sgd + l1_prox loop instead.
+
+    python benchmarks/step_overhead.py            # the issue's sizes (about 2-3 min, 2 cores)
+    python benchmarks/step_overhead.py --quick    # tiny sizes, a few reps (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optax_l1
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+TARGET = 1.03
+
+
+@dataclass
+class Row:
+    name: str  # what B adds
+    a_label: str
+    b_label: str
+    make_a: Callable[[], optax.GradientTransformation]
+    make_b: Callable[[], optax.GradientTransformation]
+    axpy: bool = False  # also time the axpy floor in this row
+
+
+def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
+    """The rows to time, and the names of optional transforms this optax_l1 lacks."""
+    opts = {
+        "sgd": lambda: optax.sgd(lr),
+        "adam": lambda: optax.adam(lr),
+        "adamw": lambda: optax.adamw(lr, weight_decay=1e-4),
+    }
+
+    def chain(first, second):
+        return lambda: optax.chain(first(), second())
+
+    rows = []
+    for o, make in opts.items():
+        rows.append(
+            Row(
+                "l1_prox",
+                o,
+                f"{o} + l1_prox",
+                make,
+                chain(make, lambda: optax_l1.l1_prox(lam, lr)),
+                axpy=o == "sgd",
+            )
+        )
+    sched = optax.cosine_decay_schedule(lr, 100_000)
+    sched_opts = {"sgd": lambda: optax.sgd(sched), "adam": lambda: optax.adam(sched)}
+    for o in ("sgd", "adam"):
+        make = opts[o]
+        rows.append(
+            Row(
+                "l1_prox(schedule)",
+                f"{o}(schedule)",
+                f"{o}(schedule) + l1_prox(schedule)",
+                sched_opts[o],
+                chain(sched_opts[o], lambda: optax_l1.l1_prox(lam, sched)),
+            )
+        )
+        rows.append(
+            Row(
+                "l1_prox(l2)",
+                o,
+                f"{o} + l1_prox(l2)",
+                make,
+                chain(make, lambda: optax_l1.l1_prox(lam, lr, l2=1e-3)),
+            )
+        )
+        rows.append(
+            Row(
+                "group_l1_prox",
+                o,
+                f"{o} + group_l1_prox(axis=0)",
+                make,
+                chain(make, lambda: optax_l1.group_l1_prox(lam, lr, axis=0)),
+            )
+        )
+        rows.append(
+            Row(
+                "add_l1_subgradient",
+                o,
+                f"add_l1_subgradient + {o}",
+                make,
+                chain(lambda: optax_l1.add_l1_subgradient(lam), make),
+            )
+        )
+    skipped = []
+    prox_adam = _common.optional("proximal_adam")
+    if prox_adam is not None:
+        rows.append(
+            Row("proximal_adam", "adam", "proximal_adam", opts["adam"], lambda: prox_adam(lr, lam))
+        )
+    else:
+        skipped.append("proximal_adam")
+
+    def adagrad():
+        return optax.adagrad(lr, initial_accumulator_value=0.1)
+
+    prox_adagrad = _common.optional("proximal_adagrad")
+    if prox_adagrad is not None:
+        rows.append(
+            Row(
+                "proximal_adagrad",
+                "adagrad",
+                "proximal_adagrad",
+                adagrad,
+                lambda: prox_adagrad(lr, l1=lam, l2=1e-3),
+            )
+        )
+    else:
+        skipped.append("proximal_adagrad")
+    ftrl = _common.optional("ftrl")
+    if ftrl is not None:
+        rows.append(Row("ftrl", "adagrad", "ftrl", adagrad, lambda: ftrl(lr, l1=lam, l2=1e-3)))
+    else:
+        skipped.append("ftrl")
+    return rows, skipped
+
+
+def make_step(tx: optax.GradientTransformation):
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def axpy(y, x):
+    return (jax.tree.map(lambda yi, xi: 0.999 * xi + yi, y, x),)
+
+
+class Arm:
+    """Runs a compiled donated function ``n`` times in a row, threading its outputs."""
+
+    def __init__(self, compiled, carry: tuple, rest: tuple):
+        self.compiled, self.carry, self.rest = compiled, carry, rest
+
+    def __call__(self, n: int) -> None:
+        carry = self.carry
+        for _ in range(n):
+            carry = self.compiled(*carry, *self.rest)
+        jax.block_until_ready(carry)
+        self.carry = carry
+
+
+def entry_ops(hlo_text: str) -> int:
+    """Instructions in the ENTRY computation that do work (fusions, loops, custom calls)."""
+    m = re.search(r"^ENTRY .*?^}", hlo_text, flags=re.S | re.M)
+    body = m.group(0).splitlines()[1:-1] if m else []
+    skip = ("parameter(", "tuple(", "get-tuple-element(", "constant(", "bitcast(")
+    return sum(1 for line in body if "=" in line and not any(s in line for s in skip))
+
+
+def layout_params(layout: str, args) -> dict[str, jax.ShapeDtypeStruct]:
+    if layout == "single":
+        return {"w": jax.ShapeDtypeStruct((args.single_dim, args.single_dim), jnp.float32)}
+    shape = (args.leaf_dim, args.leaf_dim)
+    return {f"layer_{i:03d}": jax.ShapeDtypeStruct(shape, jnp.float32) for i in range(args.leaves)}
+
+
+def randn_like(tree, seed: int, scale: float = 1.0):
+    keys = jax.random.split(jax.random.key(seed), len(jax.tree.leaves(tree)))
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef.unflatten(
+        [scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+    )
+
+
+def run_row(row: Row, layout: str, shapes, grads, args, hlo_dir: str | None) -> dict[str, Any]:
+    arms, stats, ops = [], {}, {}
+    for tag, make in (("A", row.make_a), ("B", row.make_b)):
+        tx = make()
+        params = randn_like(shapes, seed=1)
+        state = tx.init(params)
+        compiled = make_step(tx).lower(params, state, grads).compile()
+        stats[tag] = _common.memory_stats(compiled)
+        text = compiled.as_text()
+        ops[tag] = entry_ops(text)
+        if hlo_dir:
+            label = (row.a_label if tag == "A" else row.b_label).replace(" ", "")
+            path = os.path.join(hlo_dir, f"{layout}_{label}.hlo.txt")
+            with open(path, "w") as f:
+                f.write(text)
+        arms.append(Arm(compiled, (params, state), (grads,)))
+    if row.axpy:
+        y = randn_like(shapes, seed=2)
+        compiled = axpy.lower(y, grads).compile()
+        stats["axpy"] = _common.memory_stats(compiled)
+        arms.append(Arm(compiled, (y,), (grads,)))
+    for arm in arms:
+        arm(args.warmup)
+    inner = max(_common.calibrate_inner(arm, args.min_time) for arm in arms)
+    times = _common.interleaved_times(arms, args.reps, inner)
+    ratio = times[:, 1] / times[:, 0]
+    med, lo, hi = _common.median_ci(ratio)
+    out = {
+        "layout": layout,
+        "row": row.name,
+        "A": row.a_label,
+        "B": row.b_label,
+        "ratio_median": med,
+        "ratio_ci95": [lo, hi],
+        "t_A_ms": 1e3 * float(np.median(times[:, 0])),
+        "t_B_ms": 1e3 * float(np.median(times[:, 1])),
+        "memory_A": stats["A"],
+        "memory_B": stats["B"],
+        "entry_ops_A": ops["A"],
+        "entry_ops_B": ops["B"],
+        "reps": args.reps,
+        "inner": inner,
+    }
+    if row.axpy:
+        t_axpy = times[:, 2]
+        axpy_bytes = stats["axpy"]["argument"] + stats["axpy"]["output"]
+        out["axpy_ms"] = 1e3 * float(np.median(t_axpy))
+        out["bandwidth_GBps"] = axpy_bytes / float(np.median(t_axpy)) / 1e9
+        med_f, lo_f, hi_f = _common.median_ci(times[:, 1] / t_axpy)
+        out["B_over_axpy_median"] = med_f
+        out["B_over_axpy_ci95"] = [lo_f, hi_f]
+    return out
+
+
+def diagnose(args) -> list[dict[str, Any]]:
+    """Times the arithmetic of one fused sgd + prox loop, piece by piece, vs plain sgd.
+
+    Each variant is a jitted, donated ``(p, g) -> p'`` on one leaf, so each compiles to one
+    fused elementwise loop that reads ``p`` and ``g`` and writes ``p'`` (the same bytes).
+    ``library`` is exactly what ``chain(sgd, l1_prox)`` compiles to (see its HLO); the others
+    take pieces away, which shows where the extra time of the library step goes.
+    """
+    lr, t = args.lr, args.lr * args.strength
+
+    def soft(z):
+        return z - jnp.clip(z, -t, t)
+
+    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(args.strength, lr))
+    variants = {
+        "sgd: p - lr*g": lambda p, g: p - lr * g,
+        "library: chain(sgd, l1_prox)": None,
+        "prox without the round trip: S(z)": lambda p, g: soft(p - lr * g),
+        "round trip only: p + ((p - lr*g) - p)": lambda p, g: p + ((p - lr * g) - p),
+        "clip only: clip(z, -t, t)": lambda p, g: jnp.clip(p - lr * g, -t, t),
+        "where form: where(|z|>t, z - copysign(t,z), 0)": lambda p, g: (
+            lambda z: jnp.where(jnp.abs(z) > t, z - jnp.copysign(t, z), 0.0)
+        )(p - lr * g),
+        "round trip + where form": lambda p, g: (
+            p + ((lambda z: jnp.where(jnp.abs(z) > t, z - jnp.copysign(t, z), 0.0))(p - lr * g) - p)
+        ),
+    }
+    sched = optax.cosine_decay_schedule(lr, 100_000)
+    txs = {
+        "library: chain(sgd, l1_prox)": tx,
+        "library, schedule lr: chain(sgd(s), l1_prox(lam, s))": optax.chain(
+            optax.sgd(sched), optax_l1.l1_prox(args.strength, sched)
+        ),
+        "no l2 divide, schedule lr: chain(sgd(s), proximal(soft_threshold, s))": optax.chain(
+            optax.sgd(sched),
+            optax_l1.proximal(
+                lambda z, step: optax_l1.soft_threshold(z, step * args.strength), sched
+            ),
+        ),
+    }
+    variants.update(dict.fromkeys(list(txs)[1:]))
+    n = args.single_dim**2
+    g = jax.random.normal(jax.random.key(0), (n,))
+    arms, names = [], list(variants)
+    for name in names:
+        p0 = jax.random.normal(jax.random.key(1), (n,))
+        if variants[name] is None:
+            tx = txs[name]
+            state = tx.init(p0)
+            compiled = make_step(tx).lower(p0, state, g).compile()
+            arms.append(Arm(compiled, (p0, state), (g,)))
+        else:
+            fn = jax.jit(lambda p, g, f=variants[name]: (f(p, g),), donate_argnums=(0,))
+            arms.append(Arm(fn.lower(p0, g).compile(), (p0,), (g,)))
+    for arm in arms:
+        arm(args.warmup)
+    inner = max(_common.calibrate_inner(arm, args.min_time) for arm in arms)
+    times = _common.interleaved_times(arms, args.reps, inner)
+    out = []
+    print(
+        f"\ndiagnose: one leaf of {n:,} float32, {args.reps} rotations, XLA_FLAGS="
+        f"{os.environ.get('XLA_FLAGS', '')!r}"
+    )
+    rows = []
+    for i, name in enumerate(names):
+        med, lo, hi = _common.median_ci(times[:, i] / times[:, 0])
+        ms = 1e3 * float(np.median(times[:, i]))
+        out.append({"variant": name, "ms": ms, "ratio_vs_sgd": med, "ci95": [lo, hi]})
+        rows.append([name, f"{ms:.3f}", f"{med:.3f}", f"{lo:.3f}–{hi:.3f}"])
+    print(_common.markdown_table(["variant", "ms", "vs sgd (median)", "95% CI"], rows))
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a few reps (CI smoke run)")
+    p.add_argument("--single-dim", type=int, default=4096, help="layout (a): one dim x dim leaf")
+    p.add_argument("--leaves", type=int, default=128, help="layout (b): number of leaves")
+    p.add_argument("--leaf-dim", type=int, default=256, help="layout (b): each leaf dim x dim")
+    p.add_argument("--layouts", default="single,multi", help="comma list of single,multi")
+    p.add_argument("--rows", default="", help="comma list of row names to keep (default all)")
+    p.add_argument("--reps", type=int, default=30, help="interleaved A/B pairs per row")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per arm")
+    p.add_argument("--min-time", type=float, default=0.01, help="seconds per timed sample")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--strength", type=float, default=1e-4)
+    p.add_argument("--dump-hlo", default=None, help="folder for the compiled HLO of each step")
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="only time the pieces of the fused sgd + l1_prox loop (one leaf)",
+    )
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.single_dim, args.leaves, args.leaf_dim = 128, 8, 32
+        args.reps, args.warmup, args.min_time = 5, 1, 0.001
+    layouts = [s for s in args.layouts.split(",") if s]
+    info = _common.header(
+        "step_overhead",
+        single=f"1 leaf {args.single_dim}x{args.single_dim} = {args.single_dim**2:,} params",
+        multi=f"{args.leaves} leaves {args.leaf_dim}x{args.leaf_dim} = "
+        f"{args.leaves * args.leaf_dim**2:,} params",
+        dtype="float32",
+        reps=args.reps,
+        lr=args.lr,
+        strength=args.strength,
+    )
+    if args.diagnose:
+        out = diagnose(args)
+        _common.write_json(args.json, {"info": info, "diagnose": out})
+        return out
+    rows, skipped = make_rows(args.lr, args.strength)
+    if args.rows:
+        keep = set(args.rows.split(","))
+        rows = [r for r in rows if r.name in keep]
+    print(
+        "skipped (not in this optax_l1): " + (", ".join(skipped) if skipped else "none"),
+        flush=True,
+    )
+    if args.dump_hlo:
+        os.makedirs(args.dump_hlo, exist_ok=True)
+
+    results = []
+    for layout in layouts:
+        shapes = layout_params(layout, args)
+        grads = randn_like(shapes, seed=0)
+        leaf_bytes = max(math.prod(s.shape) * 4 for s in jax.tree.leaves(shapes))
+        bandwidth = None
+        for row in rows:
+            r = run_row(row, layout, shapes, grads, args, args.dump_hlo)
+            bandwidth = r.get("bandwidth_GBps", bandwidth)
+            extra = r["memory_B"]["temp"] - r["memory_A"]["temp"]
+            r["extra_temp_bytes"] = extra
+            r["extra_full_size_temp"] = extra >= leaf_bytes
+            if "bandwidth_GBps" in r:  # only where the axpy ran in the same interleaving
+                for tag in ("A", "B"):
+                    m = r[f"memory_{tag}"]
+                    floor_s = (m["argument"] + m["output"]) / (bandwidth * 1e9)
+                    r[f"{tag}_over_floor"] = r[f"t_{tag}_ms"] / 1e3 / floor_s
+            results.append(r)
+            print(
+                f"{layout:6s} {r['B']:34s} B/A {r['ratio_median']:.3f} "
+                f"[{r['ratio_ci95'][0]:.3f}, {r['ratio_ci95'][1]:.3f}]  "
+                f"A {r['t_A_ms']:.3f} ms  B {r['t_B_ms']:.3f} ms  "
+                f"temp A/B {r['memory_A']['temp']}/{r['memory_B']['temp']} B",
+                flush=True,
+            )
+
+    headers = [
+        "layout",
+        "A",
+        "B",
+        "median B/A",
+        "95% CI",
+        "A ms",
+        "B ms",
+        "B / floor",
+        "temp A (B)",
+        "temp B (B)",
+        "extra full-size temp",
+        "ops A→B",
+    ]
+    table = []
+    for r in results:
+        table.append(
+            [
+                r["layout"],
+                r["A"],
+                r["B"],
+                f"{r['ratio_median']:.3f}",
+                f"{r['ratio_ci95'][0]:.3f}–{r['ratio_ci95'][1]:.3f}",
+                f"{r['t_A_ms']:.3f}",
+                f"{r['t_B_ms']:.3f}",
+                f"{r['B_over_floor']:.2f}" if "B_over_floor" in r else "—",
+                r["memory_A"]["temp"],
+                r["memory_B"]["temp"],
+                "yes" if r["extra_full_size_temp"] else "no",
+                f"{r['entry_ops_A']}→{r['entry_ops_B']}",
+            ]
+        )
+    print()
+    print(_common.markdown_table(headers, table))
+    print()
+    for r in results:
+        if "bandwidth_GBps" in r:
+            print(
+                f"floor [{r['layout']}]: axpy {r['axpy_ms']:.3f} ms = "
+                f"{r['bandwidth_GBps']:.2f} GB/s; {r['B']} step / axpy = "
+                f"{r['B_over_axpy_median']:.3f} "
+                f"[{r['B_over_axpy_ci95'][0]:.3f}, {r['B_over_axpy_ci95'][1]:.3f}] "
+                "(same bytes: read params + grads, write params)"
+            )
+    core = [r for r in results if r["row"] == "l1_prox"]
+    worst = max((r["ratio_median"] for r in core), default=math.nan)
+    verdict = "meets" if worst <= TARGET else "misses"
+    print(f"l1_prox worst median ratio {worst:.3f}: {verdict} the <= {TARGET} target")
+    full = [f"{r['layout']}/{r['B']}" for r in results if r["extra_full_size_temp"]]
+    print("extra full-size temporary: " + (", ".join(full) if full else "none"))
+    _common.write_json(args.json, {"info": info, "skipped": skipped, "results": results})
+    return results
+
+
+if __name__ == "__main__":
+    main()

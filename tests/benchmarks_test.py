@@ -1,0 +1,162 @@
+"""Smoke tests for benchmarks/*.py: each runs with --quick in a subprocess (so the scripts
+cannot rot) and its printed output and JSON are checked for sane, complete figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def run_script(name: str, tmp_path: Path, *extra: str, timeout: int = 240) -> tuple[str, dict]:
+    out_json = tmp_path / f"{name}.json"
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # the host-device count some tests set must not leak in
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), "--quick", "--json", str(out_json), *extra],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    data = json.loads(out_json.read_text()) if out_json.exists() else {}
+    return proc.stdout, data
+
+
+def finite_positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def assert_header(stdout: str, title: str) -> None:
+    assert stdout.startswith(f"# {title}\n")
+    assert "device: " in stdout and "jax " in stdout and "optax " in stdout
+
+
+def test_step_overhead_quick(tmp_path):
+    stdout, data = run_script("step_overhead", tmp_path)
+    assert_header(stdout, "step_overhead")
+    rows = data["results"]
+    # Every core row is there for both layouts; optional transforms are listed when skipped.
+    for layout in ("single", "multi"):
+        names = {r["B"] for r in rows if r["layout"] == layout}
+        for b in ("sgd + l1_prox", "adam + l1_prox", "adamw + l1_prox"):
+            assert b in names
+        assert "add_l1_subgradient + sgd" in names
+        assert "sgd + group_l1_prox(axis=0)" in names
+    for optional in ("proximal_adam", "proximal_adagrad", "ftrl"):
+        present = any(r["B"] == optional for r in rows)
+        assert present or optional in data["skipped"]
+    for r in rows:
+        assert finite_positive(r["ratio_median"]), r
+        lo, hi = r["ratio_ci95"]
+        assert 0 < lo <= r["ratio_median"] <= hi
+        assert finite_positive(r["t_A_ms"]) and finite_positive(r["t_B_ms"])
+        assert r["memory_A"]["temp"] >= 0 and r["memory_B"]["temp"] >= 0
+    sgd_rows = [r for r in rows if r["B"] == "sgd + l1_prox"]
+    assert all(finite_positive(r["bandwidth_GBps"]) for r in sgd_rows)
+    # The plain L1 prox fuses into the optimizer's loop: no temporary buffer of its own.
+    for r in rows:
+        if r["row"] == "l1_prox":
+            assert not r["extra_full_size_temp"], r
+    assert "| layout | A | B | median B/A |" in stdout
+    assert "l1_prox worst median ratio" in stdout
+
+
+def test_step_overhead_diagnose_quick(tmp_path):
+    stdout, data = run_script("step_overhead", tmp_path, "--diagnose")
+    variants = [d["variant"] for d in data["diagnose"]]
+    assert variants[0].startswith("sgd") and any(v.startswith("library") for v in variants)
+    assert all(finite_positive(d["ratio_vs_sgd"]) for d in data["diagnose"])
+
+
+def test_memory_quick(tmp_path):
+    stdout, data = run_script("memory", tmp_path)
+    assert_header(stdout, "memory")
+    rows = data["results"]
+    assert {r["layout"] for r in rows} == {"single", "multi"}
+    for r in rows:
+        for tag in ("memory_A", "memory_B"):
+            m = r[tag]
+            assert m["argument"] > 0 and m["output"] > 0 and m["peak"] > 0
+            # Params and optimizer state are donated: outputs alias their inputs.
+            assert m["alias"] > 0
+        if r["B"] == "sgd + l1_prox":
+            assert r["extra_temp"] < r["params"] * 4  # no full-size float32 temporary
+    assert "| dtype | layout | step |" in stdout
+
+
+def test_frontier_quick(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    stdout, data = run_script("frontier", tmp_path, "--out", str(tmp_path / "fig"))
+    assert_header(stdout, "frontier")
+    assert (tmp_path / "fig" / "frontier.png").stat().st_size > 1000
+    res = data["results"]
+    for method in ("loss", "prox", "prune", "prune+ft"):
+        assert method in res
+        acc = res[method]["acc"]
+        sp = res[method]["sparsity"]
+        assert len(acc) == len(res[method]["lambda"])
+        assert all(0.0 <= a <= 1.0 for row in acc for a in row)
+        assert all(0.0 <= s <= 1.0 for row in sp for s in row)
+    # Pruning targets (b)'s sparsity exactly (up to rounding of the count).
+    for sp_b, sp_d in zip(res["prox"]["sparsity"], res["prune"]["sparsity"], strict=True):
+        for a, b in zip(sp_b, sp_d, strict=True):
+            assert abs(a - b) < 1e-3
+    assert "(b) adam + l1_prox" in stdout and "verdict:" in stdout
+
+
+def test_lasso_solvers_quick(tmp_path):
+    pytest.importorskip("sklearn")
+    stdout, data = run_script("lasso_solvers", tmp_path)
+    assert_header(stdout, "lasso_solvers")
+    rows = data["results"]
+    solvers = {r["solver"] for r in rows}
+    assert {"optax_l1 ISTA", "optax_l1 FISTA", "sklearn Lasso (CD)"} <= solvers
+    if "jaxopt: included" in stdout:
+        assert {"jaxopt PG", "jaxopt FISTA"} <= solvers
+    else:
+        assert "jaxopt" in stdout  # the skip is announced
+    for r in rows:
+        assert r["reached"], r
+        assert r["gap"] <= 1e-6 + 1e-12
+        assert finite_positive(r["time_ms"])
+    synth = [r for r in rows if r["problem"].startswith("synthetic")]
+    assert synth and all(r["recall"] == 1.0 for r in synth)
+
+
+def test_lasso_solvers_without_jaxopt(tmp_path):
+    pytest.importorskip("sklearn")
+    stdout, data = run_script("lasso_solvers", tmp_path, "--no-jaxopt")
+    assert "jaxopt: skipped" in stdout
+    assert not any(r["solver"].startswith("jaxopt") for r in data["results"])
+
+
+def test_torch_loop_quick(tmp_path):
+    stdout, data = run_script("torch_loop", tmp_path)
+    assert_header(stdout, "torch_loop")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert "skipped" in stdout
+        pytest.skip("torch is not installed; the script printed its skip note")
+    rows = {r["arm"]: r for r in data["results"]}
+    assert len(rows) >= 4
+    for r in rows.values():
+        assert finite_positive(r["steps_per_s"]) and finite_positive(r["ratio_vs_torch"])
+        assert 0 <= r["zeros"] <= r["params"] == 899
+    # Same algorithm, same start: torch's loop and the JAX loss-L1 arm agree closely.
+    torch_loss = rows["torch (L1 in loss)"]["final_objective"]
+    jax_loss = rows["jax loss-L1 (same algorithm)"]["final_objective"]
+    assert abs(torch_loss - jax_loss) < 1e-3 * max(1.0, abs(torch_loss))
