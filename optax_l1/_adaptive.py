@@ -88,6 +88,8 @@ def _step_scale(acc: jax.Array, count: jax.Array, eps, eps_root, decay) -> jax.A
     if decay is not None:
         a = a / (1 - decay**count)
     d = jnp.sqrt(a + eps_root) + eps
+    if isinstance(eps, (int, float)) and eps > 0:  # D > 0 everywhere: no guard needed
+        return 1.0 / d
     positive = d > 0
     return jnp.where(positive, 1.0 / jnp.where(positive, d, 1.0), 0.0)
 
@@ -139,6 +141,7 @@ def _preconditioned_l1(
         _check_decay("bias_correction_decay", bias_correction_decay)
     optimizer = optax.with_extra_args_support(optimizer)
     strength_at, l2_at = _checks.as_schedule(strength), _checks.as_schedule(l2)
+    no_l2 = not callable(l2) and _checks.is_literal_zero(l2)
 
     def init_fn(params):
         inner_state = optimizer.init(params)
@@ -161,10 +164,13 @@ def _preconditioned_l1(
                 for zi, ai in zip(z_leaves, a_leaves, strict=True)
             ]
             threshold = [None if s is None else step * strength_at(count) * s for s in scale]
-            l2_scale = [None if s is None else step * l2_at(count) * s for s in scale]
-            return _operators.elastic_net_threshold(
-                z, treedef.unflatten(threshold), treedef.unflatten(l2_scale)
-            )
+            if no_l2:  # a literal 0: the prox skips the divide
+                l2_scale = 0.0
+            else:
+                l2_scale = treedef.unflatten(
+                    [None if s is None else step * l2_at(count) * s for s in scale]
+                )
+            return _operators.elastic_net_threshold(z, treedef.unflatten(threshold), l2_scale)
 
         prox_tx = _transforms.prox_after_update(
             prox, learning_rate, mask=mask, state_cls=_transforms.ProximalState, name=name

@@ -44,6 +44,11 @@ def check_nonnegative(name: str, value: Any) -> None:
         raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}")
 
 
+def is_literal_zero(value: Any) -> bool:
+    """True for a concrete Python/NumPy number equal to 0 (a default worth specializing on)."""
+    return _python_scalar(value) == 0.0
+
+
 def check_tree_nonnegative(name: str, tree: Any) -> None:
     """`check_nonnegative` on every leaf of a (prefix) tree of numbers."""
     for leaf in jax.tree.leaves(tree):

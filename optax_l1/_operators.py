@@ -163,7 +163,13 @@ def elastic_net_threshold(
     t = _tree.broadcast_prefix("threshold", threshold, tree)
     r = _tree.broadcast_prefix("l2_scale", l2_scale, tree)
     shrink = _nonnegative_threshold_array if nonnegative else _soft_threshold_array
-    return map_inexact(lambda z, ti, ri: shrink(z, ti) / (1.0 + ri), tree, t, r)
+
+    def prox_leaf(z, ti, ri):
+        if isinstance(ri, (int, float)) and ri == 0:  # a literal 0: skip the divide
+            return shrink(z, ti)
+        return shrink(z, ti) / (1.0 + ri)
+
+    return map_inexact(prox_leaf, tree, t, r)
 
 
 def group_soft_threshold(tree: Any, threshold: Any, *, axis: Axis) -> Any:

@@ -210,17 +210,20 @@ def sparsity_target(
       ramp: ``"cubic"`` (Zhu & Gupta) or ``"linear"`` (the cube dropped).
       hold: ``"support"`` or ``"track"``, the behaviour after the ramp (see above).
       update_every: search a new threshold every this many steps (>= 1).
-      smoothing: :math:`\beta \in [0, 1)`, a moving average on the strength (0: none; the
-        sparsity then lags the ramp a little).
+      smoothing: :math:`\beta \in [0, 1)`, a moving average on the strength (0: none;
+        otherwise the sparsity lags the ramp a little, and with ``hold="support"`` the
+        last search of the ramp is unsmoothed so the frozen support is on target).
       quantile: ``"bisect"`` or ``"sort"``, how the threshold is found (see above).
       optimizer: optional; an optax optimizer with a diagonal second moment in its state
         (``nu``: adam, adamw, rmsprop...; ``sum_of_squares``: adagrad). The returned
         transformation then *is* that optimizer followed by the thresholding, and the
         threshold per coordinate is :math:`\eta_t \lambda_t / (\sqrt{\nu} + 10^{-8})`,
-        the proximal step in the optimizer's metric (ProxGen). With Adam this ranks the
-        weights by :math:`|m| \approx |\nabla|` at the zeros and keeps the weights whose
-        gradient holds them against :math:`\lambda` rather than the largest ones. (``nu``
-        is not bias corrected: that rescales all coordinates alike and changes no zero.)
+        the proximal step in the optimizer's metric (ProxGen). The score
+        :math:`|z|\sqrt{\nu}` of a weight is then the square root of its empirical-Fisher
+        saliency :math:`w^2\,\mathbb{E}[g^2]` (Optimal Brain Damage with the Fisher
+        diagonal), and a zero revives when its momentum :math:`|m|` exceeds
+        :math:`\lambda`. ``nu`` is not bias corrected: that rescales every coordinate
+        alike and changes no zero, only the units of ``strength``.
       mask: a pytree of bools (prefix of params; True = regularized and counted) or a
         callable ``params -> mask``, as in :func:`l1_prox`.
 
@@ -291,6 +294,7 @@ def sparsity_target(
         begin, end = jnp.asarray(begin_step), jnp.asarray(begin_step) + jnp.asarray(ramp_steps)
         scheduled = _ramp(count, target, ramp_steps, begin_step, ramp)
         frozen = count > end if hold == "support" else jnp.asarray(False)
+        last = (count == end) if hold == "support" else jnp.asarray(False)
         on_grid = ((count - begin) % jnp.asarray(update_every) == 0) | (count == end)
         due = on_grid & (count >= begin) & ~frozen & (scheduled > 0)
         lr = jnp.asarray(lr_at(count), jnp.float32)
@@ -320,7 +324,9 @@ def sparsity_target(
             def search():
                 find = _kth_smallest_bisect if quantile == "bisect" else _kth_smallest_sort
                 kth = find([score(x, d) for x, d in live], k)
-                return smoothing * held + (1 - smoothing) * jnp.where(k > 0, kth, 0)
+                # The search that precedes a frozen support lands exactly on the target.
+                beta = jnp.where(last, 0.0, jnp.asarray(smoothing, sdt)).astype(sdt)
+                return beta * held + (1 - beta) * jnp.where(k > 0, kth, 0)
 
             tau = lax.cond(due, search, lambda: held).astype(sdt)
             tau = jnp.where(frozen | ~jnp.isfinite(tau) | (tau < 0), 0, tau)

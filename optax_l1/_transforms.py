@@ -193,9 +193,12 @@ def l1_prox(
     strength_at, l2_at = _checks.as_schedule(strength), _checks.as_schedule(l2)
     nonnegative = bool(nonnegative)
 
+    no_l2 = not callable(l2) and _checks.is_literal_zero(l2)  # skip the divide statically
+
     def prox(z, step, count):
+        l2_scale = 0.0 if no_l2 else step * l2_at(count)
         return _operators.elastic_net_threshold(
-            z, step * strength_at(count), step * l2_at(count), nonnegative=nonnegative
+            z, step * strength_at(count), l2_scale, nonnegative=nonnegative
         )
 
     return prox_after_update(prox, learning_rate, mask=mask, state_cls=L1ProxState, name="l1_prox")
