@@ -536,7 +536,8 @@ SHARDING_SCRIPT = textwrap.dedent(
         for t in range(4):
             grads = jax.tree.map(lambda p: p - 0.1 * t, params)
             updates, state = update(grads, state, params)
-            params = optax.apply_updates(params, updates)
+            # Wait for each step: collectives on 8 simulated devices can stall otherwise.
+            params = jax.block_until_ready(optax.apply_updates(params, updates))
         return params
 
     for name, tx in txs.items():

@@ -347,3 +347,11 @@ def test_group_penalty_gradient_finite_at_zero_group():
 def test_group_penalty_bad_axis_raises(axis):
     with pytest.raises(ValueError, match="`axis`"):
         optax_l1.group_l1_penalty({"w": jnp.ones((2, 2))}, 0.1, axis=axis)
+
+
+def test_group_l1_penalty_masked_out_leaf_may_lack_the_axis():
+    params = {"kernel": jnp.array([[3.0, 4.0], [0.0, 1.0]]), "bias": jnp.array([1.0, 2.0])}
+    got = optax_l1.group_l1_penalty(params, 0.5, axis=1, mask={"kernel": True, "bias": False})
+    np.testing.assert_allclose(got, 0.5 * (5.0 + 1.0), rtol=1e-6)
+    with pytest.raises(ValueError, match="axis"):
+        optax_l1.group_l1_penalty(params, 0.5, axis=1)

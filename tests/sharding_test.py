@@ -65,7 +65,9 @@ CHILD = textwrap.dedent(
 
         state = tx.init(params)
         for _ in range(steps):
-            params, state = step(params, state)
+            # Wait for each step: collectives across 8 simulated devices on 2 cores can stall
+            # when many steps are in flight at once (seen with jax 0.10 on CPU).
+            params, state = jax.block_until_ready(step(params, state))
         return params, state
 
     def same_sharding(a, b):

@@ -1,0 +1,138 @@
+"""Choosing the strength: lambda_max, a warm-started sweep, schedules and warm-up."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import Lasso
+
+import optax_l1
+
+# [start lambda_max]
+X_np, y_np = load_diabetes(return_X_y=True)
+X_np = (X_np - X_np.mean(0)) / X_np.std(0)  # standardized features: one scale for all
+X, y = jnp.asarray(X_np, jnp.float32), jnp.asarray(y_np, jnp.float32)
+n = X.shape[0]
+
+# Smallest strength at which every coefficient is zero, for the loss
+# 0.5 * mean((X w + b - y)^2) + alpha * ||w||_1 with an unpenalized intercept b.
+alpha_max = float(jnp.max(jnp.abs(X.T @ (y - y.mean()))) / n)
+# [end lambda_max]
+
+# [start sweep]
+# ISTA: a gradient step of size 1/L, then the prox. L bounds the curvature of the loss.
+A = jnp.concatenate([X, jnp.ones((n, 1))], axis=1)
+step_size = float(1.0 / jnp.linalg.eigvalsh(A.T @ A / n)[-1])
+mask = {"w": True, "b": False}  # never penalize the intercept
+
+
+def loss_fn(params):
+    return 0.5 * jnp.mean((X @ params["w"] + params["b"] - y) ** 2)
+
+
+@jax.jit
+def fit(alpha, params):
+    # Built inside jit with a traced alpha: one compilation serves the whole sweep.
+    tx = optax.chain(optax.sgd(step_size), optax_l1.l1_prox(alpha, step_size, mask=mask))
+
+    def body(_, carry):
+        params, state = carry
+        updates, state = tx.update(jax.grad(loss_fn)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    params, _ = jax.lax.fori_loop(0, 5000, body, (params, tx.init(params)))
+    return params
+
+
+alphas = alpha_max * np.geomspace(1.0, 1e-3, 12)  # from all-zero to nearly unpenalized
+params = {"w": jnp.zeros(X.shape[1]), "b": jnp.zeros(())}
+path = []
+for alpha in alphas:
+    params = fit(alpha, params)  # warm start from the previous (larger) alpha
+    path.append(params["w"])
+    print(f"alpha={alpha:8.3f}  nonzeros={int(jnp.sum(params['w'] != 0))}")
+# [end sweep]
+
+# At alpha_max the solution is all zero; just below it, one coefficient enters.
+assert int(jnp.sum(path[0] != 0)) == 0
+zero = {"w": jnp.zeros(X.shape[1]), "b": jnp.zeros(())}
+assert int(jnp.sum(fit(0.99 * alpha_max, zero)["w"] != 0)) == 1
+assert int(jnp.sum(path[-1] != 0)) == X.shape[1]
+# The same minimizer as scikit-learn's Lasso (loss 1/(2n)||y - Xw - b||^2 + alpha ||w||_1).
+i = 6
+ref = Lasso(alpha=alphas[i], tol=1e-10, max_iter=100_000).fit(X_np, y_np)
+np.testing.assert_allclose(np.asarray(path[i]), ref.coef_, atol=0.05)
+
+# [start schedule]
+total_steps, warmup_steps, strength = 1000, 200, 0.3 * alpha_max
+learning_rate = optax.cosine_decay_schedule(step_size, total_steps, alpha=0.1)
+# No shrinkage for the first 200 steps, then a linear ramp to full strength: the model
+# learns which weights matter before small ones are zeroed.
+strength_schedule = optax.linear_schedule(0.0, strength, 300, transition_begin=warmup_steps)
+tx = optax.chain(
+    optax.sgd(learning_rate),
+    # The threshold at step t is learning_rate(t) * strength_schedule(t).
+    optax_l1.l1_prox(strength_schedule, learning_rate, mask=mask),
+)
+# [end schedule]
+
+
+def schedule_step(carry, _):
+    params, state = carry
+    updates, state = tx.update(jax.grad(loss_fn)(params), state, params)
+    params = optax.apply_updates(params, updates)
+    return (params, state), jnp.sum(params["w"] == 0)
+
+
+zero = {"w": jnp.zeros(X.shape[1]), "b": jnp.zeros(())}
+_, zeros_per_step = jax.lax.scan(schedule_step, (zero, tx.init(zero)), length=total_steps)
+assert int(jnp.max(zeros_per_step[1:warmup_steps])) == 0  # no zeros made during warm-up
+assert int(zeros_per_step[-1]) > 0
+print("zeros at the end of the scheduled run:", int(zeros_per_step[-1]))
+
+# [start inject]
+# Strength as a hyperparameter in the optimizer state: change it between steps
+# (e.g. from a validation metric) without recompiling.
+prox = optax.inject_hyperparams(optax_l1.l1_prox)(strength=0.1, learning_rate=0.05)
+tx = optax.chain(optax.adam(0.05), prox)
+
+
+@jax.jit
+def train_step(params, opt_state):
+    updates, opt_state = tx.update(jax.grad(loss_fn)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+params, opt_state = zero, tx.init(zero)
+params, opt_state = train_step(params, opt_state)
+opt_state[1].hyperparams["strength"] = jnp.asarray(0.2, jnp.float32)  # same dtype: no retrace
+params, opt_state = train_step(params, opt_state)
+# [end inject]
+
+assert train_step._cache_size() == 1
+assert float(opt_state[1].hyperparams["strength"]) == np.float32(0.2)
+
+# [start target]
+# Ask for a sparsity instead of a strength: at each step the threshold is chosen so that the
+# fraction of exact zeros follows a ramp to the target (the strength it implies is logged).
+tx = optax.chain(
+    optax.sgd(step_size),
+    optax_l1.sparsity_target(0.6, step_size, ramp_steps=500, mask=mask),
+)
+
+
+def target_step(carry, _):
+    params, state = carry
+    updates, state = tx.update(jax.grad(loss_fn)(params), state, params)
+    return (optax.apply_updates(params, updates), state), state[1].strength
+
+
+(params, opt_state), strengths = jax.lax.scan(target_step, (zero, tx.init(zero)), length=1000)
+print("sparsity:", opt_state[1].sparsity, "target:", opt_state[1].target)  # 0.6, 0.6
+print("strength at the end of the ramp:", strengths[499])
+# [end target]
+
+assert int(jnp.sum(params["w"] == 0)) == 6
+assert float(opt_state[1].sparsity) == np.float32(0.6)
+assert float(strengths[499]) > 0.0
