@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import doctest
 import importlib
 import importlib.util
@@ -26,6 +27,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 import optax_l1
@@ -177,3 +179,14 @@ def test_sphinx_build_has_no_warnings(tmp_path: Path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"sphinx-build -W failed:\n{proc.stdout}\n{proc.stderr}"
     assert (tmp_path / "html" / "api.html").is_file()
+
+
+def test_readme_quick_start_runs_and_finds_the_three_features():
+    text = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "import" in b]
+    assert blocks, "README has no runnable quick start"
+    namespace: dict = {}
+    with jax.numpy_rank_promotion("allow"), contextlib.redirect_stdout(io.StringIO()):
+        exec(blocks[0], namespace)
+    w = np.asarray(namespace["params"]["w"])
+    assert np.all(w[3:] == 0.0) and np.all(w[:3] != 0.0)
