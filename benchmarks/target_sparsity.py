@@ -203,7 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_args(argv)
     info = header(
-        "target sparsity vs gradual magnitude pruning (digits MLP 64-256-10)",
+        "target_sparsity",
         steps=cfg.steps,
         batch=cfg.batch,
         lr=cfg.lr,
@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         hold=cfg.hold,
         seeds=cfg.seeds,
     )
+    print("sparsity_target vs gradual magnitude pruning, digits MLP 64-256-10, Adam")
     data = [tuple(jnp.asarray(a) for a in load_data(s)) for s in range(cfg.seeds)]
     results: dict[str, dict[float, list[tuple[float, ...]]]] = {}
     times: dict[str, list[float]] = {}

@@ -1,0 +1,502 @@
+"""Tests for `optax_l1.sparsity_target`: ramp tracking, bit-exactness at target 0, the
+quantile search, masks, schedules, inject_hyperparams, the Adam preconditioner, errors,
+sharding on 8 host devices and the benchmark's quick mode."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_l1
+from optax_l1 import _target
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHAPES = {"w": (24, 20), "v": (30,), "b": (20,)}
+MASK = {"w": True, "v": True, "b": False}
+N_MASKED = 24 * 20 + 30
+
+
+def _problem(seed=0):
+    """An elementwise quadratic: grads are exact per coordinate (no reduction order)."""
+    keys = jax.random.split(jax.random.key(seed), 2 * len(SHAPES))
+    params = {k: jax.random.normal(keys[i], s) for i, (k, s) in enumerate(SHAPES.items())}
+    goal = {k: jax.random.normal(keys[i + 3], s) for i, (k, s) in enumerate(SHAPES.items())}
+    return params, goal
+
+
+def _loss(params, goal):
+    return sum(0.5 * jnp.sum((params[k] - goal[k]) ** 2) for k in params)
+
+
+def _target_state(state):
+    if isinstance(state, optax_l1.SparsityTargetState):
+        return state
+    found = [s for s in state if isinstance(s, optax_l1.SparsityTargetState)]
+    zero = jnp.zeros([], jnp.float32)
+    return found[0] if found else optax_l1.SparsityTargetState(0, zero, zero, zero, None)
+
+
+def _k(target, n=N_MASKED):
+    """The number of zeros the transform aims at: floor(target * n), in float32."""
+    return np.floor(np.float32(target) * np.float32(n)).astype(np.int64)
+
+
+def _count(fraction, n=N_MASKED):
+    """The number of zeros behind a measured fraction."""
+    return np.rint(np.asarray(fraction, np.float64) * n).astype(np.int64)
+
+
+def _run(tx, steps, seed=0, params=None):
+    """lax.scan training; returns final params and per-step (sparsity, strength, target)."""
+    p0, goal = _problem(seed)
+    params = p0 if params is None else params
+
+    def step(carry, _):
+        p, s = carry
+        u, s = tx.update(jax.grad(_loss)(p, goal), s, p)
+        p = optax.apply_updates(p, u)
+        ts = _target_state(s)
+        return (p, s), (ts.sparsity, ts.strength, ts.target, optax_l1.sparsity(p, mask=MASK))
+
+    (p, s), logs = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=steps))(params)
+    return p, s, [np.asarray(x) for x in logs]
+
+
+def _cubic(t, target, ramp_steps, begin=0):
+    frac = np.clip((t - begin) / ramp_steps, 0.0, 1.0)
+    return target * (1.0 - (1.0 - frac) ** 3)
+
+
+# ----------------------------------------------------------------------------- tracking
+
+
+@pytest.mark.parametrize("hold", ["support", "track"])
+@pytest.mark.parametrize("precondition", [False, True])
+def test_sparsity_follows_the_ramp_and_ends_on_target(hold, precondition):
+    lr, target, begin, ramp = 0.05, 0.8, 5, 40
+    opts = dict(ramp_steps=ramp, begin_step=begin, hold=hold, mask=MASK)
+    if precondition:
+        tx = optax_l1.sparsity_target(target, lr, optimizer=optax.adam(lr), **opts)
+    else:
+        tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(target, lr, **opts))
+    p, _, (measured, strength, scheduled, recount) = _run(tx, 80)
+    t = np.arange(80)
+    np.testing.assert_allclose(scheduled, _cubic(t, target, ramp, begin), atol=1e-6)
+    # Exactly floor(s_t n) zeros after every update of the ramp (no ties in this problem).
+    np.testing.assert_array_equal(_count(measured), _k(scheduled))
+    np.testing.assert_array_equal(measured, recount)  # the state agrees with sparsity()
+    assert abs(float(optax_l1.sparsity(p, mask=MASK)) - target) < 0.005
+    assert np.all(np.isfinite(strength)) and np.all(strength >= 0)
+    assert np.all(strength[:begin] == 0) and np.all(strength[begin + 1 : begin + ramp] > 0)
+    if hold == "support":
+        assert np.all(strength[begin + ramp + 1 :] == 0)  # no shrinking once frozen
+
+
+def test_zeros_are_the_smallest_and_survivors_shrink_by_the_threshold():
+    lr = 0.1
+    params, _ = _problem(1)
+    grads = jax.tree.map(lambda x: 0.3 * jnp.sign(x), params)
+    tx = optax.chain(
+        optax.sgd(lr), optax_l1.sparsity_target(0.5, lr, ramp_steps=1, begin_step=0, mask=MASK)
+    )
+    state = tx.init(params)
+    _, state = tx.update(grads, state, params)  # count 0: ramp at 0, identity
+    u, state = tx.update(grads, state, params)  # count 1: the full target
+    new = optax.apply_updates(params, u)
+    z = np.concatenate([np.ravel(params[k] - lr * grads[k]) for k in ("w", "v")])
+    k = int(np.floor(0.5 * z.size))
+    tau = np.sort(np.abs(z))[k - 1]
+    expected = np.sign(z) * np.maximum(np.abs(z) - tau, 0)
+    got = np.concatenate([np.ravel(new[k]) for k in ("w", "v")])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert int(np.sum(got == 0)) == k
+    np.testing.assert_allclose(float(_target_state(state).strength), tau / lr, rtol=1e-6)
+    np.testing.assert_array_equal(new["b"], params["b"] - lr * grads["b"])  # masked out
+
+
+def test_preconditioned_threshold_matches_numpy():
+    lr = 0.1
+    params, goal = _problem(2)
+    tx = optax_l1.sparsity_target(0.6, lr, ramp_steps=1, optimizer=optax.adam(lr), mask=MASK)
+    state = tx.init(params)
+    grads = jax.grad(_loss)(params, goal)
+    _, state = tx.update(grads, state, params)
+    grads = jax.tree.map(lambda g: 1.5 * g, grads)
+    adam_u, adam_s = optax.adam(lr).update(grads, state.inner_state, params)
+    u, state = tx.update(grads, state, params)
+    nu = adam_s[0].nu
+    z = {k: np.asarray(params[k] + adam_u[k], np.float64) for k in ("w", "v")}
+    d = {k: np.sqrt(np.asarray(nu[k], np.float64)) + 1e-8 for k in ("w", "v")}
+    score = np.concatenate([np.ravel(np.abs(z[k]) * d[k]) for k in ("w", "v")])
+    kth = int(np.floor(0.6 * score.size))
+    tau = np.sort(score)[kth - 1]
+    new = optax.apply_updates(params, u)
+    for k in ("w", "v"):
+        ref = np.where(
+            np.abs(z[k]) * d[k] <= tau, 0.0, z[k] - np.clip(z[k], -tau / d[k], tau / d[k])
+        )
+        np.testing.assert_allclose(new[k], ref, rtol=2e-5, atol=1e-6)
+    assert _count(state.sparsity) == kth
+    np.testing.assert_allclose(float(state.strength), tau / lr, rtol=1e-5)
+
+
+def _eager(tx, steps, seed=0):
+    """Op-by-op training (no jit): XLA's fusion of a whole jitted step may contract
+    ``p + lr * x`` into an FMA in one program and not in another, which moves the last
+    bit; op by op, the arithmetic of two programs can be compared exactly."""
+    params, goal = _problem(seed)
+    state = tx.init(params)
+    for _ in range(steps):
+        u, state = tx.update(jax.grad(_loss)(params, goal), state, params)
+        params = optax.apply_updates(params, u)
+    return params, state
+
+
+@pytest.mark.parametrize("precondition", [False, True])
+def test_target_zero_is_the_optimizer_bit_for_bit(precondition):
+    lr = 0.05
+    if precondition:
+        tx = optax_l1.sparsity_target(0.0, lr, ramp_steps=2, optimizer=optax.adam(lr))
+    else:
+        tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.0, lr, ramp_steps=2))
+    p_tx, state = _eager(tx, 4)
+    p_ref, _ = _eager(optax.adam(lr), 4)
+    for k in p_ref:
+        np.testing.assert_array_equal(np.asarray(p_tx[k]), np.asarray(p_ref[k]))
+    assert float(_target_state(state).strength) == 0 == float(_target_state(state).sparsity)
+    # Under jit the two programs agree to the last bit or two (see _eager).
+    p_jit, _, (measured, strength, _, _) = _run(tx, 4)
+    for k in p_ref:
+        np.testing.assert_allclose(np.asarray(p_jit[k]), np.asarray(p_ref[k]), rtol=1e-6, atol=1e-6)
+    assert np.all(strength == 0) and np.all(measured == 0)
+
+
+def test_hold_support_freezes_zeros_and_passes_the_update_unshrunk():
+    lr = 0.05
+    tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.7, lr, ramp_steps=3, mask=MASK))
+    params, state = _eager(tx, 5, seed=3)  # past count 3, the end of the ramp
+    grads = jax.grad(_loss)(params, _problem(3)[1])
+    adam_u, _ = optax.adam(lr).update(grads, state[0], params)
+    u, state = tx.update(grads, state, params)
+    for k in ("w", "v"):
+        p = np.asarray(params[k])
+        np.testing.assert_array_equal(np.asarray(u[k])[p == 0], 0.0)
+        np.testing.assert_array_equal(np.asarray(u[k])[p != 0], np.asarray(adam_u[k])[p != 0])
+    np.testing.assert_array_equal(u["b"], adam_u["b"])
+    assert _count(state[1].sparsity) == _k(0.7)
+    assert float(state[1].strength) == 0.0
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_bisection_and_sort_find_the_exact_kth_smallest(dtype):
+    rng = np.random.default_rng(0)
+    a = np.abs(rng.standard_cauchy(300)).astype(np.float32)
+    a[:40] = 0.0  # ties at zero
+    a[40:60] = a[60]  # ties elsewhere
+    a[70] = np.inf
+    leaves = [jnp.asarray(a[:100], dtype).astype(jnp.float32), jnp.asarray(a[100:], dtype)]
+    leaves = [x.astype(jnp.float32).reshape(-1) for x in leaves]
+    ref = np.sort(np.concatenate([np.asarray(x) for x in leaves]))
+    bisect = jax.jit(_target._kth_smallest_bisect)
+    for k in [1, 2, 40, 41, 55, 150, 299, 300]:
+        kk = jnp.asarray(k, jnp.int32)
+        assert float(bisect(leaves, kk)) == ref[k - 1]
+        assert float(_target._kth_smallest_sort(leaves, kk)) == ref[k - 1]
+
+
+def test_update_every_keeps_the_strength_between_searches_and_sort_agrees():
+    lr = 0.05
+    opts = dict(ramp_steps=30, begin_step=2, mask=MASK)
+    tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.7, lr, update_every=7, **opts))
+    _, _, (measured, strength, scheduled, _) = _run(tx, 40)
+    for t in range(2, 32):
+        if (t - 2) % 7 and t != 32:
+            assert strength[t] == strength[t - 1]
+    assert _count(measured[32]) == _k(0.7)  # a search is forced at the end of the ramp
+    tx_sort = optax.chain(
+        optax.adam(lr), optax_l1.sparsity_target(0.7, lr, quantile="sort", **opts)
+    )
+    tx_bis = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.7, lr, **opts))
+    p_sort, _, logs_sort = _run(tx_sort, 40)
+    p_bis, _, logs_bis = _run(tx_bis, 40)
+    for k in p_sort:
+        np.testing.assert_array_equal(np.asarray(p_sort[k]), np.asarray(p_bis[k]))
+    np.testing.assert_array_equal(logs_sort[1], logs_bis[1])
+
+
+def test_smoothing_lags_but_stays_close():
+    lr = 0.05
+    tx = optax.chain(
+        optax.adam(lr),
+        optax_l1.sparsity_target(0.7, lr, ramp_steps=40, smoothing=0.5, hold="track"),
+    )
+    _, _, (measured, strength, scheduled, _) = _run(tx, 60)
+    assert np.all(np.isfinite(strength)) and np.all(strength >= 0)
+    assert np.max(np.abs(measured - scheduled)[5:]) < 0.05
+    assert abs(measured[-1] - 0.7) < 0.005
+    # With a frozen support the last search of the ramp is exact.
+    tx = optax.chain(
+        optax.adam(lr), optax_l1.sparsity_target(0.7, lr, ramp_steps=40, smoothing=0.9, mask=MASK)
+    )
+    _, _, (measured, _, _, _) = _run(tx, 50)
+    assert _count(measured[40]) == _count(measured[-1]) == _k(0.7)
+
+
+# ----------------------------------------------------------------------------- integration
+
+
+def test_one_compilation_schedule_and_robust_strength():
+    traces = []
+    sched = optax.cosine_decay_schedule(0.1, 30, alpha=0.0)  # reaches lr = 0 at the end
+    tx = optax.chain(
+        optax.sgd(sched),
+        optax_l1.sparsity_target(0.6, sched, ramp_steps=10, hold="track", mask=MASK),
+    )
+    params, goal = _problem(4)
+
+    @jax.jit
+    def step(p, s):
+        traces.append(1)
+        u, s = tx.update(jax.grad(_loss)(p, goal), s, p)
+        return optax.apply_updates(p, u), s
+
+    state = tx.init(params)
+    strengths = []
+    for t in range(34):
+        params, state = step(params, state)
+        strengths.append(float(state[1].strength))
+        if 0 < t < 30 and t >= 10:
+            assert _count(state[1].sparsity) == _k(0.6)
+    assert len(traces) == 1
+    assert all(np.isfinite(s) and s >= 0 for s in strengths)  # lr = 0 keeps the last one
+    assert jax.tree.map(lambda x: x.dtype, state) == jax.tree.map(
+        lambda x: x.dtype, tx.init(params)
+    )
+
+
+def test_nan_gradient_entries_do_not_make_the_strength_nan():
+    lr = 0.1
+    tx = optax.chain(optax.sgd(lr), optax_l1.sparsity_target(0.5, lr, ramp_steps=4, mask=MASK))
+    params, goal = _problem(5)
+    state = tx.init(params)
+    for _ in range(3):
+        u, state = tx.update(jax.grad(_loss)(params, goal), state, params)
+        params = optax.apply_updates(params, u)
+    bad = jax.tree.map(lambda g: g.at[0].set(jnp.nan), jax.grad(_loss)(params, goal))
+    _, state = tx.update(bad, state, params)
+    assert np.isfinite(float(state[1].strength)) and float(state[1].strength) > 0
+
+
+def test_inject_hyperparams_matches_direct():
+    lr = 0.05
+    direct = optax.chain(
+        optax.adam(lr), optax_l1.sparsity_target(0.7, lr, ramp_steps=10, mask=MASK)
+    )
+    injected = optax.chain(
+        optax.adam(lr),
+        optax.inject_hyperparams(optax_l1.sparsity_target, static_args=("mask",))(
+            target=0.7, learning_rate=lr, ramp_steps=10, mask=MASK
+        ),
+    )
+    p_d, _, logs_d = _run(direct, 20)
+    p_i, s_i, logs_i = _run(injected, 20)
+    for k in p_d:
+        np.testing.assert_array_equal(np.asarray(p_d[k]), np.asarray(p_i[k]))
+    assert float(s_i[1].hyperparams["target"]) == pytest.approx(0.7)
+
+
+def test_masks_callable_bf16_extra_args_and_masked_wrapper():
+    params = {
+        "dense": {"kernel": jnp.linspace(-1, 1, 12).reshape(3, 4), "bias": jnp.ones(4)},
+        "step": jnp.array(3),
+    }
+    grads = jax.tree.map(jnp.zeros_like, params)
+    tx = optax_l1.sparsity_target(0.5, 1.0, ramp_steps=1, mask=optax_l1.kernel_mask)
+    state = tx.init(params)
+    _, state = tx.update(grads, state, params, loss=1.0)  # extra args accepted
+    u, state = tx.update(grads, state, params)
+    new = optax.apply_updates(params, u)
+    assert int(jnp.sum(new["dense"]["kernel"] == 0)) == 6
+    np.testing.assert_array_equal(new["dense"]["bias"], params["dense"]["bias"])
+    assert float(state.sparsity) == 0.5
+    # bf16 params: exact zeros in bf16, update dtype kept.
+    p16 = {"dense": jax.tree.map(lambda x: x.astype(jnp.bfloat16), params["dense"])}
+    g16 = jax.tree.map(jnp.zeros_like, p16)
+    s16 = tx.init(p16)
+    _, s16 = tx.update(g16, s16, p16)
+    u16, s16 = tx.update(g16, s16, p16)
+    assert u16["dense"]["kernel"].dtype == jnp.bfloat16
+    assert int(jnp.sum(optax.apply_updates(p16, u16)["dense"]["kernel"] == 0)) == 6
+    # Inside optax.masked: only the selected leaves are seen and counted.
+    mtx = optax.masked(optax_l1.sparsity_target(0.5, 1.0, ramp_steps=1), optax_l1.kernel_mask)
+    ms = mtx.init(params)
+    _, ms = mtx.update(grads, ms, params)
+    mu, ms = mtx.update(grads, ms, params)
+    assert int(jnp.sum(optax.apply_updates(params, mu)["dense"]["kernel"] == 0)) == 6
+    assert float(ms.inner_state.sparsity) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (dict(target=1.0), ValueError, "`target`"),
+        (dict(target=-0.1), ValueError, "`target`"),
+        (dict(target=float("nan")), ValueError, "`target`"),
+        (dict(target="0.9"), TypeError, "`target`"),
+        (dict(ramp_steps=0), ValueError, "`ramp_steps`"),
+        (dict(ramp_steps=-5), ValueError, "`ramp_steps`"),
+        (dict(ramp_steps=2.5), ValueError, "`ramp_steps`"),
+        (dict(begin_step=-1), ValueError, "`begin_step`"),
+        (dict(update_every=0), ValueError, "`update_every`"),
+        (dict(smoothing=1.0), ValueError, "`smoothing`"),
+        (dict(learning_rate=float("inf")), ValueError, "`learning_rate`"),
+        (dict(ramp="quadratic"), ValueError, "`ramp`"),
+        (dict(hold="forever"), ValueError, "`hold`"),
+        (dict(quantile="median"), ValueError, "`quantile`"),
+        (dict(optimizer="adam"), TypeError, "`optimizer`"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, exc, match):
+    args = dict(target=0.9, learning_rate=0.1, ramp_steps=10) | kwargs
+    with pytest.raises(exc, match=match):
+        optax_l1.sparsity_target(**args)
+
+
+def test_missing_params_and_optimizer_without_second_moment():
+    params = {"w": jnp.ones(3)}
+    tx = optax_l1.sparsity_target(0.5, 0.1, ramp_steps=2)
+    with pytest.raises(ValueError, match="needs the current params"):
+        tx.update(params, tx.init(params))
+    sgd_tx = optax_l1.sparsity_target(0.5, 0.1, ramp_steps=2, optimizer=optax.sgd(0.1))
+    with pytest.raises(ValueError, match="`optimizer`"):
+        sgd_tx.init(params)
+
+
+# ----------------------------------------------------------------------------- sharding
+
+SHARDED_CHILD = textwrap.dedent(
+    """
+    import json
+    import jax, jax.numpy as jnp, numpy as np, optax, optax_l1
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    devices = jax.devices()
+    mesh = Mesh(np.array(devices).reshape(4, 2), ("a", "b"))
+    specs = {"w": P("a", "b"), "v": P("a"), "b": P()}
+    rng = np.random.default_rng(0)
+    shapes = {"w": (32, 16), "v": (40,), "b": (16,)}
+    host = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    goal = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in host.items()}
+    mask = {"w": True, "v": True, "b": False}
+
+    def run(tx, sharded, steps=25):
+        def put(tree):
+            where = {k: NamedSharding(mesh, specs[k]) if sharded else devices[0] for k in tree}
+            return {k: jax.device_put(v, where[k]) for k, v in tree.items()}
+
+        p, g = put(host), put(goal)
+
+        @jax.jit
+        def step(p, s):
+            grads = jax.tree.map(lambda x, y: x - y, p, g)
+            u, s = tx.update(grads, s, p)
+            return optax.apply_updates(p, u), s
+
+        s = tx.init(p)
+        hlo = step.lower(p, s).compile().as_text()
+        for _ in range(steps):
+            # Wait for each step: collectives on 8 simulated devices can stall otherwise.
+            p, s = jax.block_until_ready(step(p, s))
+        return p, s, hlo.count("all-gather")
+
+    out = {"n_devices": len(devices)}
+    for quantile in ("bisect", "sort"):
+        lr = 0.05
+        tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(
+            0.85, lr, ramp_steps=15, hold="track", quantile=quantile, mask=mask))
+        p_sh, s_sh, gathers = run(tx, True)
+        p_one, s_one, _ = run(tx, False)
+        n = 32 * 16 + 40
+        out[quantile] = {
+            "state_sparsity_sharded": float(s_sh[1].sparsity),
+            "state_sparsity_single": float(s_one[1].sparsity),
+            "numpy_sparsity": sum(int(np.sum(np.asarray(p_sh[k]) == 0)) for k in ("w", "v")) / n,
+            "expected": int(np.floor(np.float32(0.85) * np.float32(n))),
+            "n": n,
+            "params_equal": all(
+                np.array_equal(np.asarray(p_sh[k]), np.asarray(p_one[k])) for k in host
+            ),
+            "strength_equal": float(s_sh[1].strength) == float(s_one[1].strength),
+            "w_devices": len(p_sh["w"].sharding.device_set),
+            "all_gathers": gathers,
+        }
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_sharded_params_on_8_host_devices_match_one_device():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_CHILD],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    out = json.loads(line[len("RESULT ") :])
+    assert out["n_devices"] == 8
+    for quantile in ("bisect", "sort"):
+        r = out[quantile]
+        assert r["w_devices"] == 8
+        assert r["params_equal"] and r["strength_equal"]
+        assert r["state_sparsity_sharded"] == r["state_sparsity_single"]
+        assert _count(r["state_sparsity_sharded"], r["n"]) == r["expected"]
+        assert _count(r["numpy_sparsity"], r["n"]) == r["expected"]
+    assert out["bisect"]["all_gathers"] == 0  # the counts are all-reduces: nothing gathered
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_benchmark_quick_mode_runs(tmp_path):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["JAX_PLATFORMS"] = "cpu"
+    out = tmp_path / "target_sparsity.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "target_sparsity.py"), "--quick"]
+        + ["--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("# target_sparsity\n")
+    assert "| 0.90 | sparsity_target |" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"sparsity_target", "sparsity_target(optimizer=adam)"} | {
+        "gmp-layer",
+        "gmp-global",
+    }
+    for runs in results.values():
+        (zeros, test_acc, train_acc, *_), *_ = runs["0.9"]
+        assert abs(zeros - 0.9) < 0.005 and 0.5 < test_acc <= 1 and 0.5 < train_acc <= 1
