@@ -94,23 +94,29 @@ def _step_scale(acc: jax.Array, count: jax.Array, eps, eps_root, decay) -> jax.A
     return jnp.where(positive, 1.0 / jnp.where(positive, d, 1.0), 0.0)
 
 
-def _find_accumulator(accumulator: str | AccumulatorGetter, inner_state: Any, name: str) -> Any:
+def find_accumulator(
+    accumulator: str | tuple[str, ...] | AccumulatorGetter, inner_state: Any, name: str
+) -> Any:
+    """The diagonal accumulator in a wrapped optimizer's state: by name (the first of several
+    names found) or through a callable ``state -> tree``."""
     if callable(accumulator):
         return accumulator(inner_state)
-    try:
-        acc = optax.tree_utils.tree_get(inner_state, accumulator)
-    except KeyError:
-        raise ValueError(
-            f"`{name}`: the wrapped optimizer's state holds several fields named "
-            f"{accumulator!r}; pass `accumulator` as a callable `state -> tree` instead"
-        ) from None
-    if acc is None:
-        raise ValueError(
-            f"`{name}`: no field {accumulator!r} in the wrapped optimizer's state "
-            f"{jax.tree.structure(inner_state)}; set `accumulator` to the name of its "
-            "diagonal accumulator (e.g. 'nu' for adam/rmsprop, 'sum_of_squares' for adagrad)"
-        )
-    return acc
+    for key in (accumulator,) if isinstance(accumulator, str) else accumulator:
+        try:
+            acc = optax.tree_utils.tree_get(inner_state, key)
+        except KeyError:
+            raise ValueError(
+                f"`{name}`: the state of `optimizer` holds several fields named "
+                f"{key!r}; wrap a single diagonal optimizer or pass `accumulator` as a "
+                "callable `state -> tree`"
+            ) from None
+        if acc is not None:
+            return acc
+    raise ValueError(
+        f"`{name}`: the state of `optimizer` has no field {accumulator!r} "
+        f"({jax.tree.structure(inner_state)}); it needs a diagonal accumulator "
+        "(e.g. 'nu' for adam/adamw/rmsprop, 'sum_of_squares' for adagrad)"
+    )
 
 
 def _preconditioned_l1(
@@ -145,14 +151,14 @@ def _preconditioned_l1(
 
     def init_fn(params):
         inner_state = optimizer.init(params)
-        _find_accumulator(accumulator, inner_state, name)  # fail early, before tracing
+        find_accumulator(accumulator, inner_state, name)  # fail early, before tracing
         return state_cls(count=jnp.zeros([], jnp.int32), inner_state=inner_state)
 
     def update_fn(updates, state, params=None, **extra_args):
         _checks.check_params(name, params)
         updates, inner_state = optimizer.update(updates, state.inner_state, params, **extra_args)
         count_inc = optax.safe_increment(state.count)
-        acc = _find_accumulator(accumulator, inner_state, name)
+        acc = find_accumulator(accumulator, inner_state, name)
 
         def prox(z, step, count):
             z_leaves, treedef = jax.tree.flatten(z, is_leaf=_tree.is_none)

@@ -88,6 +88,7 @@ def group_l1_penalty(
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
     _checks.check_tree_nonnegative("strength", strength)
+
     # `axis` is checked against each penalized leaf (masked-out leaves may lack it).
     def norm_sum(z: jax.Array) -> jax.Array:
         return jnp.sum(_operators._group_norm(z, _operators.normalize_axis(axis, z.ndim)))

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from optax_l1 import _checks, _operators, _transforms, _tree
+from optax_l1 import _adaptive, _checks, _operators, _transforms, _tree
 
 _RAMPS = ("cubic", "linear")
 _HOLDS = ("support", "track")
@@ -117,26 +117,12 @@ def _kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> jax.Array:
 
 def _preconditioner(name: str, inner_state: Any, treedef: Any) -> list[Any]:
     """``sqrt(nu) + eps`` per leaf of ``treedef``, read from the optimizer's state."""
-    for key in _PRECONDITIONERS:
-        try:
-            acc = optax.tree.get(inner_state, key)
-        except KeyError:
-            raise ValueError(
-                f"`{name}`: `optimizer` keeps several fields named {key!r} in its state; "
-                "wrap a single diagonal optimizer"
-            ) from None
-        if acc is not None:
-            break
-    else:
-        raise ValueError(
-            f"`{name}`: `optimizer` must keep a diagonal second moment named one of "
-            f"{_PRECONDITIONERS} in its state (adam, adamw, rmsprop, adagrad, ...); none found"
-        )
+    acc = _adaptive.find_accumulator(_PRECONDITIONERS, inner_state, name)
     try:
         leaves = treedef.flatten_up_to(acc)
     except (ValueError, TypeError) as e:
         raise ValueError(
-            f"`{name}`: the optimizer's `{key}` must have the structure of params ({e})"
+            f"`{name}`: the optimizer's second moment must have the structure of params ({e})"
         ) from None
     return [
         None if a is None else jnp.sqrt(jnp.abs(a)).astype(jnp.float32) + _PRECONDITIONER_EPS
