@@ -45,10 +45,17 @@ def _nonnegative_threshold_array(z: jax.Array, t: Any) -> jax.Array:
 
 
 def _group_norm(z: jax.Array, axis: tuple[int, ...]) -> jax.Array:
-    """||z_g||_2 over `axis` (keepdims), with a gradient that is finite at 0."""
-    sq = jnp.sum(jnp.real(z * jnp.conj(z)), axis=axis, keepdims=True)
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+    """||z_g||_2 over `axis` (keepdims), with a gradient that is finite at 0.
+
+    Scaled by the group's largest magnitude (as BLAS nrm2 does), so tiny groups do not
+    underflow to a zero norm in float32 and huge ones do not overflow.
+    """
+    a = jnp.abs(z)
+    big = jnp.max(a, axis=axis, keepdims=True)
+    positive = big > 0
+    scale = jnp.where(positive, big, 1.0)
+    sq = jnp.sum(jnp.square(a / scale), axis=axis, keepdims=True)
+    return jnp.where(positive, scale * jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
 def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ...]:

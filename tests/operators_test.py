@@ -382,3 +382,12 @@ def test_prop_complex_optimality_and_phase(re, im, t):
         np.imag(x * np.conj(z)), 0.0, atol=eps * (1 + np.max(np.abs(z)) ** 2)
     )
     assert np.all(np.real(x * np.conj(z)) >= -eps)
+
+
+@pytest.mark.parametrize("magnitude", [4.7e-25, 1e-30, 3e30])
+def test_group_norm_neither_underflows_nor_overflows_in_float32(magnitude):
+    z = np.full((4, 2), magnitude, np.float32)
+    np.testing.assert_array_equal(np.asarray(optax_l1.group_soft_threshold(z, 0.0, axis=0)), z)
+    want = 2 * np.sqrt(4.0) * np.float64(magnitude)  # two columns of norm 2*magnitude
+    got = float(optax_l1.group_l1_penalty(z, 1.0, axis=0))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
