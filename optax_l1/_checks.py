@@ -7,6 +7,7 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -35,10 +36,15 @@ def check_nonnegative(name: str, value: Any) -> None:
     """
     if callable(value):
         return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (numbers.Real, np.ndarray, np.number, jax.Array)
+    ):
+        raise TypeError(f"`{name}` must be a real number, an array or a schedule, got {value!r}")
+    dtype = value.dtype if hasattr(value, "dtype") else np.result_type(value)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}")
     x = _python_scalar(value)
-    if x is None:
-        if isinstance(value, (str, bytes)) or value is None:
-            raise TypeError(f"`{name}` must be a number, an array or a schedule, got {value!r}")
+    if x is None:  # a jax array or tracer: only known inside the compiled step
         return
     if not math.isfinite(x) or x < 0:
         raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}")
@@ -51,8 +57,17 @@ def is_literal_zero(value: Any) -> bool:
 
 def check_tree_nonnegative(name: str, tree: Any) -> None:
     """`check_nonnegative` on every leaf of a (prefix) tree of numbers."""
+    if tree is None:
+        raise TypeError(f"`{name}` must be a number, an array or a pytree of them, got None")
     for leaf in jax.tree.leaves(tree):
         check_nonnegative(name, leaf)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A keyword flag must be a real bool (``"no"`` is truthy: refuse it rather than guess)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}")
+    return bool(value)
 
 
 def as_schedule(value: optax.ScalarOrSchedule):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from optax_l1 import _tree
 
@@ -58,7 +59,7 @@ def kernel_mask(
       >>> optax_l1.kernel_mask(params)
       {'dense': {'bias': False, 'kernel': True}, 'norm': {'scale': False}}
     """
-    if not isinstance(min_ndim, int) or min_ndim < 0:
+    if not isinstance(min_ndim, int) or isinstance(min_ndim, bool) or min_ndim < 0:
         raise ValueError(f"`min_ndim` must be an int >= 0, got {min_ndim!r}")
     if isinstance(exclude, str):
         raise TypeError(f"`exclude` must be a sequence of names, got the string {exclude!r}")
@@ -68,7 +69,7 @@ def kernel_mask(
         if x is None:
             return None
         names = set(path_name(path).split("/"))
-        return bool(_tree.is_inexact(x) and x.ndim >= min_ndim and not names & excluded)
+        return bool(_tree.is_inexact(x) and jnp.ndim(x) >= min_ndim and not names & excluded)
 
     return jax.tree_util.tree_map_with_path(leaf_mask, params, is_leaf=_tree.is_none)
 

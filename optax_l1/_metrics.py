@@ -50,8 +50,9 @@ def sparsity(params: Any, *, mask: Any = None) -> jax.Array:
     size = sum(int(np.size(x)) for _, x in leaves)
     if size == 0:
         return jnp.zeros((), jnp.float32)
-    zeros = sum((_zeros(x) for _, x in leaves), jnp.zeros((), jnp.int32))
-    return zeros.astype(jnp.float32) / jnp.float32(size)
+    # int32 per leaf, summed in float32: no overflow past 2**31 zeros in a large model.
+    zeros = sum((_zeros(x).astype(jnp.float32) for _, x in leaves), jnp.zeros((), jnp.float32))
+    return zeros / jnp.float32(size)
 
 
 def sparsity_report(params: Any, *, mask: Any = None) -> dict[str, jax.Array]:
@@ -73,9 +74,13 @@ def sparsity_report(params: Any, *, mask: Any = None) -> dict[str, jax.Array]:
       >>> {k: float(v) for k, v in optax_l1.sparsity_report(params).items()}
       {'dense/bias': 0.0, 'dense/kernel': 0.75, 'total': 0.5}
     """
-    report = {
-        name: _zeros(x).astype(jnp.float32) / jnp.float32(max(int(np.size(x)), 1))
-        for name, x in _selected(params, mask)
-    }
+    report = {}
+    for name, x in _selected(params, mask):
+        if name in report or name == "total":
+            raise ValueError(
+                f"`params` has two leaves named {name!r} (or a leaf named 'total') in the "
+                "report; rename one of them"
+            )
+        report[name] = _zeros(x).astype(jnp.float32) / jnp.float32(max(int(np.size(x)), 1))
     report["total"] = sparsity(params, mask=mask)
     return report

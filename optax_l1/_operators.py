@@ -7,13 +7,15 @@ through unchanged. A coordinate that is shrunk to zero is exactly ``0`` in every
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from optax_l1 import _tree
+from optax_l1 import _checks, _tree
 
 Axis = int | Sequence[int]
 
@@ -61,8 +63,19 @@ def _group_norm(z: jax.Array, axis: tuple[int, ...]) -> jax.Array:
 def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ...]:
     """Validates `axis` (int or tuple of ints) against an array of `ndim` dimensions."""
     axes = tuple(axis) if isinstance(axis, Sequence) and not isinstance(axis, str) else (axis,)
-    if not axes or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
-        raise TypeError(f"`{name}` must be an int or a non-empty tuple of ints, got {axis!r}")
+    try:
+        if not axes or any(isinstance(a, (bool, np.bool_)) for a in axes):
+            raise TypeError
+        axes = tuple(operator.index(a) for a in axes)
+    except TypeError:
+        hint = (
+            " (under `optax.inject_hyperparams`, pass `static_args=('axis',)`)"
+            if any(isinstance(a, jax.Array) for a in (axis, *axes))
+            else ""
+        )
+        raise TypeError(
+            f"`{name}` must be an int or a non-empty tuple of ints, got {axis!r}{hint}"
+        ) from None
     out = []
     for a in axes:
         if not -ndim <= a < ndim:
@@ -130,6 +143,7 @@ def soft_threshold(tree: Any, threshold: Any) -> Any:
       Parikh & Boyd, `Proximal Algorithms <https://web.stanford.edu/~boyd/papers/prox_algs.html>`_,
       2014, section 6.5.2.
     """
+    _checks.check_tree_nonnegative("threshold", threshold)
     t = _tree.broadcast_prefix("threshold", threshold, tree)
     return map_inexact(_soft_threshold_array, tree, t)
 
@@ -167,6 +181,8 @@ def elastic_net_threshold(
       Zou & Hastie, `Regularization and variable selection via the elastic net
       <https://doi.org/10.1111/j.1467-9868.2005.00503.x>`_, 2005.
     """
+    _checks.check_tree_nonnegative("threshold", threshold)
+    _checks.check_tree_nonnegative("l2_scale", l2_scale)
     t = _tree.broadcast_prefix("threshold", threshold, tree)
     r = _tree.broadcast_prefix("l2_scale", l2_scale, tree)
     shrink = _nonnegative_threshold_array if nonnegative else _soft_threshold_array
@@ -210,6 +226,7 @@ def group_soft_threshold(tree: Any, threshold: Any, *, axis: Axis) -> Any:
       Yuan & Lin, `Model selection and estimation in regression with grouped variables
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
+    _checks.check_tree_nonnegative("threshold", threshold)
     t = _tree.broadcast_prefix("threshold", threshold, tree)
     axes = [
         None if (z is None or not _tree.is_inexact(z)) else normalize_axis(axis, jnp.ndim(z))

@@ -58,6 +58,7 @@ def prox_after_update(
     that ``optax.apply_updates`` lands exactly on the proximal point (``p + (-p) == 0``).
     """
     _checks.check_nonnegative("learning_rate", learning_rate)
+    _tree.check_mask(mask)
     lr = _checks.as_schedule(learning_rate)
 
     def init_fn(params):
@@ -72,18 +73,26 @@ def prox_after_update(
             _tree.upcast_sum(p, u) if sel else None
             for u, p, sel in zip(u_leaves, p_leaves, selected, strict=True)
         ]
-        step = jnp.asarray(lr(state.count))
-        new_z = jax.tree.leaves(
-            prox(treedef.unflatten(z_leaves), step, state.count), is_leaf=_tree.is_none
-        )
-        if len(new_z) != len(z_leaves):
-            raise ValueError(f"`{name}`: the proximal operator must return a tree like its input")
+        step = jnp.asarray(lr(state.count))  # at least float32, also for bf16 hyperparameters
+        step = step.astype(jnp.promote_types(step.dtype, jnp.float32))
+        result = prox(treedef.unflatten(z_leaves), step, state.count)
+        new_z, result_def = jax.tree.flatten(result, is_leaf=_tree.is_none)
+        if result_def != treedef or any(
+            (r is None) != (z is None) or (z is not None and jnp.shape(r) != jnp.shape(z))
+            for r, z in zip(new_z, z_leaves, strict=True)
+        ):
+            raise ValueError(
+                f"`{name}`: the proximal operator must return a tree with the structure and "
+                f"shapes of its input {treedef}, got {jax.tree.map(jnp.shape, result)}"
+            )
         out = []
         for u, p, z in zip(u_leaves, p_leaves, new_z, strict=True):
             if z is None:
                 out.append(u)
             else:
-                out.append((z - jnp.asarray(p, z.dtype)).astype(jnp.result_type(u)))
+                # -p must survive the cast for p + (-p) == 0: never narrower than params.
+                out_dtype = jnp.promote_types(jnp.result_type(u), jnp.result_type(p))
+                out.append((z - jnp.asarray(p, z.dtype)).astype(out_dtype))
         return treedef.unflatten(out), state_cls(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -191,7 +200,7 @@ def l1_prox(
     _checks.check_nonnegative("strength", strength)
     _checks.check_nonnegative("l2", l2)
     strength_at, l2_at = _checks.as_schedule(strength), _checks.as_schedule(l2)
-    nonnegative = bool(nonnegative)
+    nonnegative = _checks.check_flag("nonnegative", nonnegative)
 
     no_l2 = not callable(l2) and _checks.is_literal_zero(l2)  # skip the divide statically
 
@@ -286,6 +295,7 @@ def add_l1_subgradient(
       {'w': Array([1.1, 1. , 0.9], dtype=float32)}
     """
     _checks.check_nonnegative("strength", strength)
+    _tree.check_mask(mask)
     strength_at = _checks.as_schedule(strength)
 
     def init_fn(params):

@@ -60,11 +60,25 @@ def broadcast_prefix(name: str, prefix: Any, tree: Any) -> list[Any]:
     return out
 
 
+def check_mask(mask: Any) -> None:
+    """Refuses a bare bool: it is what a mask callable turns into under
+    `optax.inject_hyperparams`, which treats every callable argument as a schedule."""
+    if isinstance(mask, (bool, np.bool_)) or (
+        isinstance(mask, jax.Array) and not isinstance(mask, jax.core.Tracer) and mask.ndim == 0
+    ):
+        raise TypeError(
+            f"`mask` must be a pytree of bools like params or a callable params -> such a "
+            f"pytree, got {mask!r}. Under `optax.inject_hyperparams`, pass "
+            "`static_args=('mask',)`: it treats a callable argument as a schedule otherwise."
+        )
+
+
 def resolve_mask(mask: Mask | Callable[[Any], Mask] | None, params: Any) -> list[bool]:
     """One Python bool per leaf of `params` (None leaves included): True = regularized."""
     n = len(jax.tree.leaves(params, is_leaf=is_none))
     if mask is None:
         return [True] * n
+    check_mask(mask)
     if callable(mask):
         mask = mask(params)
     if mask is None:

@@ -577,3 +577,101 @@ def test_l1_prox_with_momentum_optimizer_lands_on_prox_of_its_update():
         for k in p:
             np.testing.assert_allclose(np.asarray(p[k]), np_soft(z[k], 0.05), rtol=1e-6, atol=1e-7)
         pb = p
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+def test_callable_mask_under_inject_hyperparams_needs_static_args():
+    p = {"dense": {"kernel": jnp.array([[0.5, -2.0]]), "bias": jnp.array([0.5, -2.0])}}
+    zeros = jax.tree.map(jnp.zeros_like, p)
+    factory = optax.inject_hyperparams(optax_l1.l1_prox)
+    with pytest.raises(TypeError, match="static_args"):
+        factory(strength=1.0, learning_rate=1.0, mask=optax_l1.kernel_mask).init(p)
+    tx = optax.inject_hyperparams(optax_l1.l1_prox, static_args=("mask",))(
+        strength=1.0, learning_rate=1.0, mask=optax_l1.kernel_mask
+    )
+    u, _ = tx.update(zeros, tx.init(p), p)
+    new = optax.apply_updates(p, u)
+    np.testing.assert_array_equal(new["dense"]["kernel"], [[0.0, -1.0]])
+    np.testing.assert_array_equal(new["dense"]["bias"], p["dense"]["bias"])
+
+
+def test_narrow_updates_still_land_exactly_on_zero():
+    p = {"w": jnp.array([1.001, -0.3, 2.0], jnp.float32)}
+    u = {"w": jnp.zeros(3, jnp.bfloat16)}  # bf16 updates, f32 master params
+    tx = optax_l1.l1_prox(5.0, 1.0)
+    up, _ = tx.update(u, tx.init(p), p)
+    np.testing.assert_array_equal(optax.apply_updates(p, up)["w"], np.zeros(3, np.float32))
+
+
+def test_bf16_injected_hyperparameters_threshold_in_float32():
+    p = {"w": jnp.array([1.0, -0.3], jnp.bfloat16)}
+    tx = optax.inject_hyperparams(optax_l1.l1_prox)(strength=1.0, learning_rate=0.5)
+    u, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)
+    np.testing.assert_array_equal(
+        np.asarray(optax.apply_updates(p, u)["w"], np.float32), np.array([0.5, 0.0], np.float32)
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(strength={"w": 0.5}), TypeError),
+        (dict(strength=1j), TypeError),
+        (dict(strength=True), TypeError),
+        (dict(strength=None), TypeError),
+        (dict(strength=1.0, nonnegative="no"), TypeError),
+        (dict(strength=1.0, mask=False), TypeError),
+    ],
+)
+def test_l1_prox_refuses_values_it_would_misread(kwargs, error):
+    with pytest.raises(error, match=r"`(strength|nonnegative|mask)`"):
+        optax_l1.l1_prox(learning_rate=0.1, **kwargs)
+
+
+def test_proximal_checks_the_operator_result_structure_and_shapes():
+    p = {"w": jnp.array([1.0, 2.0]), "b": jnp.array([3.0])}
+    swap = optax_l1.proximal(lambda z, s: {"b": z["w"], "w": z["b"]}, 0.1)
+    with pytest.raises(ValueError, match="structure and shapes"):
+        swap.update(p, swap.init(p), p)
+    drop = optax_l1.proximal(lambda z, s: {"w": z["w"], "b": None}, 0.1)
+    with pytest.raises(ValueError, match="structure and shapes"):
+        drop.update(p, drop.init(p), p)
+
+
+def test_operators_refuse_negative_thresholds():
+    z = {"w": jnp.array([1.0, -0.3, 2.0])}
+    with pytest.raises(ValueError, match="`threshold`"):
+        optax_l1.soft_threshold(z, -1.0)
+    with pytest.raises(ValueError, match="`l2_scale`"):
+        optax_l1.elastic_net_threshold(z, 0.0, -1.0)
+    with pytest.raises(ValueError, match="`threshold`"):
+        optax_l1.group_soft_threshold(z, float("nan"), axis=0)
+
+
+def test_sparsity_counts_do_not_overflow_int32():
+    # 2.5 * 2**30 zeros over two leaves is past int32; too big to allocate in a test, so
+    # check the traced program instead: per-leaf int32 counts must be summed in float32.
+    n = 2**30 + 2**28
+    leaves = {k: jax.ShapeDtypeStruct((n,), jnp.bfloat16) for k in ("a", "b")}
+    jaxpr = jax.make_jaxpr(optax_l1.sparsity)(leaves).jaxpr
+    adds = [e for e in jaxpr.eqns if e.primitive.name == "add"]
+    assert adds and all(v.aval.dtype == jnp.float32 for e in adds for v in e.outvars)
+    assert float(optax_l1.sparsity({"a": jnp.zeros(3), "b": jnp.ones(5)})) == 3 / 8
+
+
+def test_sparsity_report_refuses_colliding_names():
+    with pytest.raises(ValueError, match="two leaves named 'a/b'"):
+        optax_l1.sparsity_report({"a/b": jnp.zeros(2), "a": {"b": jnp.ones(2)}})
+    with pytest.raises(ValueError, match="total"):
+        optax_l1.sparsity_report({"total": jnp.zeros(2)})
+
+
+def test_axis_accepts_numpy_ints_and_python_float_leaves_work_in_masks():
+    w = jnp.array([[3.0, 0.1], [4.0, 0.1]])
+    np.testing.assert_array_equal(
+        optax_l1.group_soft_threshold(w, 1.0, axis=np.int64(0)),
+        optax_l1.group_soft_threshold(w, 1.0, axis=0),
+    )
+    assert optax_l1.kernel_mask({"w": 1.0, "k": jnp.ones((2, 2))}) == {"w": False, "k": True}
