@@ -77,21 +77,51 @@ def _check_decay(name: str, value: Any) -> None:
 # ----------------------------------------------------------------------------- mechanism
 
 
+def _inexact_only(tree: Any) -> Any:
+    """`tree` with its leaves that are not floating point replaced by ``None``.
+
+    The wrapped optimizer sees only these: optax's optimizers keep ``None`` leaves as they are,
+    so an integer leaf gets no slot (no dtype change under ``lax.cond``, no float update).
+    """
+    return jax.tree.map(lambda x: x if _tree.is_inexact(x) else None, tree)
+
+
 def _step_scale(acc: jax.Array, count: jax.Array, eps, eps_root, decay) -> jax.Array:
     r"""``1 / D`` with :math:`D = \sqrt{\hat a + \epsilon_{root}} + \epsilon` (0 where D = 0).
 
-    :math:`\hat a = a / (1 - \beta^t)` when a bias-correction decay is given. Computed in at
-    least float32.
+    :math:`\hat a = a / (1 - \beta^t)` when a bias-correction decay is given. With a literal
+    ``eps == 0`` the scale is 0 where :math:`a = 0`, as ``optax.scale_by_rss`` (Adagrad) does
+    with its ``eps`` inside the root: a coordinate with no gradient yet is not shrunk.
+    Computed in at least float32.
     """
     a = jnp.real(acc)
     a = a.astype(_tree.compute_dtype(a.dtype))
     if decay is not None:
         a = a / (1 - decay**count)
     d = jnp.sqrt(a + eps_root) + eps
-    if isinstance(eps, (int, float)) and eps > 0:  # D > 0 everywhere: no guard needed
+    eps_value = _checks._python_scalar(eps)
+    if eps_value is not None and eps_value > 0:  # D > 0 everywhere: no guard needed
         return 1.0 / d
+    if eps_value == 0:  # optax scale_by_rss: where(a > 0, rsqrt(a + eps_root), 0)
+        return jnp.where(a > 0, 1.0 / jnp.where(a > 0, d, 1.0), 0.0)
     positive = d > 0
     return jnp.where(positive, 1.0 / jnp.where(positive, d, 1.0), 0.0)
+
+
+def _check_accumulator(accumulator: Any) -> None:
+    """TypeError unless `accumulator` is a field name, a non-empty tuple of names or a callable."""
+    if callable(accumulator) or isinstance(accumulator, str):
+        return
+    if (
+        isinstance(accumulator, tuple)
+        and accumulator
+        and all(isinstance(key, str) for key in accumulator)
+    ):
+        return
+    raise TypeError(
+        "`accumulator` must be a field name, a non-empty tuple of field names or a callable, "
+        f"got {accumulator!r}"
+    )
 
 
 def find_accumulator(
@@ -112,8 +142,9 @@ def find_accumulator(
             ) from None
         if acc is not None:
             return acc
+    fields = repr(accumulator) if isinstance(accumulator, str) else f"among {accumulator!r}"
     raise ValueError(
-        f"`{name}`: the state of `optimizer` has no field {accumulator!r} "
+        f"`{name}`: the state of `optimizer` has no field {fields} "
         f"({jax.tree.structure(inner_state)}); it needs a diagonal accumulator "
         "(e.g. 'nu' for adam/adamw/rmsprop, 'sum_of_squares' for adagrad)"
     )
@@ -124,7 +155,7 @@ def _preconditioned_l1(
     strength: optax.ScalarOrSchedule,
     learning_rate: optax.ScalarOrSchedule,
     *,
-    accumulator: str | AccumulatorGetter,
+    accumulator: str | tuple[str, ...] | AccumulatorGetter,
     eps: Any,
     eps_root: Any,
     bias_correction_decay: Any,
@@ -138,8 +169,7 @@ def _preconditioned_l1(
     Runs ``optimizer``, then :func:`optax_l1._transforms.prox_after_update` with the
     elastic-net operator whose threshold is ``step * strength / D`` per coordinate.
     """
-    if not isinstance(accumulator, str) and not callable(accumulator):
-        raise TypeError(f"`accumulator` must be a field name or a callable, got {accumulator!r}")
+    _check_accumulator(accumulator)
     numbers = {"strength": strength, "learning_rate": learning_rate, "l2": l2}
     for arg, value in {**numbers, "eps": eps, "eps_root": eps_root}.items():
         _checks.check_nonnegative(arg, value)
@@ -150,13 +180,27 @@ def _preconditioned_l1(
     no_l2 = not callable(l2) and _checks.is_literal_zero(l2)
 
     def init_fn(params):
-        inner_state = optimizer.init(params)
+        inner_state = optimizer.init(_inexact_only(params))
         find_accumulator(accumulator, inner_state, name)  # fail early, before tracing
         return state_cls(count=jnp.zeros([], jnp.int32), inner_state=inner_state)
 
     def update_fn(updates, state, params=None, **extra_args):
         _checks.check_params(name, params)
-        updates, inner_state = optimizer.update(updates, state.inner_state, params, **extra_args)
+        # Only floating-point leaves go through the optimizer; the others pass through.
+        treedef, u_leaves, p_leaves, _ = _tree.align(name, updates, params, None)
+        inexact = [
+            u is not None and _tree.is_inexact(p) for u, p in zip(u_leaves, p_leaves, strict=True)
+        ]
+        inner_updates, inner_state = optimizer.update(
+            treedef.unflatten([u if k else None for u, k in zip(u_leaves, inexact, strict=True)]),
+            state.inner_state,
+            _inexact_only(params),
+            **extra_args,
+        )
+        new_leaves = treedef.flatten_up_to(inner_updates)
+        updates = treedef.unflatten(
+            [v if k else u for u, v, k in zip(u_leaves, new_leaves, inexact, strict=True)]
+        )
         count_inc = optax.safe_increment(state.count)
         acc = find_accumulator(accumulator, inner_state, name)
 
@@ -192,7 +236,7 @@ def with_preconditioned_l1(
     strength: optax.ScalarOrSchedule,
     learning_rate: optax.ScalarOrSchedule,
     *,
-    accumulator: str | AccumulatorGetter = "nu",
+    accumulator: str | tuple[str, ...] | AccumulatorGetter = "nu",
     eps: float = 1e-8,
     eps_root: float = 0.0,
     bias_correction_decay: float | None = None,
@@ -222,18 +266,26 @@ def with_preconditioned_l1(
     - ``optax.adagrad(lr, eps=eps)``: ``accumulator="sum_of_squares"``, ``eps=0``,
       ``eps_root=eps``.
 
+    With ``eps=0`` (a literal number) the threshold is 0 where the accumulator is 0, as
+    ``optax.adagrad`` leaves such a coordinate (no gradient yet) where it is. With
+    ``eps > 0`` a coordinate whose accumulator is 0 gets the threshold
+    :math:`\eta_t \lambda / \epsilon` and is zeroed at once (see :func:`proximal_adam`).
+
     A plain ``optax.chain(optax.adam(lr), optax_l1.l1_prox(...))`` cannot do this: a
     transform in a chain does not see its siblings' states, so the wrapper runs the
     optimizer itself. The returned update is :math:`p_{t+1} - p_t`, so shrunk weights are
-    exactly ``0.0``; masked-out leaves follow the wrapped optimizer alone.
+    exactly ``0.0``; masked-out leaves follow the wrapped optimizer alone. Only the
+    floating-point leaves go through ``optimizer`` (the others are ``None`` for it, as
+    optax's optimizers allow); updates of integer leaves pass through unchanged.
 
     Args:
       optimizer: the optimizer to wrap; its update must already include the learning rate.
       strength: :math:`\lambda \ge 0`, number or schedule.
       learning_rate: the wrapped optimizer's learning rate :math:`\eta_t` (same number or
         schedule).
-      accumulator: the name of the diagonal accumulator in the wrapped state, or a
-        callable ``inner_state -> tree like params``.
+      accumulator: the name of the diagonal accumulator in the wrapped state, a tuple of
+        names (the first one present is used), or a callable
+        ``inner_state -> tree like params``.
       eps: :math:`\epsilon`, added outside the square root.
       eps_root: :math:`\epsilon_{root}`, added inside the square root.
       bias_correction_decay: :math:`\beta` (Adam's ``b2``) to bias-correct the accumulator
@@ -296,8 +348,13 @@ def proximal_adam(
 
     with Adam's bias-corrected moments :math:`\hat m_t, \hat v_t`. Compared with
     ``optax.chain(optax.adam(lr), optax_l1.l1_prox(strength, lr))``, a coordinate with
-    large gradients (a small Adam step) is also shrunk less. This is
+    large gradients (a small step size :math:`\eta_t / D_i`) is also shrunk less. This is
     :func:`with_preconditioned_l1` around ``optax.adam``.
+
+    A coordinate whose gradient has been exactly 0 so far (:math:`\hat v_t = 0`) gets the
+    threshold :math:`\eta_t \lambda_t / \epsilon` (ProxGen's formula) and is zeroed at
+    once: unseen embedding rows and dead units are pruned at the first step. Exclude them
+    with ``mask=`` or raise ``eps`` if that is not wanted.
 
     Args:
       learning_rate: :math:`\eta_t`, number or schedule.
@@ -419,10 +476,38 @@ def proximal_adagrad(
 # ----------------------------------------------------------------------------- FTRL
 
 
+def _check_ftrl_denominator(initial_accumulator_value, beta, l2, l2_shrinkage, power) -> None:
+    r"""ValueError when FTRL's denominator :math:`(n^p + \beta)/\eta + 2\ell_2` can be 0.
+
+    With :math:`n_0 = \beta = \ell_2 = 0` it is 0 for a coordinate with no gradient yet
+    (unless :math:`p = 0`: :math:`n^0 = 1`). Its weight is then 0 only while :math:`z = 0`,
+    which ``l2_shrinkage`` breaks (:math:`z` grows by :math:`2\ell_{2,s} w`): the weight
+    would become infinite. Only concrete numbers are checked.
+    """
+    values = [_checks._python_scalar(v) for v in (initial_accumulator_value, beta, l2)]
+    if any(v is None or v != 0 for v in values):
+        return
+    if _checks.is_literal_zero(power) or (
+        not callable(l2_shrinkage) and _checks.is_literal_zero(l2_shrinkage)
+    ):
+        return
+    raise ValueError(
+        "`initial_accumulator_value` must be > 0 unless `beta` > 0 or `l2` > 0 when "
+        "`l2_shrinkage` is used: the FTRL step divides by (n^p + beta) / lr + 2 * l2, "
+        "which is 0 for a coordinate with no gradient yet"
+    )
+
+
 def _ftrl_leaf(g, w, n, z, *, lr, l1, l2, shrinkage, power, beta):
-    """One TensorFlow ``ApplyFtrlV2`` step on arrays in the compute dtype."""
+    """One TensorFlow ``ApplyFtrlV2`` step on arrays in the compute dtype.
+
+    ``power`` is :math:`-` ``learning_rate_power``: a Python float picks sqrt or power here,
+    an array (``optax.inject_hyperparams``) picks inside the compiled step.
+    """
 
     def pow_(x):  # TensorFlow's kernel takes sqrt for learning_rate_power == -0.5
+        if isinstance(power, float):
+            return jnp.sqrt(x) if power == 0.5 else jnp.power(x, power)
         return jnp.where(power == 0.5, jnp.sqrt(x), jnp.power(x, power))
 
     n_new = n + g * g
@@ -470,7 +555,9 @@ def ftrl(
       l2: :math:`\ell_2 \ge 0` (``l2_regularization_strength``).
       l2_shrinkage: :math:`\ell_{2,s} \ge 0` (``l2_shrinkage_regularization_strength``).
       learning_rate_power: :math:`\le 0`; ``-0.5`` is Adagrad-like, ``0`` a constant rate.
-      initial_accumulator_value: :math:`n_0 \ge 0`.
+      initial_accumulator_value: :math:`n_0 \ge 0`; 0 needs ``beta > 0`` or ``l2 > 0``
+        when ``l2_shrinkage`` is used (a coordinate with no gradient yet would divide by
+        :math:`(n^p + \beta)/\eta + 2\ell_2 = 0`).
       beta: :math:`\beta \ge 0`, the paper's per-coordinate rate offset.
       mask: a pytree of bools (prefix of params) or a callable ``params -> mask``: leaves
         where ``l1``, ``l2`` and ``l2_shrinkage`` apply; the others follow FTRL without
@@ -505,6 +592,11 @@ def ftrl(
         _checks.check_nonnegative(arg, value)
     _check_rule("learning_rate", learning_rate, "> 0", lambda x: x > 0)
     _check_rule("learning_rate_power", learning_rate_power, "<= 0", lambda x: x <= 0)
+    _check_ftrl_denominator(initial_accumulator_value, beta, l2, l2_shrinkage, learning_rate_power)
+    power_value = _checks._python_scalar(learning_rate_power)
+    # A Python float keeps float64 exact and lets `_ftrl_leaf` branch in Python; an array
+    # (inject_hyperparams) keeps its own dtype (no cast to float32).
+    power = -power_value if power_value is not None else -jnp.asarray(learning_rate_power)
     lr_at, l1_at = _checks.as_schedule(learning_rate), _checks.as_schedule(l1)
     l2_at, shrinkage_at = _checks.as_schedule(l2), _checks.as_schedule(l2_shrinkage)
 
@@ -512,6 +604,7 @@ def ftrl(
         def slot(p, value):
             if p is None or not _tree.is_inexact(p):
                 return None
+            p = jnp.asarray(p)  # Python float leaves too
             if jnp.iscomplexobj(p):
                 raise TypeError("`ftrl` is defined for real params only, got complex")
             return jnp.full_like(p, value, _tree.compute_dtype(p.dtype))  # keeps sharding
@@ -528,16 +621,17 @@ def ftrl(
         treedef, u_leaves, p_leaves, keep = _tree.align("ftrl", updates, params, mask)
         n_leaves, z_leaves = (treedef.flatten_up_to(t) for t in (state.accumulator, state.linear))
         lr = jnp.asarray(lr_at(state.count))
-        hyper = dict(lr=lr, power=-jnp.asarray(learning_rate_power, jnp.float32), beta=beta)
+        hyper = dict(lr=lr, power=power, beta=beta)
         on = dict(l1=l1_at(state.count), l2=l2_at(state.count), shrinkage=shrinkage_at(state.count))
         off = dict.fromkeys(on, 0.0)  # masked-out leaves: FTRL without regularization
 
         def leaf_step(u, p, n, z, m):
             if n is None or u is None:  # not a float leaf: passes through
                 return u, n, z
-            w = p.astype(n.dtype)
-            w_new, n, z = _ftrl_leaf(u.astype(n.dtype), w, n, z, **hyper, **(on if m else off))
-            return (w_new - w).astype(u.dtype), n, z
+            w = jnp.asarray(p, n.dtype)  # Python float leaves too
+            g = jnp.asarray(u, n.dtype)
+            w_new, n, z = _ftrl_leaf(g, w, n, z, **hyper, **(on if m else off))
+            return (w_new - w).astype(jnp.result_type(u)), n, z
 
         leaves = zip(u_leaves, p_leaves, n_leaves, z_leaves, keep, strict=True)
         steps = [leaf_step(*args) for args in leaves]

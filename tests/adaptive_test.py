@@ -7,6 +7,7 @@ References are NumPy transcriptions of TensorFlow's kernels (``ApplyProximalAdag
 import functools
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -568,3 +569,132 @@ def test_sharding_on_8_host_devices():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SHARDING-OK" in result.stdout
+
+
+# ----------------------------------------------------------------------------- edge cases
+
+PRECONDITIONED = ["proximal_adagrad", "proximal_adam", "wrapped_adagrad"]
+
+
+@pytest.mark.parametrize("name", PRECONDITIONED)
+def test_integer_leaves_pass_through_the_wrapped_optimizer(name):
+    params = {"w": jnp.array([1.0, -0.5, 0.02]), "i": jnp.array([1], jnp.int32)}
+    grads = {"w": jnp.array([0.3, -0.2, 0.1]), "i": jnp.array([2], jnp.int32)}
+    tx = _make(name)
+    state0 = tx.init(params)
+    updates, state1 = jax.jit(tx.update)(grads, state0, params)
+    # The int leaf's update comes back unchanged; the float leaf as without the int leaf.
+    assert updates["i"].dtype == jnp.int32
+    np.testing.assert_array_equal(updates["i"], grads["i"])
+    alone, w_only = _make(name), {"w": params["w"]}
+    expected, _ = alone.update({"w": grads["w"]}, alone.init(w_only), w_only)
+    np.testing.assert_array_equal(updates["w"], expected["w"])
+    # No slot for the int leaf: the state's dtypes do not change (no retrace, cond works).
+    chex.assert_trees_all_equal_dtypes(state1, state0)
+    guarded = optax.apply_if_finite(_make(name), 3)
+    g_updates, _ = jax.jit(guarded.update)(grads, guarded.init(params), params)
+    np.testing.assert_array_equal(g_updates["w"], expected["w"])
+
+
+def tf_ftrl_float64(var, grad, slots, *, lr, l1, l2, l2_shrinkage, lr_power, beta):
+    """ApplyFtrlV2 (FtrlOptimizer's l2 adjusted by beta / (2 lr)) in float64."""
+    accum, linear = slots
+    l2 = l2 + beta / (2 * lr)
+    new_accum = accum + grad * grad
+    sigma = (new_accum ** (-lr_power) - accum ** (-lr_power)) / lr
+    linear = linear + grad + 2 * l2_shrinkage * var - sigma * var
+    quadratic = 1 / (new_accum**lr_power * lr) + 2 * l2
+    var = np.where(np.abs(linear) > l1, (np.sign(linear) * l1 - linear) / quadratic, 0.0)
+    return var, (new_accum, linear)
+
+
+def test_ftrl_float64_keeps_learning_rate_power_exact():
+    w0, target, noise = _problem(8, steps=10)
+    w0, target, noise = (x.astype(np.float64) for x in (w0, target, noise))
+    kw = dict(lr=0.2, l1=0.5, l2=0.1, l2_shrinkage=0.0, lr_power=-0.3, beta=0.0)
+    ref, slots = w0, (np.full(SHAPE, 0.5), np.zeros(SHAPE))
+    for noise_t in noise:  # float64 gradients (`_grad` rounds to float32)
+        ref, slots = tf_ftrl_float64(ref, ref - target + noise_t, slots, **kw)
+    with jax.enable_x64(True):
+        tx = optax_l1.ftrl(0.2, 0.5, 0.1, 0.0, -0.3, 0.5)
+        params = jnp.asarray(w0)
+        state = tx.init(params)
+        for noise_t in noise:
+            g = jnp.asarray(params - target + noise_t)
+            updates, state = tx.update(g, state, params)
+            params = optax.apply_updates(params, updates)
+        assert params.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(params), ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("power, absent", [(-0.5, "pow"), (-0.3, "sqrt")])
+def test_ftrl_python_power_picks_one_branch(power, absent):
+    params = jnp.ones(3)
+    tx = optax_l1.ftrl(0.5, l1=0.1, learning_rate_power=power)
+    jaxpr = str(jax.make_jaxpr(tx.update)(params, tx.init(params), params))
+    present = "sqrt" if absent == "pow" else "pow"
+    assert re.search(rf"= {present} ", jaxpr)  # the primitive as spelled in a jaxpr
+    assert not re.search(rf"= {absent} ", jaxpr)
+
+
+def test_ftrl_zero_accumulator_without_beta_or_l2_raises():
+    with pytest.raises(ValueError, match="`initial_accumulator_value`"):
+        optax_l1.ftrl(0.1, l1=0.0, l2_shrinkage=0.1, initial_accumulator_value=0.0)
+    # beta > 0 or l2 > 0 keep the denominator positive; with power 0 it is 1 / lr; without
+    # l2_shrinkage z stays 0 until a gradient comes: finite weights everywhere.
+    for kw in (
+        dict(beta=1.0, l2_shrinkage=0.1),
+        dict(l2=0.1, l2_shrinkage=0.1),
+        dict(learning_rate_power=0.0, l2_shrinkage=0.1),
+        dict(l1=0.1),
+    ):
+        tx = optax_l1.ftrl(0.1, initial_accumulator_value=0.0, **kw)
+        params = jnp.ones(2)
+        state = tx.init(params)
+        for _ in range(3):
+            updates, state = tx.update(jnp.array([0.0, 0.5]), state, params)
+            params = optax.apply_updates(params, updates)
+        assert np.isfinite(np.asarray(params)).all()
+
+
+def test_ftrl_python_float_leaves():
+    tx = optax_l1.ftrl(0.5, l1=0.1)
+    updates, state = tx.update({"w": 0.5}, tx.init({"w": 1.0}), {"w": 1.0})
+    ref, _ = tx.update({"w": jnp.asarray(0.5)}, tx.init({"w": jnp.asarray(1.0)}), {"w": 1.0})
+    np.testing.assert_allclose(updates["w"], ref["w"])
+    assert state.accumulator["w"].dtype == jnp.float32
+
+
+def test_adagrad_recipe_leaves_unseen_coordinates_like_optax():
+    """eps=0, eps_root=eps as optax.adagrad: no gradient yet (sum 0), no move, no shrink."""
+    inner = optax.adagrad(0.1, initial_accumulator_value=0.0)
+    tx = optax_l1.with_preconditioned_l1(
+        inner, 0.5, 0.1, accumulator="sum_of_squares", eps=0.0, eps_root=1e-7
+    )
+    params = jnp.array([0.5, 0.5, 0.12])
+    grads = jnp.array([0.0, 1.0, 1.0])
+    updates, _ = tx.update(grads, tx.init(params), params)
+    plain, _ = inner.update(grads, inner.init(params), params)
+    new = np.asarray(optax.apply_updates(params, updates))
+    assert new[0] == 0.5 == optax.apply_updates(params, plain)[0]
+    z = 0.5 - 0.1 / np.sqrt(1 + 1e-7)
+    np.testing.assert_allclose(new[1:], [z - 0.05 / np.sqrt(1 + 1e-7), 0.0], rtol=1e-6)
+
+
+def test_preconditioned_accumulator_tuple_of_names():
+    params = {"w": jnp.array([1.0, 0.05, 0.5])}
+    grads = {"w": jnp.array([1.0, 1.0, -2.0])}
+    by_name = optax_l1.with_preconditioned_l1(optax.adam(0.1), 1.0, 0.1)
+    by_tuple = optax_l1.with_preconditioned_l1(
+        optax.adam(0.1), 1.0, 0.1, accumulator=("sum_of_squares", "nu")
+    )
+    a, _ = by_name.update(grads, by_name.init(params), params)
+    b, _ = by_tuple.update(grads, by_tuple.init(params), params)
+    chex.assert_trees_all_equal(a, b)
+    for bad in ((), ("nu", 3)):
+        with pytest.raises(TypeError, match="accumulator"):
+            optax_l1.with_preconditioned_l1(optax.adam(0.1), 1.0, 0.1, accumulator=bad)
+    with pytest.raises(ValueError, match="no field"):
+        optax_l1.with_preconditioned_l1(optax.sgd(0.1), 1.0, 0.1, accumulator=("a", "b")).init(
+            params
+        )
