@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -137,3 +138,53 @@ def mib(n: float) -> str:
 def optional(name: str) -> Any:
     """``optax_l1.<name>`` when the installed optax_l1 has it, else None."""
     return getattr(optax_l1, name) if hasattr(optax_l1, name) else None
+
+
+# ----------------------------------------------------------------------------- digits MLP
+# Shared by frontier.py and target_sparsity.py (examples/ stay standalone on purpose).
+
+
+def digits_split(seed: int, test_size: float) -> tuple[np.ndarray, ...]:
+    """sklearn's bundled digits: a stratified split, standardized with training statistics."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+    mu, sd = xtr.mean(0), xtr.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return (
+        ((xtr - mu) / sd).astype(np.float32),
+        ((xte - mu) / sd).astype(np.float32),
+        ytr.astype(np.int32),
+        yte.astype(np.int32),
+    )
+
+
+def init_mlp(layer_keys: Sequence[jax.Array], sizes: Sequence[int]) -> dict[str, Any]:
+    """He-normal Dense layers ``dense_0 .. dense_{n-1}``, one PRNG key per layer."""
+    return {
+        f"dense_{i}": {
+            "kernel": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m),
+            "bias": jnp.zeros((n,)),
+        }
+        for i, (k, m, n) in enumerate(zip(layer_keys, sizes[:-1], sizes[1:], strict=True))
+    }
+
+
+def forward(params: dict[str, Any], x: jax.Array) -> jax.Array:
+    n = len(params)
+    for i in range(n):
+        layer = params[f"dense_{i}"]
+        x = x @ layer["kernel"] + layer["bias"]
+        if i < n - 1:
+            x = jax.nn.relu(x)
+    return x
+
+
+def cross_entropy(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
+
+
+def accuracy(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.argmax(forward(params, x), -1) == y)

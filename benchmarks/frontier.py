@@ -48,49 +48,16 @@ PADAM_GRID = (3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 
 def load_splits(seeds: list[int], test_size: float) -> dict[str, np.ndarray]:
     """One stratified split per seed, standardized with its training statistics."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    out: dict[str, list[np.ndarray]] = {"xtr": [], "ytr": [], "xte": [], "yte": []}
-    for s in seeds:
-        xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_size, random_state=s, stratify=y)
-        mu, sd = xtr.mean(0), xtr.std(0)
-        sd = np.where(sd > 0, sd, 1.0)
-        out["xtr"].append(((xtr - mu) / sd).astype(np.float32))
-        out["xte"].append(((xte - mu) / sd).astype(np.float32))
-        out["ytr"].append(ytr.astype(np.int32))
-        out["yte"].append(yte.astype(np.int32))
-    return {k: np.stack(v) for k, v in out.items()}
+    splits = [_common.digits_split(s, test_size) for s in seeds]
+    columns = zip(*splits, strict=True)
+    return {k: np.stack(v) for k, v in zip(("xtr", "xte", "ytr", "yte"), columns, strict=True)}
 
 
 def init_mlp(key: jax.Array, sizes: tuple[int, ...]) -> dict[str, Any]:
-    params = {}
-    keys = jax.random.split(key, len(sizes) - 1)
-    for i, (k, m, n) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
-        params[f"dense_{i}"] = {
-            "kernel": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m),
-            "bias": jnp.zeros((n,)),
-        }
-    return params
+    return _common.init_mlp(jax.random.split(key, len(sizes) - 1), sizes)
 
 
-def forward(params: dict[str, Any], x: jax.Array) -> jax.Array:
-    n = len(params)
-    for i in range(n):
-        layer = params[f"dense_{i}"]
-        x = x @ layer["kernel"] + layer["bias"]
-        if i < n - 1:
-            x = jax.nn.relu(x)
-    return x
-
-
-def data_loss(params, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
-
-
-def accuracy(params, x, y):
-    return jnp.mean(jnp.argmax(forward(params, x), -1) == y)
+forward, data_loss, accuracy = _common.forward, _common.cross_entropy, _common.accuracy
 
 
 def make_tx(method: str, lam: jax.Array, lr: float) -> optax.GradientTransformation:

@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Any
 
+import _common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,48 +40,18 @@ METHODS = ("sparsity_target", "sparsity_target(optimizer=adam)", "gmp-layer", "g
 
 
 def load_data(seed: int) -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-
-    x, y = load_digits(return_X_y=True)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
-    scaler = StandardScaler().fit(xtr)
-    return (
-        scaler.transform(xtr).astype(np.float32),
-        scaler.transform(xte).astype(np.float32),
-        ytr.astype(np.int32),
-        yte.astype(np.int32),
-    )
+    return _common.digits_split(seed, 0.3)
 
 
 def init_mlp(key: jax.Array, sizes: tuple[int, ...] = (64, 256, 10)) -> dict[str, Any]:
-    params = {}
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    layer_keys = []
+    for _ in sizes[1:]:
         key, sub = jax.random.split(key)
-        params[f"dense_{i}"] = {
-            "kernel": jax.random.normal(sub, (a, b)) * jnp.sqrt(2.0 / a),
-            "bias": jnp.zeros(b),
-        }
-    return params
+        layer_keys.append(sub)
+    return _common.init_mlp(layer_keys, sizes)
 
 
-def forward(params: dict[str, Any], x: jax.Array) -> jax.Array:
-    n = len(params)
-    for i in range(n):
-        layer = params[f"dense_{i}"]
-        x = x @ layer["kernel"] + layer["bias"]
-        if i < n - 1:
-            x = jax.nn.relu(x)
-    return x
-
-
-def loss_fn(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
-
-
-def accuracy(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.mean(jnp.argmax(forward(params, x), -1) == y)
+forward, loss_fn, accuracy = _common.forward, _common.cross_entropy, _common.accuracy
 
 
 def ramp_at(count: jax.Array, target: jax.Array, ramp_steps: int, begin: int) -> jax.Array:
