@@ -100,8 +100,10 @@ def train(params, tx, batches, batch_sharding):
     opt_state = jax.jit(tx.init)(params)
     for x, y in batches:
         x, y = jax.device_put((x, y), batch_sharding)
-        params, opt_state, _ = step(params, opt_state, x, y)
-    return jax.block_until_ready(params), opt_state
+        # Wait for each step: with 8 simulated devices on a 2-core CPU, many all-reduces in
+        # flight at once can miss XLA's rendezvous timeout and abort the process.
+        params, opt_state, _ = jax.block_until_ready(step(params, opt_state, x, y))
+    return params, opt_state
 
 
 def main(argv: list[str] | None = None) -> None:
