@@ -77,6 +77,35 @@ def _check_decay(name: str, value: Any) -> None:
 # ----------------------------------------------------------------------------- mechanism
 
 
+def update_inexact(
+    optimizer: optax.GradientTransformation,
+    updates: Any,
+    inner_state: Any,
+    params: Any,
+    name: str,
+    **extra_args: Any,
+) -> tuple[Any, Any]:
+    """``optimizer.update`` on the floating-point leaves only; the others pass through.
+
+    Pair with ``optimizer.init(_inexact_only(params))``.
+    """
+    treedef, u_leaves, p_leaves, _ = _tree.align(name, updates, params, None)
+    inexact = [
+        u is not None and _tree.is_inexact(p) for u, p in zip(u_leaves, p_leaves, strict=True)
+    ]
+    inner_updates, inner_state = optimizer.update(
+        treedef.unflatten([u if k else None for u, k in zip(u_leaves, inexact, strict=True)]),
+        inner_state,
+        _inexact_only(params),
+        **extra_args,
+    )
+    new_leaves = treedef.flatten_up_to(inner_updates)
+    updates = treedef.unflatten(
+        [v if k else u for u, v, k in zip(u_leaves, new_leaves, inexact, strict=True)]
+    )
+    return updates, inner_state
+
+
 def _inexact_only(tree: Any) -> Any:
     """`tree` with its leaves that are not floating point replaced by ``None``.
 
@@ -186,20 +215,8 @@ def _preconditioned_l1(
 
     def update_fn(updates, state, params=None, **extra_args):
         _checks.check_params(name, params)
-        # Only floating-point leaves go through the optimizer; the others pass through.
-        treedef, u_leaves, p_leaves, _ = _tree.align(name, updates, params, None)
-        inexact = [
-            u is not None and _tree.is_inexact(p) for u, p in zip(u_leaves, p_leaves, strict=True)
-        ]
-        inner_updates, inner_state = optimizer.update(
-            treedef.unflatten([u if k else None for u, k in zip(u_leaves, inexact, strict=True)]),
-            state.inner_state,
-            _inexact_only(params),
-            **extra_args,
-        )
-        new_leaves = treedef.flatten_up_to(inner_updates)
-        updates = treedef.unflatten(
-            [v if k else u for u, v, k in zip(u_leaves, new_leaves, inexact, strict=True)]
+        updates, inner_state = update_inexact(
+            optimizer, updates, state.inner_state, params, name, **extra_args
         )
         count_inc = optax.safe_increment(state.count)
         acc = find_accumulator(accumulator, inner_state, name)

@@ -500,3 +500,46 @@ def test_benchmark_quick_mode_runs(tmp_path):
     for runs in results.values():
         (zeros, test_acc, train_acc, *_), *_ = runs["0.9"]
         assert abs(zeros - 0.9) < 0.005 and 0.5 < test_acc <= 1 and 0.5 < train_acc <= 1
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+def test_concrete_array_hyperparameters_are_checked():
+    with pytest.raises(ValueError, match="`target`"):
+        optax_l1.sparsity_target(jnp.array(1.5), 0.1, ramp_steps=5)
+    with pytest.raises(ValueError, match="`target`"):
+        optax_l1.sparsity_target(np.float64(1 - 1e-9), 0.1, ramp_steps=5)  # 1.0 in float32
+    with pytest.raises(ValueError, match="`ramp_steps`"):
+        optax_l1.sparsity_target(0.5, 0.1, ramp_steps=jnp.array(0))
+    with pytest.raises(TypeError, match="`mask`"):
+        optax_l1.sparsity_target(0.5, 0.1, ramp_steps=5, mask=True)  # at construction
+
+
+def test_int_and_python_float_leaves_with_a_wrapped_optimizer():
+    params = {"w": jnp.linspace(-1.0, 1.0, 10), "step": jnp.array(3, jnp.int32)}
+    grads = {"w": jnp.ones(10), "step": jnp.array(0, jnp.int32)}
+    tx = optax_l1.sparsity_target(0.5, 0.1, ramp_steps=1, optimizer=optax.adam(0.1))
+    state = tx.init(params)
+    traces = []
+
+    @jax.jit
+    def step(p, s):
+        traces.append(None)
+        return tx.update(grads, s, p)
+
+    for _ in range(3):
+        u, state = step(params, state)
+        params = optax.apply_updates(params, u)
+    assert len(traces) == 1  # int leaves get no optimizer slot: state dtypes stay put
+    assert u["step"].dtype == jnp.int32 and int(u["step"]) == 0
+    # A Python float leaf is a weight too (as for l1_prox): counted, not a crash.
+    floats = {"w": jnp.linspace(-1.0, 1.0, 10), "s": 2.0}
+    tx = optax_l1.sparsity_target(0.5, 0.1, ramp_steps=1)
+    state = tx.init(floats)
+    for _ in range(3):
+        u, state = tx.update({"w": jnp.ones(10), "s": 0.5}, state, floats)
+        floats = optax.apply_updates(floats, u)
+    zeros = int(jnp.sum(floats["w"] == 0)) + int(floats["s"] == 0)
+    assert zeros == 5  # floor(0.5 * 11) once the ramp is done
+    assert float(state.sparsity) == pytest.approx(zeros / 11)
