@@ -120,12 +120,9 @@ def _kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> jax.Array:
 def _preconditioner(name: str, inner_state: Any, treedef: Any) -> list[Any]:
     """``sqrt(nu) + eps`` per leaf of ``treedef``, read from the optimizer's state."""
     acc = _adaptive.find_accumulator(_PRECONDITIONERS, inner_state, name)
-    try:
-        leaves = treedef.flatten_up_to(acc)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"`{name}`: the optimizer's second moment must have the structure of params ({e})"
-        ) from None
+    leaves = _tree.flatten_like(
+        treedef, acc, f"`{name}`: the optimizer's second moment must have the structure of params"
+    )
     return [
         None  # no second moment here (an int leaf, or masked out of a multi_transform)
         if a is None or isinstance(a, optax.MaskedNode)

@@ -103,6 +103,14 @@ def resolve_mask(mask: Mask | Callable[[Any], Mask] | None, params: Any) -> list
     return out
 
 
+def flatten_like(treedef: Any, tree: Any, message: str) -> list[Any]:
+    """``treedef.flatten_up_to(tree)``, or a ValueError that starts with ``message``."""
+    try:
+        return treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{message} ({e})") from None
+
+
 def align(name: str, updates: Any, params: Any, mask: Any) -> tuple[Any, list, list, list[bool]]:
     """Flattens `updates` and `params` side by side and says which leaves are regularized.
 
@@ -111,12 +119,9 @@ def align(name: str, updates: Any, params: Any, mask: Any) -> tuple[Any, list, l
     `MaskedNode` subtrees (from `optax.masked`) have no leaves and are kept by `treedef`.
     """
     u_leaves, treedef = jax.tree.flatten(updates, is_leaf=is_none)
-    try:
-        p_leaves = treedef.flatten_up_to(params)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"`{name}`: `params` must have the structure of `updates` {treedef} ({e})"
-        ) from None
+    p_leaves = flatten_like(
+        treedef, params, f"`{name}`: `params` must have the structure of `updates` {treedef}"
+    )
     keep = resolve_mask(mask, params)
     if len(keep) != len(p_leaves):  # params hold extra leaves under an updates leaf
         raise ValueError(f"`{name}`: `params` must have the structure of `updates` {treedef}")
