@@ -6,9 +6,11 @@ An MLP (64-256-10 by default, ReLU) is trained with minibatch Adam on a held-out
 
   (a) ``loss``:  adam on ``CE + lambda * l1_penalty(params, mask=kernel_mask)``
                  (the Keras ``regularizers.l1`` / PyTorch-loop way);
-  (b) ``prox``:  ``optax.chain(optax.adam(lr), optax_l1.l1_prox(lambda, lr, mask=kernel_mask))``;
-  (c) ``proximal_adam``: ``optax_l1.proximal_adam(lr, lambda, mask=kernel_mask)`` (when this
-                 optax_l1 has it; its per-coordinate threshold ``lr*lambda/(sqrt(v_hat)+eps)``
+  (b) ``prox``:  ``optax.chain(optax.adam(lr),
+                 optax_l1.l1_prox(lambda, learning_rate=lr, mask=kernel_mask))``;
+  (c) ``proximal_adam``: ``optax_l1.proximal_adam(lr, strength=lambda, mask=kernel_mask)``
+                 (when this optax_l1 has it; its per-coordinate threshold
+                 ``lr*lambda/(sqrt(v_hat)+eps)``
                  is far larger than (b)'s, so it gets its own, lower, lambda grid);
   (d) ``prune``: the lambda = 0 model of the same seed, magnitude pruning of each kernel to
                  exactly the sparsity (b) reached in that kernel at each lambda
@@ -64,9 +66,11 @@ def make_tx(method: str, lam: jax.Array, lr: float) -> optax.GradientTransformat
     if method in ("loss", "dense"):
         return optax.adam(lr)
     if method == "prox":
-        return optax.chain(optax.adam(lr), optax_l1.l1_prox(lam, lr, mask=optax_l1.kernel_mask))
+        return optax.chain(
+            optax.adam(lr), optax_l1.l1_prox(lam, learning_rate=lr, mask=optax_l1.kernel_mask)
+        )
     if method == "proximal_adam":
-        return optax_l1.proximal_adam(lr, lam, mask=optax_l1.kernel_mask)
+        return optax_l1.proximal_adam(lr, strength=lam, mask=optax_l1.kernel_mask)
     raise ValueError(method)
 
 

@@ -8,7 +8,7 @@ Problems: scikit-learn's bundled diabetes data (442 x 10), and a synthetic 5000 
 (AR(1)-correlated Gaussian features, rho = 0.5) with a known truth of 50 non-zeros and unit
 noise. Solvers:
 
-  * ``optax_l1 ISTA``: ``optax.chain(optax.sgd(1/L), optax_l1.l1_prox(alpha, 1/L))``;
+  * ``optax_l1 ISTA``: ``optax.chain(optax.sgd(1/L), optax_l1.l1_prox(alpha, learning_rate=1/L))``;
   * ``optax_l1 FISTA``: Beck-Teboulle acceleration written with ``optax_l1.soft_threshold``;
   * ``jaxopt PG`` / ``jaxopt FISTA``: ``jaxopt.ProximalGradient(prox=prox_lasso,
     stepsize=1/L, acceleration=False/True)`` (its own ``run``, jitted);
@@ -133,7 +133,7 @@ def jax_solvers(prob: Problem, dtype, with_jaxopt: bool) -> list[Solver]:
     def zeros():
         return jnp.zeros(p, dtype)
 
-    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(alpha, lr))
+    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(alpha, learning_rate=lr))
 
     def ista_step(c, data):
         w, s = c

@@ -77,7 +77,7 @@ def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
                 o,
                 f"{o} + l1_prox",
                 make,
-                chain(make, lambda: optax_l1.l1_prox(lam, lr)),
+                chain(make, lambda: optax_l1.l1_prox(lam, learning_rate=lr)),
                 axpy=o == "sgd",
             )
         )
@@ -91,7 +91,7 @@ def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
                 f"{o}(schedule)",
                 f"{o}(schedule) + l1_prox(schedule)",
                 sched_opts[o],
-                chain(sched_opts[o], lambda: optax_l1.l1_prox(lam, sched)),
+                chain(sched_opts[o], lambda: optax_l1.l1_prox(lam, learning_rate=sched)),
             )
         )
         rows.append(
@@ -100,7 +100,7 @@ def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
                 o,
                 f"{o} + l1_prox(l2)",
                 make,
-                chain(make, lambda: optax_l1.l1_prox(lam, lr, l2=1e-3)),
+                chain(make, lambda: optax_l1.l1_prox(lam, learning_rate=lr, l2=1e-3)),
             )
         )
         rows.append(
@@ -109,7 +109,7 @@ def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
                 o,
                 f"{o} + group_l1_prox(axis=0)",
                 make,
-                chain(make, lambda: optax_l1.group_l1_prox(lam, lr, axis=0)),
+                chain(make, lambda: optax_l1.group_l1_prox(lam, learning_rate=lr, axis=0)),
             )
         )
         rows.append(
@@ -125,7 +125,13 @@ def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
     prox_adam = _common.optional("proximal_adam")
     if prox_adam is not None:
         rows.append(
-            Row("proximal_adam", "adam", "proximal_adam", opts["adam"], lambda: prox_adam(lr, lam))
+            Row(
+                "proximal_adam",
+                "adam",
+                "proximal_adam",
+                opts["adam"],
+                lambda: prox_adam(lr, strength=lam),
+            )
         )
     else:
         skipped.append("proximal_adam")
@@ -141,14 +147,16 @@ def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
                 "adagrad",
                 "proximal_adagrad",
                 adagrad,
-                lambda: prox_adagrad(lr, l1=lam, l2=1e-3),
+                lambda: prox_adagrad(lr, strength=lam, l2=1e-3),
             )
         )
     else:
         skipped.append("proximal_adagrad")
     ftrl = _common.optional("ftrl")
     if ftrl is not None:
-        rows.append(Row("ftrl", "adagrad", "ftrl", adagrad, lambda: ftrl(lr, l1=lam, l2=1e-3)))
+        rows.append(
+            Row("ftrl", "adagrad", "ftrl", adagrad, lambda: ftrl(lr, strength=lam, l2=1e-3))
+        )
     else:
         skipped.append("ftrl")
     return rows, skipped
@@ -271,7 +279,7 @@ def diagnose(args) -> list[dict[str, Any]]:
     def soft(z):
         return z - jnp.clip(z, -t, t)
 
-    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(args.strength, lr))
+    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(args.strength, learning_rate=lr))
     variants = {
         "sgd: p - lr*g": lambda p, g: p - lr * g,
         "library: chain(sgd, l1_prox)": None,
@@ -288,13 +296,14 @@ def diagnose(args) -> list[dict[str, Any]]:
     sched = optax.cosine_decay_schedule(lr, 100_000)
     txs = {
         "library: chain(sgd, l1_prox)": tx,
-        "library, schedule lr: chain(sgd(s), l1_prox(lam, s))": optax.chain(
-            optax.sgd(sched), optax_l1.l1_prox(args.strength, sched)
+        "library, schedule lr: chain(sgd(s), l1_prox(lam, learning_rate=s))": optax.chain(
+            optax.sgd(sched), optax_l1.l1_prox(args.strength, learning_rate=sched)
         ),
         "no l2 divide, schedule lr: chain(sgd(s), proximal(soft_threshold, s))": optax.chain(
             optax.sgd(sched),
             optax_l1.proximal(
-                lambda z, step: optax_l1.soft_threshold(z, step * args.strength), sched
+                lambda z, step: optax_l1.soft_threshold(z, step * args.strength),
+                learning_rate=sched,
             ),
         ),
     }

@@ -5,8 +5,8 @@ Adam for the same number of steps under each method and reports, per target spar
 final fraction of exact zeros over the two kernels (biases are excluded from the count and
 from the regularization via ``optax_l1.kernel_mask``) and the held-out accuracy:
 
-- ``sparsity_target``: ``optax.chain(optax.adam(lr), optax_l1.sparsity_target(target, lr,
-  ramp_steps=T, begin_step=t0, mask=kernel_mask))``.
+- ``sparsity_target``: ``optax.chain(optax.adam(lr), optax_l1.sparsity_target(target,
+  learning_rate=lr, ramp_steps=T, begin_step=t0, mask=kernel_mask))``.
 - ``gmp-layer`` (Zhu & Gupta 2017, as in TensorFlow's model_pruning): the same cubic ramp;
   every ``--prune-every`` steps from ``t0`` to ``t0 + T`` each kernel's smallest-magnitude
   weights are masked to the ramp's sparsity; the masks are fixed in between and applied to
@@ -100,9 +100,13 @@ def make_train(cfg: argparse.Namespace, method: str, n_train: int):
             mask=kmask,
         )
         if method == "sparsity_target":
-            tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(target, lr, **options))
+            tx = optax.chain(
+                optax.adam(lr), optax_l1.sparsity_target(target, learning_rate=lr, **options)
+            )
         elif method == "sparsity_target(optimizer=adam)":
-            tx = optax_l1.sparsity_target(target, lr, optimizer=optax.adam(lr), **options)
+            tx = optax_l1.sparsity_target(
+                target, learning_rate=lr, optimizer=optax.adam(lr), **options
+            )
         else:
             tx = optax.adam(lr)
         opt_state = tx.init(params)

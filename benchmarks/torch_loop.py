@@ -12,11 +12,12 @@ Arms, all starting from the same initial weights (copied from the torch model) a
   * ``torch``: the loop above (lambda 0.01, Adam lr 1e-3), CPU;
   * ``jax loss-L1``: the same algorithm in JAX, ``optax.adam`` on
     ``CE + lambda * optax_l1.l1_penalty(params)``, one jitted, donated step per Python call;
-  * ``jax adam+l1_prox``: ``optax.chain(optax.adam(lr), optax_l1.l1_prox(lambda, lr))`` over
-    all parameters (as the torch loop penalizes all), one jitted, donated step per call;
+  * ``jax adam+l1_prox``: ``optax.chain(optax.adam(lr), optax_l1.l1_prox(lambda,
+    learning_rate=lr))`` over all parameters (as the torch loop penalizes all), one jitted,
+    donated step per call;
   * ``jax adam+l1_prox (scan)``: the same, a whole block of steps in one ``lax.scan`` call;
-  * ``jax proximal_adam``: ``optax_l1.proximal_adam(lr, lambda)`` (when this optax_l1 has it),
-    whose threshold follows Adam's per-coordinate step, one jitted step per call.
+  * ``jax proximal_adam``: ``optax_l1.proximal_adam(lr, strength=lambda)`` (when this
+    optax_l1 has it), whose threshold follows Adam's per-coordinate step, one jitted step per call.
 
 Torch runs with 1 intra-op thread by default (``--torch-threads``): for a 10-64-3 model extra
 threads only add synchronization, and on a shared 2-core machine torch's default of 2 threads
@@ -72,9 +73,9 @@ class JaxArm:
                 return ce(p, x, y) + optax_l1.l1_penalty(p, lam)
         else:
             if mode == "proximal_adam":
-                tx = optax_l1.proximal_adam(lr, lam)
+                tx = optax_l1.proximal_adam(lr, strength=lam)
             else:
-                tx = optax.chain(optax.adam(lr), optax_l1.l1_prox(lam, lr))
+                tx = optax.chain(optax.adam(lr), optax_l1.l1_prox(lam, learning_rate=lr))
 
             def loss(p):
                 return ce(p, x, y)

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     for label, strength in (("dense (strength=0)", 0.0), ("l1_prox", args.strength)):
         model = eqx.nn.MLP(x_tr.shape[1], 10, args.width, args.depth, key=jax.random.key(args.seed))
         tx = optax.chain(
-            optax.adam(args.lr), optax_l1.l1_prox(strength, args.lr, mask=optax_l1.kernel_mask)
+            optax.adam(args.lr),
+            optax_l1.l1_prox(strength, learning_rate=args.lr, mask=optax_l1.kernel_mask),
         )
         opt_state = tx.init(eqx.filter(model, eqx.is_array))
         step = make_step(tx, args.batch_size)

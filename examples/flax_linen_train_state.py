@@ -52,7 +52,9 @@ def load_data(seed: int):
 def make_tx(lr: float, strength: float, weight_decay: float) -> optax.GradientTransformation:
     return optax.chain(
         optax.adamw(lr, weight_decay=weight_decay, mask=optax_l1.kernel_mask),
-        optax_l1.l1_prox(strength, lr, mask=optax_l1.kernel_mask),  # last in the chain
+        optax_l1.l1_prox(
+            strength, learning_rate=lr, mask=optax_l1.kernel_mask
+        ),  # last in the chain
     )
 
 

@@ -5,11 +5,11 @@ hands ``tx.update`` the model's ``nnx.Param`` state as ``params``, and
 ``mask=optax_l1.kernel_mask`` picks the kernels out of that ``nnx.State``. Individual weights
 become exactly zero.
 
-Part 2 uses ``optax_l1.group_l1_prox(strength, lr, axis=0, mask=...)`` on the hidden layer's
-kernel only. With ``axis=0`` a group is one column of the ``(in, out)`` kernel -- all the
-weights coming into one hidden unit -- so whole hidden units switch off. A dead unit outputs
-the constant ``relu(bias1[j])`` whatever the input, so it can be removed: drop column ``j``
-of ``kernel1`` and ``bias1`` and row ``j`` of ``kernel2``, and fold
+Part 2 uses ``optax_l1.group_l1_prox(strength, learning_rate=lr, axis=0, mask=...)`` on the
+hidden layer's kernel only. With ``axis=0`` a group is one column of the ``(in, out)``
+kernel -- all the weights coming into one hidden unit -- so whole hidden units switch off.
+A dead unit outputs the constant ``relu(bias1[j])`` whatever the input, so it can be
+removed: drop column ``j`` of ``kernel1`` and ``bias1`` and row ``j`` of ``kernel2``, and fold
 ``relu(bias1[j]) * kernel2[j]`` into ``bias2``. The script builds that smaller dense network
 and checks that it makes the same predictions as the trained one.
 
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     # Part 1: element-wise L1 on every kernel.
     model = MLP(n_in, args.hidden, 10, rngs=nnx.Rngs(args.seed))
     tx = optax.chain(
-        optax.adam(args.lr), optax_l1.l1_prox(args.strength, args.lr, mask=optax_l1.kernel_mask)
+        optax.adam(args.lr),
+        optax_l1.l1_prox(args.strength, learning_rate=args.lr, mask=optax_l1.kernel_mask),
     )
     model = train(model, tx, data, args)
     print(f"part 1: nnx.Optimizer + l1_prox (strength={args.strength:g})")
@@ -139,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     model = MLP(n_in, args.hidden, 10, rngs=nnx.Rngs(args.seed))
     tx = optax.chain(
         optax.adam(args.lr),
-        optax_l1.group_l1_prox(args.group_strength, args.lr, axis=0, mask=hidden_kernel),
+        optax_l1.group_l1_prox(
+            args.group_strength, learning_rate=args.lr, axis=0, mask=hidden_kernel
+        ),
     )
     model = train(model, tx, data, args)
     small, alive = prune_dead_units(model, args.seed)

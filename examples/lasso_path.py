@@ -52,7 +52,7 @@ def make_path_solver(x: jax.Array, y: jax.Array, step: float, max_iter: int, tol
         return 0.5 * jnp.mean((x @ w - y) ** 2)
 
     def solve(w, alpha):
-        tx = optax.chain(optax.sgd(step), optax_l1.l1_prox(alpha, step))
+        tx = optax.chain(optax.sgd(step), optax_l1.l1_prox(alpha, learning_rate=step))
 
         def cond(carry):
             _, _, i, change = carry

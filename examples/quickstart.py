@@ -7,7 +7,8 @@ penalty term ``strength * sum(|kernel|)`` for the two regularized runs:
 1. ``none``        -- no regularization;
 2. ``l1 in loss``  -- the penalty added to the loss, as Keras ``regularizers.l1`` and the
    usual PyTorch loop (``loss += lam * sum(p.abs().sum())``) do;
-3. ``l1_prox``     -- ``optax.chain(optax.adam(lr), optax_l1.l1_prox(strength, lr, mask=...))``:
+3. ``l1_prox``     -- ``optax.chain(optax.adam(lr),
+   optax_l1.l1_prox(strength, learning_rate=lr, mask=...))``:
    Adam's step, then soft-thresholding by ``lr * strength``.
 
 Only kernels are regularized (``mask=optax_l1.kernel_mask``); biases are left alone. The
@@ -110,7 +111,9 @@ def make_run(name: str, strength: float, lr: float):
 
         return penalized_loss, optax.adam(lr)
     if name == "l1_prox":
-        tx = optax.chain(optax.adam(lr), optax_l1.l1_prox(strength, lr, mask=optax_l1.kernel_mask))
+        tx = optax.chain(
+            optax.adam(lr), optax_l1.l1_prox(strength, learning_rate=lr, mask=optax_l1.kernel_mask)
+        )
         return data_loss, tx
     raise ValueError(f"unknown run {name!r}")
 

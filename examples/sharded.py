@@ -8,7 +8,8 @@ data- and model-parallel step of an MLP on the digits data with ``NamedSharding`
 * the hidden layer is split along ``"model"``: ``Dense_0/kernel`` by columns
   (``P(None, "model")``, with its bias), ``Dense_1/kernel`` by rows (``P("model", None)``).
 
-The optimizer is ``optax.chain(optax.adam(lr), optax_l1.l1_prox(strength, lr, mask=...))``
+The optimizer is
+``optax.chain(optax.adam(lr), optax_l1.l1_prox(strength, learning_rate=lr, mask=...))``
 as on one device: the soft-threshold is element-wise, so XLA runs it on each shard where
 the shard lives. The script checks that
 
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         batches.append((x_tr[idx], y_tr[idx]))
 
     tx = optax.chain(
-        optax.adam(args.lr), optax_l1.l1_prox(args.strength, args.lr, mask=optax_l1.kernel_mask)
+        optax.adam(args.lr),
+        optax_l1.l1_prox(args.strength, learning_rate=args.lr, mask=optax_l1.kernel_mask),
     )
     init = init_params(jax.random.key(args.seed), x_tr.shape[1], args.hidden, 10)
 

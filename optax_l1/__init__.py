@@ -2,14 +2,8 @@
 
 import importlib.metadata
 
-from optax_l1._adaptive import FtrlState as FtrlState
-from optax_l1._adaptive import PreconditionedL1State as PreconditionedL1State
-from optax_l1._adaptive import ProximalAdagradState as ProximalAdagradState
-from optax_l1._adaptive import ProximalAdamState as ProximalAdamState
-from optax_l1._adaptive import ftrl as ftrl
-from optax_l1._adaptive import proximal_adagrad as proximal_adagrad
-from optax_l1._adaptive import proximal_adam as proximal_adam
-from optax_l1._adaptive import with_preconditioned_l1 as with_preconditioned_l1
+from optax_l1._ftrl import FtrlState as FtrlState
+from optax_l1._ftrl import ftrl as ftrl
 from optax_l1._masks import kernel_mask as kernel_mask
 from optax_l1._masks import path_mask as path_mask
 from optax_l1._metrics import sparsity as sparsity
@@ -19,6 +13,12 @@ from optax_l1._operators import group_soft_threshold as group_soft_threshold
 from optax_l1._operators import soft_threshold as soft_threshold
 from optax_l1._penalty import group_l1_penalty as group_l1_penalty
 from optax_l1._penalty import l1_penalty as l1_penalty
+from optax_l1._preconditioned import PreconditionedL1State as PreconditionedL1State
+from optax_l1._preconditioned import ProximalAdagradState as ProximalAdagradState
+from optax_l1._preconditioned import ProximalAdamState as ProximalAdamState
+from optax_l1._preconditioned import proximal_adagrad as proximal_adagrad
+from optax_l1._preconditioned import proximal_adam as proximal_adam
+from optax_l1._preconditioned import with_preconditioned_l1 as with_preconditioned_l1
 from optax_l1._target import SparsityTargetState as SparsityTargetState
 from optax_l1._target import sparsity_target as sparsity_target
 from optax_l1._transforms import AddL1SubgradientState as AddL1SubgradientState

@@ -1,9 +1,17 @@
-"""Argument checks shared by every public function: fail before tracing, name the argument."""
+"""Every argument check of the package, with one policy.
+
+Construction time: Python numbers, NumPy values and concrete jax arrays are checked when a
+transform is built (or a function called). A wrong kind raises ``TypeError``; a bad value
+raises ``ValueError``; both messages name the argument, the rule and the value received.
+Schedules (callables) and traced values (``optax.inject_hyperparams`` hands them to the
+factory inside the compiled step) are only known at run time and are not inspected here.
+"""
 
 from __future__ import annotations
 
-import math
 import numbers
+import re
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -17,50 +25,110 @@ NO_PARAMS_MSG = (
 )
 
 
-def _python_scalar(value: Any) -> float | None:
-    """Returns `value` as a float when it is a concrete Python/NumPy number, else None."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "biuf":
-        return float(value)
-    return None
+class Rule:
+    """A rule a concrete number must satisfy: its text for messages and an elementwise test."""
+
+    def __init__(self, text: str, test: Callable[[np.ndarray], np.ndarray]):
+        self.text = text
+        self.test = test
 
 
-def check_nonnegative(name: str, value: Any) -> None:
-    """Raises ValueError when a concrete number is negative, NaN or infinite.
+NONNEGATIVE = Rule(">= 0", lambda x: x >= 0)
+POSITIVE = Rule("> 0", lambda x: x > 0)
+NONPOSITIVE = Rule("<= 0", lambda x: x <= 0)
+DECAY = Rule("in [0, 1)", lambda x: (x >= 0) & (x < 1))
+# float32(x) < 1 too: a target sparsity runs in float32, where 1 - 1e-9 is 1.
+FRACTION = Rule("in [0, 1)", lambda x: (x >= 0) & (x.astype(np.float32) < 1))
 
-    Schedules (callables), jax arrays and tracers (as `optax.inject_hyperparams` passes
-    them) are not inspected: their values are only known inside the compiled step.
-    """
-    if callable(value):
-        return
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (numbers.Real, np.ndarray, np.number, jax.Array)
-    ):
-        raise TypeError(f"`{name}` must be a real number, an array or a schedule, got {value!r}")
-    dtype = value.dtype if hasattr(value, "dtype") else np.result_type(value)
-    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}")
-    x = _python_scalar(value)
-    if x is None:  # a jax array or tracer: only known inside the compiled step
-        return
-    if not math.isfinite(x) or x < 0:
-        raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}")
+
+def at_least(low: int) -> Rule:
+    return Rule(f">= {low}", lambda x: x >= low)
+
+
+def concrete(value: Any) -> np.ndarray | None:
+    """``value`` as a NumPy array when it is known now (a number, a NumPy value, a concrete jax
+    array); ``None`` for a traced value, whose value is only known inside the compiled step."""
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+    except RuntimeError:  # a global array not fully addressable from this process
+        return None
+
+
+def scalar_value(value: Any) -> float | None:
+    """A concrete real scalar as a float (bools included); ``None`` for anything else."""
+    if callable(value) or not isinstance(value, (numbers.Real, np.ndarray, np.number, jax.Array)):
+        return None
+    x = concrete(value)
+    if x is None or x.ndim != 0 or not (x.dtype == bool or jnp.issubdtype(x.dtype, jnp.number)):
+        return None
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        return None
+    return float(x)
 
 
 def is_literal_zero(value: Any) -> bool:
-    """True for a concrete Python/NumPy number equal to 0 (a default worth specializing on)."""
-    return _python_scalar(value) == 0.0
+    """True for a concrete number equal to 0 (a default worth specializing on statically)."""
+    return not callable(value) and scalar_value(value) == 0.0
 
 
-def check_tree_nonnegative(name: str, tree: Any) -> None:
-    """`check_nonnegative` on every leaf of a (prefix) tree of numbers."""
+def _check_kind(name: str, value: Any, scalar: bool) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (numbers.Real, np.ndarray, np.number, jax.Array)
+    ):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}")
+    dtype = getattr(value, "dtype", None)
+    dtype = np.result_type(float(value)) if dtype is None else dtype  # a Python number
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}")
+    shape = getattr(value, "shape", ())
+    if scalar and shape != ():
+        raise TypeError(f"`{name}` must be a scalar, got shape {shape}")
+
+
+def check_number(
+    name: str,
+    value: Any,
+    rule: Rule = NONNEGATIVE,
+    *,
+    schedule: bool = False,
+    integer: bool = False,
+    scalar: bool = False,
+) -> None:
+    """The one number check: kind first (TypeError), then the value when known (ValueError).
+
+    Args:
+      name: the argument's name, as the user wrote it.
+      value: what was passed.
+      rule: what a concrete value must satisfy (every entry, for an array); it must be finite.
+      schedule: whether a callable ``count -> value`` is accepted (then not inspected).
+      integer: whether a concrete value must be a whole number (``2.0`` is, ``2.5`` is not).
+      scalar: whether an array must be 0-dimensional.
+    """
+    if callable(value):
+        if schedule:
+            return
+        raise TypeError(f"`{name}` must be a number, not a callable (schedule), got {value!r}")
+    _check_kind(name, value, scalar)
+    x = concrete(value)
+    if x is None:
+        return
+    x = x.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = bool(np.all(np.isfinite(x)) and np.all(rule.test(x)))
+        whole = not integer or bool(np.all(x == np.round(x)))
+    if not (ok and whole):
+        kind = ", an integer" if integer else ""
+        raise ValueError(f"`{name}` must be finite{kind} and {rule.text}, got {value!r}")
+
+
+def check_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE) -> None:
+    """:func:`check_number` on every leaf of a (prefix) tree of numbers."""
     if tree is None:
         raise TypeError(f"`{name}` must be a number, an array or a pytree of them, got None")
     for leaf in jax.tree.leaves(tree):
-        check_nonnegative(name, leaf)
+        check_number(name, leaf, rule, schedule=True)
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -70,13 +138,94 @@ def check_flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def as_schedule(value: optax.ScalarOrSchedule):
-    """A callable `count -> value` for a number or a schedule."""
-    if callable(value):
-        return value
-    return lambda count: value
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
+
+
+def check_callable(name: str, value: Any, what: str) -> None:
+    if not callable(value):
+        raise TypeError(f"`{name}` must be a callable {what}, got {value!r}")
+
+
+def check_optimizer(name: str, value: Any) -> None:
+    if not isinstance(value, optax.GradientTransformation):
+        raise TypeError(f"`{name}` must be an optax GradientTransformation, got {value!r}")
+
+
+def check_regex(name: str, value: Any) -> re.Pattern[str] | None:
+    """A regular expression (string) or None; a sequence of names is refused with a hint."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(
+            f"`{name}` must be a regular expression (str) searched in the '/'-joined path, "
+            f"got {value!r}; for several names write 'a|b'"
+        )
+    try:
+        return re.compile(value)
+    except re.error as e:
+        raise ValueError(
+            f"`{name}` must be a valid regular expression, got {value!r} ({e})"
+        ) from None
+
+
+def check_accumulator(accumulator: Any) -> None:
+    """A field name, a non-empty tuple of names or a callable ``state -> tree``."""
+    if callable(accumulator) or isinstance(accumulator, str):
+        return
+    if (
+        isinstance(accumulator, tuple)
+        and accumulator
+        and all(isinstance(k, str) for k in accumulator)
+    ):
+        return
+    raise TypeError(
+        "`accumulator` must be a field name, a non-empty tuple of field names or a callable, "
+        f"got {accumulator!r}"
+    )
+
+
+def check_mask(mask: Any) -> None:
+    """Refuses a bare bool: it is what a mask callable turns into under
+    `optax.inject_hyperparams`, which treats every callable argument as a schedule."""
+    if isinstance(mask, (bool, np.bool_)) or (
+        isinstance(mask, jax.Array) and concrete(mask) is not None and mask.ndim == 0
+    ):
+        raise TypeError(
+            f"`mask` must be a pytree of bools like params or a callable params -> such a "
+            f"pytree, got {mask!r}. Under `optax.inject_hyperparams`, pass "
+            "`static_args=('mask',)`: it treats a callable argument as a schedule otherwise."
+        )
+
+
+def check_ftrl_denominator(initial_accumulator_value, beta, l2, l2_shrinkage, power) -> None:
+    r"""ValueError when FTRL's denominator :math:`(n^p + \beta)/\eta + 2\ell_2` can be 0.
+
+    With :math:`n_0 = \beta = \ell_2 = 0` it is 0 for a coordinate with no gradient yet
+    (unless :math:`p = 0`: :math:`n^0 = 1`). Its weight is then 0 only while :math:`z = 0`,
+    which ``l2_shrinkage`` breaks (:math:`z` grows by :math:`2\ell_{2,s} w`): the weight
+    would become infinite. Only concrete numbers are checked.
+    """
+    values = [scalar_value(v) for v in (initial_accumulator_value, beta, l2)]
+    if any(v is None or v != 0 for v in values):
+        return
+    if is_literal_zero(power) or is_literal_zero(l2_shrinkage):
+        return
+    raise ValueError(
+        "`initial_accumulator_value` must be > 0 unless `beta` > 0 or `l2` > 0 when "
+        "`l2_shrinkage` is used: the FTRL step divides by (n^p + beta) / lr + 2 * l2, "
+        "which is 0 for a coordinate with no gradient yet"
+    )
 
 
 def check_params(name: str, params: Any) -> None:
     if params is None:
         raise ValueError(NO_PARAMS_MSG.format(name=name))
+
+
+def as_schedule(value: optax.ScalarOrSchedule) -> Callable[[Any], Any]:
+    """A callable `count -> value` for a number or a schedule."""
+    if callable(value):
+        return value
+    return lambda count: value

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from optax_l1 import _tree
+from optax_l1 import _checks, _tree
 
 
 def path_name(path: Sequence[Any]) -> str:
@@ -33,13 +32,16 @@ def path_name(path: Sequence[Any]) -> str:
     return "/".join(parts)
 
 
-def kernel_mask(
-    params: Any, *, min_ndim: int = 2, exclude: Sequence[str] = ("bias", "scale")
-) -> Any:
+# A path component named exactly "bias" or "scale" (Flax's Dense bias, LayerNorm scale).
+DEFAULT_EXCLUDE = r"(^|/)(bias|scale)(/|$)"
+
+
+def kernel_mask(params: Any, *, min_ndim: int = 2, exclude: str | None = DEFAULT_EXCLUDE) -> Any:
     """True for weight matrices and kernels; False for biases, norm scales and the rest.
 
     A leaf is regularized when it is a float/complex array with at least ``min_ndim``
-    dimensions and no component of its path is in ``exclude``. The result has the
+    dimensions and its '/'-joined path (as in :func:`sparsity_report`) does not match the
+    regular expression ``exclude`` (:func:`re.search`, as in :func:`path_mask`). The result has the
     structure of ``params`` (dict, Flax ``FrozenDict``, NNX ``State``), so it can be passed
     as ``mask=`` to any transform here or to :func:`optax.masked`; the function itself
     can be passed as the mask callable (``mask=optax_l1.kernel_mask``).
@@ -47,7 +49,9 @@ def kernel_mask(
     Args:
       params: any pytree of arrays.
       min_ndim: the fewest dimensions a regularized leaf has (2: matrices and conv kernels).
-      exclude: path components never regularized (e.g. ``"embedding"``).
+      exclude: a regular expression; matching leaves are never regularized. The default
+        excludes any path component named ``bias`` or ``scale``; to also exclude
+        embeddings, ``exclude=r"(^|/)(bias|scale|embedding)(/|$)"``. ``None``: no exclusion.
 
     Returns:
       A pytree of Python bools like ``params``.
@@ -59,17 +63,16 @@ def kernel_mask(
       >>> optax_l1.kernel_mask(params)
       {'dense': {'bias': False, 'kernel': True}, 'norm': {'scale': False}}
     """
-    if not isinstance(min_ndim, int) or isinstance(min_ndim, bool) or min_ndim < 0:
-        raise ValueError(f"`min_ndim` must be an int >= 0, got {min_ndim!r}")
-    if isinstance(exclude, str):
-        raise TypeError(f"`exclude` must be a sequence of names, got the string {exclude!r}")
-    excluded = set(exclude)
+    if not isinstance(min_ndim, int) or isinstance(min_ndim, bool):
+        raise TypeError(f"`min_ndim` must be an int, got {min_ndim!r}")
+    _checks.check_number("min_ndim", min_ndim, _checks.at_least(0), integer=True)
+    exc = _checks.check_regex("exclude", exclude)
 
     def leaf_mask(path, x):
         if x is None:
             return None
-        names = set(path_name(path).split("/"))
-        return bool(_tree.is_inexact(x) and jnp.ndim(x) >= min_ndim and not names & excluded)
+        excluded = exc is not None and exc.search(path_name(path)) is not None
+        return bool(_tree.is_inexact(x) and jnp.ndim(x) >= min_ndim and not excluded)
 
     return jax.tree_util.tree_map_with_path(leaf_mask, params, is_leaf=_tree.is_none)
 
@@ -94,13 +97,15 @@ def path_mask(params: Any, include: str = ".*", exclude: str | None = None) -> A
       >>> optax_l1.path_mask(params, include="^encoder/")
       {'encoder': {'kernel': True}, 'head': {'kernel': False}}
     """
-    inc = re.compile(include)
-    exc = re.compile(exclude) if exclude is not None else None
+    inc = _checks.check_regex("include", include)
+    exc = _checks.check_regex("exclude", exclude)
+    if inc is None:
+        raise TypeError("`include` must be a regular expression (str), got None")
 
     def leaf_mask(path, x):
         if x is None:
             return None
         name = path_name(path)
-        return bool(inc.search(name) and not (exc and exc.search(name)))
+        return bool(inc.search(name)) and not (exc is not None and exc.search(name))
 
     return jax.tree_util.tree_map_with_path(leaf_mask, params, is_leaf=_tree.is_none)

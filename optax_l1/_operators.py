@@ -46,7 +46,7 @@ def _nonnegative_threshold_array(z: jax.Array, t: Any) -> jax.Array:
     return jnp.maximum(z - t, 0.0)
 
 
-def _group_norm(z: jax.Array, axis: tuple[int, ...]) -> jax.Array:
+def group_norm(z: jax.Array, axis: tuple[int, ...]) -> jax.Array:
     """||z_g||_2 over `axis` (keepdims), with a gradient that is finite at 0.
 
     One pass of squares (no nrm2-style rescaling, which doubled the group prox's cost): in
@@ -63,7 +63,7 @@ def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ..
     try:
         if not axes or any(isinstance(a, (bool, np.bool_)) for a in axes):
             raise TypeError
-        axes = tuple(operator.index(a) for a in axes)
+        axes = tuple(operator.index(a) for a in axes)  # pyright: ignore[reportArgumentType]
     except TypeError:
         hint = (
             " (under `optax.inject_hyperparams`, pass `static_args=('axis',)`)"
@@ -86,7 +86,7 @@ def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ..
 
 
 def _group_threshold_array(z: jax.Array, t: Any, axis: tuple[int, ...]) -> jax.Array:
-    n = _group_norm(z, axis)
+    n = group_norm(z, axis)
     scale = jnp.maximum(1.0 - t / jnp.where(n > 0, n, 1.0), 0.0)
     # t == 0 is the identity, also for a group whose squared norm underflowed to 0.
     return jnp.where((n > t) | (t == 0), z * scale.astype(z.dtype), jnp.zeros_like(z))
@@ -141,7 +141,12 @@ def soft_threshold(tree: Any, threshold: Any) -> Any:
       Parikh & Boyd, `Proximal Algorithms <https://web.stanford.edu/~boyd/papers/prox_algs.html>`_,
       2014, section 6.5.2.
     """
-    _checks.check_tree_nonnegative("threshold", threshold)
+    _checks.check_tree("threshold", threshold)
+    return soft_threshold_tree(tree, threshold)
+
+
+def soft_threshold_tree(tree: Any, threshold: Any) -> Any:
+    """:func:`soft_threshold` without the argument checks (for the package's own maps)."""
     t = _tree.broadcast_prefix("threshold", threshold, tree)
     return map_inexact(_soft_threshold_array, tree, t)
 
@@ -179,8 +184,13 @@ def elastic_net_threshold(
       Zou & Hastie, `Regularization and variable selection via the elastic net
       <https://doi.org/10.1111/j.1467-9868.2005.00503.x>`_, 2005.
     """
-    _checks.check_tree_nonnegative("threshold", threshold)
-    _checks.check_tree_nonnegative("l2_scale", l2_scale)
+    _checks.check_tree("threshold", threshold)
+    _checks.check_tree("l2_scale", l2_scale)
+    return elastic_net_tree(tree, threshold, l2_scale, nonnegative=nonnegative)
+
+
+def elastic_net_tree(tree: Any, threshold: Any, l2_scale: Any, *, nonnegative: bool) -> Any:
+    """:func:`elastic_net_threshold` without the argument checks."""
     t = _tree.broadcast_prefix("threshold", threshold, tree)
     r = _tree.broadcast_prefix("l2_scale", l2_scale, tree)
     shrink = _nonnegative_threshold_array if nonnegative else _soft_threshold_array
@@ -226,7 +236,12 @@ def group_soft_threshold(tree: Any, threshold: Any, *, axis: Axis) -> Any:
       Yuan & Lin, `Model selection and estimation in regression with grouped variables
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
-    _checks.check_tree_nonnegative("threshold", threshold)
+    _checks.check_tree("threshold", threshold)
+    return group_threshold_tree(tree, threshold, axis=axis)
+
+
+def group_threshold_tree(tree: Any, threshold: Any, *, axis: Axis) -> Any:
+    """:func:`group_soft_threshold` without the threshold check (``axis`` is checked)."""
     t = _tree.broadcast_prefix("threshold", threshold, tree)
     axes = [
         None if (z is None or not _tree.is_inexact(z)) else normalize_axis(axis, jnp.ndim(z))

@@ -54,7 +54,7 @@ def l1_penalty(params: Any, strength: Any = 0.01, *, mask: Any = None) -> jax.Ar
       Tibshirani, `Regression shrinkage and selection via the lasso
       <https://doi.org/10.1111/j.2517-6161.1996.tb02080.x>`_, 1996.
     """
-    _checks.check_tree_nonnegative("strength", strength)
+    _checks.check_tree("strength", strength)
     return _weighted_sum(params, strength, mask, lambda z: jnp.sum(abs_min_norm(z)), "strength")
 
 
@@ -87,11 +87,11 @@ def group_l1_penalty(
       Yuan & Lin, `Model selection and estimation in regression with grouped variables
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
-    _checks.check_tree_nonnegative("strength", strength)
+    _checks.check_tree("strength", strength)
 
     # `axis` is checked against each penalized leaf (masked-out leaves may lack it).
     def norm_sum(z: jax.Array) -> jax.Array:
-        return jnp.sum(_operators._group_norm(z, _operators.normalize_axis(axis, z.ndim)))
+        return jnp.sum(_operators.group_norm(z, _operators.normalize_axis(axis, z.ndim)))
 
     return _weighted_sum(params, strength, mask, norm_sum, "strength")
 

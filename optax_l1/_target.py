@@ -1,23 +1,27 @@
-r"""Target sparsity: an L1 proximal step whose strength is set online to follow a sparsity ramp."""
+r"""Target sparsity: an L1 proximal step whose strength is set online to follow a sparsity ramp.
+
+The transform is a composition of small pure pieces: :func:`_phase` (where the ramp is),
+:func:`_threshold` (the search for the threshold that gives the ramp's zeros),
+:func:`_shrink` (the thresholding), :func:`_hold_support` (the frozen support after the
+ramp) and :func:`_next_state` (the bookkeeping), applied through the one proximal step
+:func:`optax_l1._step.prox_update`.
+"""
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
 
-from optax_l1 import _adaptive, _checks, _operators, _transforms, _tree
+from optax_l1 import _checks, _inner, _operators, _select, _step, _transforms, _tree
 
-_RAMPS = ("cubic", "linear")
-_HOLDS = ("support", "track")
-_QUANTILES = ("bisect", "sort")
-_PRECONDITIONERS = ("nu", "sum_of_squares")  # Adam/AdamW/RMSProp/Yogi..., Adagrad
+Ramp = Literal["cubic", "linear"]
+Hold = Literal["support", "track"]
+_RAMPS: tuple[str, ...] = ("cubic", "linear")
+_HOLDS: tuple[str, ...] = ("support", "track")
 _PRECONDITIONER_EPS = 1e-8
 
 
@@ -30,50 +34,38 @@ class SparsityTargetState(NamedTuple):
         ``learning_rate * strength``, divided per coordinate by the preconditioner when
         ``optimizer`` is given); 0 before the ramp starts and once the support is frozen.
       sparsity: the fraction of exact zeros in the regularized leaves after the last update.
-      target: the ramp's sparsity at the last update (what ``sparsity`` was steered to).
+      scheduled: the ramp's sparsity :math:`s_t` at the last update (what ``sparsity`` was
+        steered to; ``target`` once the ramp is over).
       inner_state: the state of ``optimizer``, or :class:`optax.EmptyState` without one.
     """
 
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
     strength: jax.Array
     sparsity: jax.Array
-    target: jax.Array
+    scheduled: jax.Array
     inner_state: Any
 
 
-class _Count(NamedTuple):
-    count: jax.Array
+class _Config(NamedTuple):
+    """The static settings of one :func:`sparsity_target` (validated)."""
+
+    target: Any
+    ramp_steps: Any
+    begin_step: Any
+    ramp: str
+    hold: str
+    update_every: Any
+    smoothing: Any
+    quantile: _select.Method
 
 
-# ----------------------------------------------------------------------------- checks
+class _Phase(NamedTuple):
+    """Where the ramp is at one count."""
 
-
-def _check_number(name: str, value: Any, ok: Any, rule: str) -> None:
-    """TypeError for non-numbers; ValueError when a concrete number breaks ``rule``.
-
-    Jax arrays and tracers (as :func:`optax.inject_hyperparams` passes them) are not
-    inspected: their values are only known inside the compiled step.
-    """
-    if callable(value) or isinstance(value, (str, bytes, bool)) or value is None:
-        raise TypeError(f"`{name}` must be a number, got {value!r}")
-    x = None
-    if isinstance(value, numbers.Real):
-        x = float(value)
-    elif isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer):
-        if np.ndim(value) != 0:
-            raise TypeError(f"`{name}` must be a scalar, got shape {np.shape(value)}")
-        x = float(value)  # a concrete array (not traced): its value is known, check it
-    if x is not None and not (math.isfinite(x) and ok(x)):
-        raise ValueError(f"`{name}` must be {rule}, got {value!r}")
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    _check_number(name, value, lambda x: x >= low and x == int(x), f"an integer >= {low}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
+    scheduled: jax.Array  # the ramp's sparsity s_t
+    due: jax.Array  # a threshold search runs at this step
+    frozen: jax.Array  # the support is frozen (after the ramp, hold="support")
+    last: jax.Array  # the last search before the support is frozen
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -88,47 +80,126 @@ def _ramp(count: jax.Array, target: Any, ramp_steps: Any, begin_step: Any, shape
     return jnp.asarray(target, jnp.float32) * frac
 
 
-def _kth_smallest_bisect(scores: list[jax.Array], k: jax.Array) -> jax.Array:
-    """The k-th smallest (k >= 1) entry of non-negative float arrays, exactly.
+def _phase(count: jax.Array, cfg: _Config) -> _Phase:
+    """The ramp's value and whether this step searches, freezes, or ends the ramp."""
+    begin = jnp.asarray(cfg.begin_step)
+    end = begin + jnp.asarray(cfg.ramp_steps)
+    scheduled = _ramp(count, cfg.target, cfg.ramp_steps, cfg.begin_step, cfg.ramp)
+    support = cfg.hold == "support"
+    frozen = count > end if support else jnp.asarray(False)
+    last = (count == end) if support else jnp.asarray(False)
+    on_grid = ((count - begin) % jnp.asarray(cfg.update_every) == 0) | (count == end)
+    due = on_grid & (count >= begin) & ~frozen & (scheduled > 0)
+    return _Phase(scheduled, due, frozen, last)
 
-    Bisection on bit patterns: for floats >= 0 the integer view is monotone, so 31 (63 for
-    float64) fixed halvings of ``[-1, bits(max)]`` land on the exact value. Each halving
-    is one global count ``sum(bits <= mid)``: O(31 n) work made of reductions only, so
-    sharded leaves need one scalar all-reduce per halving and nothing is gathered.
-    """
+
+def _score(x: jax.Array, d: jax.Array | None, dtype: Any) -> jax.Array:
+    """A weight's score: ``|z|``, times the preconditioner ``d`` when there is one."""
+    a = jnp.abs(x).astype(dtype)
+    return a if d is None else a * d
+
+
+def _threshold(scores: list[jax.Array], phase: _Phase, held: jax.Array, cfg: _Config) -> jax.Array:
+    """The threshold of this step: the k-th smallest score when a search is due (moving
+    average ``smoothing`` with the held one, except on the last search), else the held one;
+    0 once frozen or when the search gives no finite, non-negative value."""
+    n = sum(int(s.size) for s in scores)
+    if n >= 2**31:
+        raise ValueError(f"`sparsity_target` counts in int32: {n} regularized entries is too many")
     dtype = scores[0].dtype
-    itype, halvings = (jnp.int64, 63) if dtype == jnp.float64 else (jnp.int32, 31)
-    bits = [lax.bitcast_convert_type(s, itype) for s in scores]
-    hi = jnp.max(jnp.stack([jnp.max(b) for b in bits]))
+    # At most n - 1 zeros: a target just under 1 may round up to 1 in float32.
+    k = jnp.minimum(jnp.floor(phase.scheduled * n).astype(jnp.int32), n - 1)
+    held = held.astype(dtype)
 
-    def halve(_, lo_hi):
-        lo, hi = lo_hi
-        mid = lo + (hi - lo) // 2
-        enough = sum(jnp.sum(b <= mid, dtype=jnp.int32) for b in bits) >= k
-        return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
+    def search():
+        kth = _select.kth_smallest(scores, k, cfg.quantile)
+        beta = jnp.where(phase.last, 0.0, jnp.asarray(cfg.smoothing, dtype)).astype(dtype)
+        return beta * held + (1 - beta) * jnp.where(k > 0, kth, 0)
 
-    _, hi = lax.fori_loop(0, halvings, halve, (jnp.asarray(-1, itype), hi))
-    return lax.bitcast_convert_type(hi, dtype)
-
-
-def _kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> jax.Array:
-    """The k-th smallest (k >= 1) entry by one sort of all entries: O(n log n), gathers."""
-    flat = jnp.sort(jnp.concatenate([s.ravel() for s in scores]))
-    return flat[jnp.clip(k - 1, 0, flat.size - 1)]
+    tau = lax.cond(phase.due, search, lambda: held).astype(dtype)
+    return jnp.where(phase.frozen | ~jnp.isfinite(tau) | (tau < 0), 0, tau)
 
 
-def _preconditioner(name: str, inner_state: Any, treedef: Any) -> list[Any]:
-    """``sqrt(nu) + eps`` per leaf of ``treedef``, read from the optimizer's state."""
-    acc = _adaptive.find_accumulator(_PRECONDITIONERS, inner_state, name)
-    leaves = _tree.flatten_like(
-        treedef, acc, f"`{name}`: the optimizer's second moment must have the structure of params"
-    )
-    return [
-        None  # no second moment here (an int leaf, or masked out of a multi_transform)
-        if a is None or isinstance(a, optax.MaskedNode)
-        else jnp.sqrt(jnp.abs(a)).astype(jnp.float32) + _PRECONDITIONER_EPS
-        for a in leaves
+def _shrink(x: jax.Array, d: jax.Array | None, tau: jax.Array) -> jax.Array:
+    """Soft-thresholds ``x`` at ``tau / d``; zero exactly where the score is at most ``tau``
+    (as the search counted)."""
+    if d is None:
+        return _operators.soft_threshold_tree(x, tau)
+    y = _operators.soft_threshold_tree(x, (tau / d).astype(jnp.real(x).dtype))
+    return jnp.where(_score(x, d, tau.dtype) <= tau, jnp.zeros_like(y), y)
+
+
+def _target_prox(
+    scale: list[Any] | None, phase: _Phase, held: jax.Array, cfg: _Config
+) -> _step.ProxMap:
+    """The map of one step: ``z -> (thresholded z, tau)``."""
+
+    def prox(z, step, count):
+        del step, count
+        z_leaves, z_def = jax.tree.flatten(z, is_leaf=_tree.is_none)
+        d_leaves = [None] * len(z_leaves) if scale is None else scale
+        live = [(x, d) for x, d in zip(z_leaves, d_leaves, strict=True) if x is not None]
+        if scale is not None and any(d is None for _, d in live):
+            raise ValueError(
+                "`sparsity_target`: `optimizer` keeps no second moment for some regularized "
+                "leaves (e.g. they are masked out of an optax.multi_transform); exclude them "
+                "with `mask`"
+            )
+        if sum(int(x.size) for x, _ in live) == 0:
+            return z, jnp.zeros([], jnp.float32)
+        wide = any(x.dtype in (jnp.float64, jnp.complex128) for x, _ in live)
+        sdt = jnp.float64 if wide else jnp.float32
+        tau = _threshold([_score(x, d, sdt) for x, d in live], phase, held, cfg)
+        pairs = zip(z_leaves, d_leaves, strict=True)
+        return z_def.unflatten([None if x is None else _shrink(x, d, tau) for x, d in pairs]), tau
+
+    return prox
+
+
+def _hold_support(aligned: _tree.Aligned, shrunk: Any, tau: jax.Array, frozen: jax.Array) -> Any:
+    """Threshold 0 gives the optimizer's update bit for bit; a frozen support keeps zero
+    weights at zero and gives the others the update unshrunk."""
+    s_leaves = aligned.treedef.flatten_up_to(shrunk)
+    leaves = zip(aligned.updates, s_leaves, aligned.params, aligned.selected, strict=True)
+    new = [
+        jnp.where(frozen & (p == 0), jnp.zeros_like(s), jnp.where(tau > 0, s, u)) if sel else None
+        for u, s, p, sel in leaves
     ]
+    return aligned.merge(new)
+
+
+def _next_state(state, phase: _Phase, tau, lr, zeros, size, inner_state) -> SparsityTargetState:
+    """A search sets lambda = tau / lr (kept when lr = 0); between searches it is kept."""
+    searched = jnp.where(lr > 0, tau / jnp.where(lr > 0, lr, 1.0), state.strength)
+    strength = jnp.where(phase.frozen, 0.0, jnp.where(phase.due, searched, state.strength))
+    return SparsityTargetState(
+        count=_transforms.next_count(state.count),
+        strength=strength.astype(jnp.float32),
+        sparsity=zeros.astype(jnp.float32) / jnp.float32(max(size, 1)),
+        scheduled=phase.scheduled,
+        inner_state=inner_state,
+    )
+
+
+def _check_config(cfg: _Config, learning_rate: Any, optimizer: Any, mask: Any) -> None:
+    _checks.check_number("target", cfg.target, _checks.FRACTION, scalar=True)
+    _checks.check_number(
+        "ramp_steps", cfg.ramp_steps, _checks.at_least(1), integer=True, scalar=True
+    )
+    _checks.check_number(
+        "begin_step", cfg.begin_step, _checks.at_least(0), integer=True, scalar=True
+    )
+    _checks.check_number(
+        "update_every", cfg.update_every, _checks.at_least(1), integer=True, scalar=True
+    )
+    _checks.check_number("smoothing", cfg.smoothing, _checks.DECAY, scalar=True)
+    _checks.check_number("learning_rate", learning_rate, schedule=True)
+    _checks.check_choice("ramp", cfg.ramp, _RAMPS)
+    _checks.check_choice("hold", cfg.hold, _HOLDS)
+    _checks.check_choice("quantile", cfg.quantile, _select.METHODS)
+    if optimizer is not None:
+        _checks.check_optimizer("optimizer", optimizer)
+    _checks.check_mask(mask)
 
 
 # ----------------------------------------------------------------------------- transform
@@ -136,15 +207,15 @@ def _preconditioner(name: str, inner_state: Any, treedef: Any) -> list[Any]:
 
 def sparsity_target(
     target: jax.typing.ArrayLike,
-    learning_rate: optax.ScalarOrSchedule,
     *,
+    learning_rate: optax.ScalarOrSchedule,
     ramp_steps: jax.typing.ArrayLike,
     begin_step: jax.typing.ArrayLike = 0,
-    ramp: str = "cubic",
-    hold: str = "support",
+    ramp: Ramp = "cubic",
+    hold: Hold = "support",
     update_every: jax.typing.ArrayLike = 1,
     smoothing: jax.typing.ArrayLike = 0.0,
-    quantile: str = "bisect",
+    quantile: _select.Method = "bisect",
     optimizer: optax.GradientTransformation | None = None,
     mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -218,14 +289,16 @@ def sparsity_target(
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state
-      :class:`SparsityTargetState` (``strength``, ``sparsity`` and ``target`` to log).
+      :class:`SparsityTargetState` (``strength``, ``sparsity`` and ``scheduled`` to log).
 
     Examples:
       >>> import jax, jax.numpy as jnp, optax, optax_l1
       >>> params = {"w": jnp.array([0.3, -2.0, 0.1, 1.0, -0.5]), "b": jnp.ones(2)}
       >>> tx = optax.chain(
       ...     optax.sgd(0.1),
-      ...     optax_l1.sparsity_target(0.6, 0.1, ramp_steps=1, mask={"w": True, "b": False}),
+      ...     optax_l1.sparsity_target(
+      ...         0.6, learning_rate=0.1, ramp_steps=1, mask={"w": True, "b": False}
+      ...     ),
       ... )
       >>> state = tx.init(params)
       >>> grads = jax.tree.map(jnp.zeros_like, params)
@@ -240,7 +313,11 @@ def sparsity_target(
       With Adam's preconditioner, the whole optimizer in one transformation:
 
       >>> tx = optax_l1.sparsity_target(
-      ...     0.9, 1e-3, ramp_steps=100, optimizer=optax.adam(1e-3), mask=optax_l1.kernel_mask
+      ...     0.9,
+      ...     learning_rate=1e-3,
+      ...     ramp_steps=100,
+      ...     optimizer=optax.adam(1e-3),
+      ...     mask=optax_l1.kernel_mask,
       ... )
 
     References:
@@ -249,133 +326,40 @@ def sparsity_target(
       Yun, Lozano & Yang, `Adaptive Proximal Gradient Methods for Structured Neural
       Networks <https://openreview.net/forum?id=Ai3IHxaxSO5>`_, NeurIPS 2021.
     """
-    # float32(target) < 1 too: the ramp runs in float32, where 1 - 1e-9 is 1.
-    _check_number("target", target, lambda x: 0.0 <= x and np.float32(x) < 1.0, "in [0, 1)")
-    _check_int("ramp_steps", ramp_steps, 1)
-    _check_int("begin_step", begin_step, 0)
-    _check_int("update_every", update_every, 1)
-    _check_number("smoothing", smoothing, lambda x: 0.0 <= x < 1.0, "in [0, 1)")
-    _checks.check_nonnegative("learning_rate", learning_rate)
-    _check_choice("ramp", ramp, _RAMPS)
-    _check_choice("hold", hold, _HOLDS)
-    _check_choice("quantile", quantile, _QUANTILES)
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"`optimizer` must be an optax GradientTransformation, got {optimizer!r}")
-    _tree.check_mask(mask)
+    cfg = _Config(target, ramp_steps, begin_step, ramp, hold, update_every, smoothing, quantile)
+    _check_config(cfg, learning_rate, optimizer, mask)
     inner = None if optimizer is None else optax.with_extra_args_support(optimizer)
     lr_at = _checks.as_schedule(learning_rate)
     name = "sparsity_target"
 
+    def preconditioner(inner_state, treedef):
+        if inner is None:
+            return None
+        return _inner.second_moment_scale(name, inner_state, treedef, _PRECONDITIONER_EPS)
+
     def init_fn(params):
         zero = jnp.zeros([], jnp.float32)
-        inner_state = (
-            optax.EmptyState() if inner is None else inner.init(_adaptive._inexact_only(params))
-        )
+        inner_state = optax.EmptyState()
         if inner is not None:
-            _preconditioner(name, inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
-        return SparsityTargetState(jnp.zeros([], jnp.int32), zero, zero, zero, inner_state)
+            inner_state = inner.init(_inner.inexact_only(params))
+            preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
+        return SparsityTargetState(_transforms.zero_count(), zero, zero, zero, inner_state)
 
     def update_fn(updates, state, params=None, **extra_args):
         _checks.check_params(name, params)
         inner_state = state.inner_state
         if inner is not None:
-            updates, inner_state = _adaptive.update_inexact(
+            updates, inner_state = _inner.update_inexact(
                 inner, updates, inner_state, params, name, **extra_args
             )
-        u_leaves, treedef = jax.tree.flatten(updates, is_leaf=_tree.is_none)
-        scale = None if inner is None else _preconditioner(name, inner_state, treedef)
-
-        count = state.count
-        begin, end = jnp.asarray(begin_step), jnp.asarray(begin_step) + jnp.asarray(ramp_steps)
-        scheduled = _ramp(count, target, ramp_steps, begin_step, ramp)
-        frozen = count > end if hold == "support" else jnp.asarray(False)
-        last = (count == end) if hold == "support" else jnp.asarray(False)
-        on_grid = ((count - begin) % jnp.asarray(update_every) == 0) | (count == end)
-        due = on_grid & (count >= begin) & ~frozen & (scheduled > 0)
-        lr = jnp.asarray(lr_at(count), jnp.float32)
-        found: dict[str, jax.Array] = {}
-
-        def prox(z, step, count):
-            del step, count
-            z_leaves, z_def = jax.tree.flatten(z, is_leaf=_tree.is_none)
-            d_leaves = [None] * len(z_leaves) if scale is None else scale
-            live = [(x, d) for x, d in zip(z_leaves, d_leaves, strict=True) if x is not None]
-            if scale is not None and any(d is None for _, d in live):
-                raise ValueError(
-                    f"`{name}`: `optimizer` keeps no second moment for some regularized leaves "
-                    "(e.g. they are masked out of an optax.multi_transform); exclude them "
-                    "with `mask`"
-                )
-            n = sum(int(x.size) for x, _ in live)
-            if n == 0:
-                found["tau"] = jnp.zeros([], jnp.float32)
-                return z
-            if n >= 2**31:
-                raise ValueError(f"`{name}` counts in int32: {n} regularized entries is too many")
-            wide = any(x.dtype in (jnp.float64, jnp.complex128) for x, _ in live)
-            sdt = jnp.float64 if wide else jnp.float32
-
-            def score(x, d):
-                a = jnp.abs(x).astype(sdt)
-                return a if d is None else a * d
-
-            # At most n - 1 zeros: a target just under 1 may round up to 1 in float32.
-            k = jnp.minimum(jnp.floor(scheduled * n).astype(jnp.int32), n - 1)
-            held = (lr * state.strength).astype(sdt)  # the last strength's threshold
-
-            def search():
-                find = _kth_smallest_bisect if quantile == "bisect" else _kth_smallest_sort
-                kth = find([score(x, d) for x, d in live], k)
-                # The search that precedes a frozen support lands exactly on the target.
-                beta = jnp.where(last, 0.0, jnp.asarray(smoothing, sdt)).astype(sdt)
-                return beta * held + (1 - beta) * jnp.where(k > 0, kth, 0)
-
-            tau = lax.cond(due, search, lambda: held).astype(sdt)
-            tau = jnp.where(frozen | ~jnp.isfinite(tau) | (tau < 0), 0, tau)
-            found["tau"] = tau
-
-            def shrink_leaf(x, d):
-                if x is None:
-                    return None
-                if d is None:
-                    return _operators.soft_threshold(x, tau)
-                # Zero exactly where the score is at most tau (as counted by the search).
-                y = _operators.soft_threshold(x, (tau / d).astype(jnp.real(x).dtype))
-                return jnp.where(score(x, d) <= tau, jnp.zeros_like(y), y)
-
-            return z_def.unflatten(
-                [shrink_leaf(x, d) for x, d in zip(z_leaves, d_leaves, strict=True)]
-            )
-
-        shrink = _transforms.prox_after_update(prox, lr_at, mask=mask, state_cls=_Count, name=name)
-        shrunk, _ = shrink.update(updates, _Count(count), params)
-        tau = found["tau"]
-
-        s_leaves = treedef.flatten_up_to(shrunk)
-        p_leaves = treedef.flatten_up_to(params)
-        keep = _tree.resolve_mask(mask, params)
-        out, zeros, size = [], jnp.zeros([], jnp.int32), 0
-        for u, s, p, m in zip(u_leaves, s_leaves, p_leaves, keep, strict=True):
-            if u is None or p is None or not m or not _tree.is_inexact(p):
-                out.append(u)
-                continue
-            # Threshold 0: the optimizer's update bit for bit. Frozen support: zero weights
-            # stay zero, the others take the update unshrunk.
-            s = jnp.where(tau > 0, s, u)
-            s = jnp.where(frozen & (p == 0), jnp.zeros_like(s), s)
-            out.append(s)
-            zeros += jnp.sum(optax.apply_updates(p, s) == 0, dtype=jnp.int32)
-            size += int(np.size(p))
-        # A search sets lambda = tau / lr (kept when lr = 0); between searches it is kept.
-        searched = jnp.where(lr > 0, tau / jnp.where(lr > 0, lr, 1.0), state.strength)
-        strength = jnp.where(frozen, 0.0, jnp.where(due, searched, state.strength))
-        new_state = SparsityTargetState(
-            count=optax.safe_increment(count),
-            strength=strength.astype(jnp.float32),
-            sparsity=zeros.astype(jnp.float32) / jnp.float32(max(size, 1)),
-            target=scheduled,
-            inner_state=inner_state,
-        )
-        return treedef.unflatten(out), new_state
+        aligned = _tree.align(name, updates, params, mask)
+        phase = _phase(state.count, cfg)
+        lr = jnp.asarray(lr_at(state.count), jnp.float32)
+        scale = preconditioner(inner_state, aligned.treedef)
+        prox = _target_prox(scale, phase, lr * state.strength, cfg)
+        shrunk, tau = _step.prox_update(prox, aligned, lr, state.count, name=name)
+        out = _hold_support(aligned, shrunk, tau, phase.frozen)
+        zeros, size = _step.landed_zeros(aligned, out)
+        return out, _next_state(state, phase, tau, lr, zeros, size, inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

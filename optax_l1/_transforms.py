@@ -9,99 +9,74 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_l1 import _checks, _operators, _tree
-
-# A proximal operator on pytrees: prox(z, step, count) -> pytree like z. Leaves of z that
-# are not regularized (masked out, integer) are None and must stay None.
-ProxAtCount = Callable[[Any, jax.Array, jax.Array], Any]
+from optax_l1 import _checks, _operators, _step, _tree
 
 
 class ProximalState(NamedTuple):
     """State of :func:`proximal`: the number of updates applied so far."""
 
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
 
 
 class L1ProxState(NamedTuple):
     """State of :func:`l1_prox`: the number of updates applied so far."""
 
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
 
 
 class GroupL1ProxState(NamedTuple):
     """State of :func:`group_l1_prox`: the number of updates applied so far."""
 
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
 
 
 class AddL1SubgradientState(NamedTuple):
     """State of :func:`add_l1_subgradient`: the number of updates applied so far."""
 
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
 
 
-def _zero_count() -> jax.Array:
+def zero_count() -> jax.Array:
+    """The count every state starts from."""
     return jnp.zeros([], jnp.int32)
 
 
-def prox_after_update(
-    prox: ProxAtCount,
+def next_count(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at the int32 maximum (``optax.safe_increment``)."""
+    return jnp.asarray(optax.safe_increment(count))
+
+
+def _counted_prox(
+    prox: _step.ProxMap,
     learning_rate: optax.ScalarOrSchedule,
-    *,
     mask: Any,
-    state_cls: type,
+    state_cls: Callable[..., Any],
     name: str,
 ) -> optax.GradientTransformationExtraArgs:
-    """The one mechanism behind every prox transform.
-
-    Given the final ``updates`` u, returns ``prox(p + u, step) - p`` on regularized leaves so
-    that ``optax.apply_updates`` lands exactly on the proximal point (``p + (-p) == 0``).
-    """
-    _checks.check_nonnegative("learning_rate", learning_rate)
-    _tree.check_mask(mask)
+    """A transform whose state is its count and whose update is one :func:`prox_update`."""
+    _checks.check_number("learning_rate", learning_rate, schedule=True)
+    _checks.check_mask(mask)
     lr = _checks.as_schedule(learning_rate)
 
     def init_fn(params):
         del params
-        return state_cls(count=_zero_count())
+        return state_cls(count=zero_count())
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _checks.check_params(name, params)
-        treedef, u_leaves, p_leaves, selected = _tree.align(name, updates, params, mask)
-        z_leaves = [
-            _tree.upcast_sum(p, u) if sel else None
-            for u, p, sel in zip(u_leaves, p_leaves, selected, strict=True)
-        ]
-        step = jnp.asarray(lr(state.count))  # at least float32, also for bf16 hyperparameters
-        step = step.astype(jnp.promote_types(step.dtype, jnp.float32))
-        result = prox(treedef.unflatten(z_leaves), step, state.count)
-        new_z, result_def = jax.tree.flatten(result, is_leaf=_tree.is_none)
-        if result_def != treedef or any(
-            (r is None) != (z is None) or (z is not None and jnp.shape(r) != jnp.shape(z))
-            for r, z in zip(new_z, z_leaves, strict=True)
-        ):
-            raise ValueError(
-                f"`{name}`: the proximal operator must return a tree with the structure and "
-                f"shapes of its input {treedef}, got {jax.tree.map(jnp.shape, result)}"
-            )
-        out = []
-        for u, p, z in zip(u_leaves, p_leaves, new_z, strict=True):
-            if z is None:
-                out.append(u)
-            else:
-                # -p must survive the cast for p + (-p) == 0: never narrower than params.
-                out_dtype = jnp.promote_types(jnp.result_type(u), jnp.result_type(p))
-                out.append((z - jnp.asarray(p, z.dtype)).astype(out_dtype))
-        return treedef.unflatten(out), state_cls(count=optax.safe_increment(state.count))
+        aligned = _tree.align(name, updates, params, mask)
+        step = _step.step_size(lr(state.count))
+        updates, _ = _step.prox_update(prox, aligned, step, state.count, name=name)
+        return updates, state_cls(count=next_count(state.count))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def proximal(
     prox: Callable[[Any, jax.Array], Any],
-    learning_rate: optax.ScalarOrSchedule,
     *,
+    learning_rate: optax.ScalarOrSchedule,
     mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Applies any proximal operator after the update: the generic proximal step.
@@ -128,7 +103,7 @@ def proximal(
     Examples:
       >>> import jax.numpy as jnp, optax, optax_l1
       >>> project = lambda z, step: optax.projections.projection_l1_ball(z, 1.0)
-      >>> tx = optax.chain(optax.sgd(0.1), optax_l1.proximal(project, 0.1))
+      >>> tx = optax.chain(optax.sgd(0.1), optax_l1.proximal(project, learning_rate=0.1))
       >>> params = {"w": jnp.array([2.0, -1.0, 0.5])}
       >>> updates, _ = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
       >>> optax.apply_updates(params, updates)
@@ -138,21 +113,16 @@ def proximal(
       Parikh & Boyd, `Proximal Algorithms <https://web.stanford.edu/~boyd/papers/prox_algs.html>`_,
       2014.
     """
-    if not callable(prox):
-        raise TypeError(f"`prox` must be a callable prox(tree, step), got {prox!r}")
-    return prox_after_update(
-        lambda z, step, count: prox(z, step),
-        learning_rate,
-        mask=mask,
-        state_cls=ProximalState,
-        name="proximal",
+    _checks.check_callable("prox", prox, "prox(tree, step)")
+    return _counted_prox(
+        lambda z, step, count: (prox(z, step), None), learning_rate, mask, ProximalState, "proximal"
     )
 
 
 def l1_prox(
     strength: optax.ScalarOrSchedule,
-    learning_rate: optax.ScalarOrSchedule,
     *,
+    learning_rate: optax.ScalarOrSchedule,
     l2: optax.ScalarOrSchedule = 0.0,
     nonnegative: bool = False,
     mask: Any = None,
@@ -185,7 +155,7 @@ def l1_prox(
 
     Examples:
       >>> import jax.numpy as jnp, optax, optax_l1
-      >>> tx = optax.chain(optax.sgd(0.5), optax_l1.l1_prox(1.0, 0.5))
+      >>> tx = optax.chain(optax.sgd(0.5), optax_l1.l1_prox(1.0, learning_rate=0.5))
       >>> params = {"w": jnp.array([1.0, -0.25, 0.75])}
       >>> grads = {"w": jnp.zeros(3)}
       >>> updates, state = tx.update(grads, tx.init(params), params)
@@ -197,26 +167,24 @@ def l1_prox(
       <https://doi.org/10.1137/080716542>`_, 2009;
       TensorFlow ``ProximalGradientDescentOptimizer``.
     """
-    _checks.check_nonnegative("strength", strength)
-    _checks.check_nonnegative("l2", l2)
+    _checks.check_number("strength", strength, schedule=True)
+    _checks.check_number("l2", l2, schedule=True)
     strength_at, l2_at = _checks.as_schedule(strength), _checks.as_schedule(l2)
     nonnegative = _checks.check_flag("nonnegative", nonnegative)
-
-    no_l2 = not callable(l2) and _checks.is_literal_zero(l2)  # skip the divide statically
+    no_l2 = _checks.is_literal_zero(l2)  # skip the divide statically
 
     def prox(z, step, count):
         l2_scale = 0.0 if no_l2 else step * l2_at(count)
-        return _operators.elastic_net_threshold(
-            z, step * strength_at(count), l2_scale, nonnegative=nonnegative
-        )
+        threshold = step * strength_at(count)
+        return _operators.elastic_net_tree(z, threshold, l2_scale, nonnegative=nonnegative), None
 
-    return prox_after_update(prox, learning_rate, mask=mask, state_cls=L1ProxState, name="l1_prox")
+    return _counted_prox(prox, learning_rate, mask, L1ProxState, "l1_prox")
 
 
 def group_l1_prox(
     strength: optax.ScalarOrSchedule,
-    learning_rate: optax.ScalarOrSchedule,
     *,
+    learning_rate: optax.ScalarOrSchedule,
     axis: _operators.Axis,
     mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -242,7 +210,7 @@ def group_l1_prox(
 
     Examples:
       >>> import jax.numpy as jnp, optax, optax_l1
-      >>> tx = optax_l1.group_l1_prox(1.0, 1.0, axis=0)
+      >>> tx = optax_l1.group_l1_prox(1.0, learning_rate=1.0, axis=0)
       >>> params = {"kernel": jnp.array([[3.0, 0.1], [4.0, 0.1]])}
       >>> updates, _ = tx.update({"kernel": jnp.zeros((2, 2))}, tx.init(params), params)
       >>> optax.apply_updates(params, updates)
@@ -253,16 +221,14 @@ def group_l1_prox(
       Yuan & Lin, `Model selection and estimation in regression with grouped variables
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
-    _checks.check_nonnegative("strength", strength)
+    _checks.check_number("strength", strength, schedule=True)
     _operators.normalize_axis(axis, 10**6)  # type check only; per-leaf check at update
     strength_at = _checks.as_schedule(strength)
 
     def prox(z, step, count):
-        return _operators.group_soft_threshold(z, step * strength_at(count), axis=axis)
+        return _operators.group_threshold_tree(z, step * strength_at(count), axis=axis), None
 
-    return prox_after_update(
-        prox, learning_rate, mask=mask, state_cls=GroupL1ProxState, name="group_l1_prox"
-    )
+    return _counted_prox(prox, learning_rate, mask, GroupL1ProxState, "group_l1_prox")
 
 
 def add_l1_subgradient(
@@ -294,30 +260,28 @@ def add_l1_subgradient(
       >>> g
       {'w': Array([1.1, 1. , 0.9], dtype=float32)}
     """
-    _checks.check_nonnegative("strength", strength)
-    _tree.check_mask(mask)
+    _checks.check_number("strength", strength, schedule=True)
+    _checks.check_mask(mask)
     strength_at = _checks.as_schedule(strength)
+
+    def subgradient_step(u, p, s):
+        cdt = _tree.compute_dtype(jnp.result_type(p, u))
+        sub = _operators.l1_subgradient(jnp.asarray(p, cdt))
+        return (jnp.asarray(u, cdt) + s * sub).astype(jnp.result_type(u))
 
     def init_fn(params):
         del params
-        return AddL1SubgradientState(count=_zero_count())
+        return AddL1SubgradientState(count=zero_count())
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _checks.check_params("add_l1_subgradient", params)
-        treedef, u_leaves, p_leaves, selected = _tree.align(
-            "add_l1_subgradient", updates, params, mask
-        )
+        aligned = _tree.align("add_l1_subgradient", updates, params, mask)
         s = jnp.asarray(strength_at(state.count))
-        out = []
-        for u, p, sel in zip(u_leaves, p_leaves, selected, strict=True):
-            if not sel:
-                out.append(u)
-            else:
-                cdt = _tree.compute_dtype(jnp.result_type(p, u))
-                sub = _operators.l1_subgradient(jnp.asarray(p, cdt))
-                out.append((jnp.asarray(u, cdt) + s * sub).astype(jnp.result_type(u)))
-        new_state = AddL1SubgradientState(count=optax.safe_increment(state.count))
-        return treedef.unflatten(out), new_state
+        new = [
+            subgradient_step(u, p, s) if sel else None
+            for u, p, sel in zip(aligned.updates, aligned.params, aligned.selected, strict=True)
+        ]
+        return aligned.merge(new), AddL1SubgradientState(count=next_count(state.count))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

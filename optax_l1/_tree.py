@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from optax_l1 import _checks
 
 Mask = Any  # a pytree of bools (prefix of params) or a callable params -> such a pytree
 
@@ -60,25 +62,12 @@ def broadcast_prefix(name: str, prefix: Any, tree: Any) -> list[Any]:
     return out
 
 
-def check_mask(mask: Any) -> None:
-    """Refuses a bare bool: it is what a mask callable turns into under
-    `optax.inject_hyperparams`, which treats every callable argument as a schedule."""
-    if isinstance(mask, (bool, np.bool_)) or (
-        isinstance(mask, jax.Array) and not isinstance(mask, jax.core.Tracer) and mask.ndim == 0
-    ):
-        raise TypeError(
-            f"`mask` must be a pytree of bools like params or a callable params -> such a "
-            f"pytree, got {mask!r}. Under `optax.inject_hyperparams`, pass "
-            "`static_args=('mask',)`: it treats a callable argument as a schedule otherwise."
-        )
-
-
 def resolve_mask(mask: Mask | Callable[[Any], Mask] | None, params: Any) -> list[bool]:
     """One Python bool per leaf of `params` (None leaves included): True = regularized."""
     n = len(jax.tree.leaves(params, is_leaf=is_none))
     if mask is None:
         return [True] * n
-    check_mask(mask)
+    _checks.check_mask(mask)
     if callable(mask):
         mask = mask(params)
     if mask is None:
@@ -89,7 +78,7 @@ def resolve_mask(mask: Mask | Callable[[Any], Mask] | None, params: Any) -> list
         if x is None:  # nothing to regularize; the mask may hold None (or anything) here
             out.append(False)
             continue
-        if isinstance(m, jax.core.Tracer):
+        if isinstance(m, jax.Array) and _checks.concrete(m) is None:
             raise TypeError(
                 "`mask` leaves must be concrete Python bools (as in `optax.masked`), got a "
                 "traced value; build the mask outside of jit or from params' structure only"
@@ -111,12 +100,29 @@ def flatten_like(treedef: Any, tree: Any, message: str) -> list[Any]:
         raise ValueError(f"{message} ({e})") from None
 
 
-def align(name: str, updates: Any, params: Any, mask: Any) -> tuple[Any, list, list, list[bool]]:
-    """Flattens `updates` and `params` side by side and says which leaves are regularized.
+class Aligned(NamedTuple):
+    """``updates`` and ``params`` flattened side by side, and which leaves are regularized.
 
-    Returns ``(treedef, update_leaves, param_leaves, selected)``; a leaf is selected when the
-    mask says so and both leaves are present (not None) with an inexact params dtype.
-    `MaskedNode` subtrees (from `optax.masked`) have no leaves and are kept by `treedef`.
+    A leaf is selected when the mask says so and both leaves are present (not None) with an
+    inexact params dtype. `MaskedNode` subtrees (from `optax.masked`) have no leaves and are
+    kept by ``treedef``.
+    """
+
+    treedef: Any
+    updates: list[Any]
+    params: list[Any]
+    selected: list[bool]
+
+    def merge(self, new: list[Any]) -> Any:
+        """The updates tree with ``new[i]`` on selected leaves and the update elsewhere."""
+        out = [n if s else u for u, n, s in zip(self.updates, new, self.selected, strict=True)]
+        return self.treedef.unflatten(out)
+
+
+def align(name: str, updates: Any, params: Any, mask: Any) -> Aligned:
+    """Flattens ``updates`` and ``params`` side by side (see :class:`Aligned`).
+
+    Raises a ValueError naming ``name`` when the structures differ.
     """
     u_leaves, treedef = jax.tree.flatten(updates, is_leaf=is_none)
     p_leaves = flatten_like(
@@ -129,4 +135,4 @@ def align(name: str, updates: Any, params: Any, mask: Any) -> tuple[Any, list, l
         bool(m) and u is not None and p is not None and is_inexact(p)
         for u, p, m in zip(u_leaves, p_leaves, keep, strict=True)
     ]
-    return treedef, u_leaves, p_leaves, selected
+    return Aligned(treedef, u_leaves, p_leaves, selected)

@@ -70,7 +70,7 @@ def test_elastic_net_matches_sklearn(alpha, l1_ratio):
     sk = ElasticNet(alpha=alpha, l1_ratio=l1_ratio, fit_intercept=False, tol=1e-12, max_iter=10**5)
     coef = sk.fit(X, y).coef_
     l1, l2 = alpha * l1_ratio, alpha * (1 - l1_ratio)
-    ours = _ista(lambda step: optax_l1.l1_prox(l1, step, l2=l2))
+    ours = _ista(lambda step: optax_l1.l1_prox(l1, learning_rate=step, l2=l2))
     _assert_same_solution(ours, coef)
     if alpha >= 5.0:
         assert (coef == 0).sum() >= 2
@@ -81,7 +81,7 @@ def test_nonnegative_lasso_matches_sklearn_positive(alpha):
     X, y, _ = _diabetes()
     sk = Lasso(alpha=alpha, positive=True, fit_intercept=False, tol=1e-12, max_iter=10**5)
     coef = sk.fit(X, y).coef_
-    ours = _ista(lambda step: optax_l1.l1_prox(alpha, step, nonnegative=True))
+    ours = _ista(lambda step: optax_l1.l1_prox(alpha, learning_rate=step, nonnegative=True))
     _assert_same_solution(ours, coef)
     assert (ours >= 0).all() and (ours == 0).sum() >= 5
     # Without the sign constraint some of these coefficients are negative.
@@ -94,7 +94,7 @@ def test_nonnegative_lasso_matches_sklearn_positive(alpha):
 
 def _group_prox(z, tau, axis):
     """``group_l1_prox`` as an operator: a zero update, learning rate 1, strength tau."""
-    tx = optax_l1.group_l1_prox(tau, 1.0, axis=axis)
+    tx = optax_l1.group_l1_prox(tau, learning_rate=1.0, axis=axis)
     params = {"w": jnp.asarray(z)}
     updates, _ = tx.update({"w": jnp.zeros_like(params["w"])}, tx.init(params), params)
     return np.asarray(optax.apply_updates(params, updates)["w"], np.float64)
@@ -188,7 +188,9 @@ def _train_mlp(strength, hidden=16, steps=1500, lr=1e-2):
     }
     # Each hidden unit's incoming weights (a column of the (in, out) kernel) form one group.
     mask = {"hidden": {"kernel": True, "bias": False}, "out": {"kernel": False, "bias": False}}
-    tx = optax.chain(optax.adam(lr), optax_l1.group_l1_prox(strength, lr, axis=0, mask=mask))
+    tx = optax.chain(
+        optax.adam(lr), optax_l1.group_l1_prox(strength, learning_rate=lr, axis=0, mask=mask)
+    )
 
     def loss(p):
         return jnp.mean((_predict(p, X) - y) ** 2)

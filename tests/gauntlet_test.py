@@ -3,7 +3,7 @@
 Every entry of `CASES` is a complete optimizer built from numeric hyperparameters, so that
 `optax.inject_hyperparams(case.factory)(**case.hparams)` works. To add an optimizer, append a
 `Case` (e.g. ``Case("proximal_adagrad", optax_l1.proximal_adagrad, dict(learning_rate=0.5,
-l1=0.1), minimizer=..., steps=...)``); every test below then runs on it.
+strength=0.1), minimizer=..., steps=...)``); every test below then runs on it.
 """
 
 from __future__ import annotations
@@ -81,20 +81,24 @@ class Case:
 
 
 def sgd_l1_prox(learning_rate, strength):
-    return optax.chain(optax.sgd(learning_rate), optax_l1.l1_prox(strength, learning_rate))
+    return optax.chain(
+        optax.sgd(learning_rate), optax_l1.l1_prox(strength, learning_rate=learning_rate)
+    )
 
 
 def sgd_l1_prox_l2_nonnegative(learning_rate, strength, l2):
     return optax.chain(
         optax.sgd(learning_rate),
-        optax_l1.l1_prox(strength, learning_rate, l2=l2, nonnegative=True),
+        optax_l1.l1_prox(strength, learning_rate=learning_rate, l2=l2, nonnegative=True),
     )
 
 
 def sgd_group_l1_prox(learning_rate, strength):
     return optax.chain(
         optax.sgd(learning_rate),
-        optax_l1.group_l1_prox(strength, learning_rate, axis=0, mask=optax_l1.kernel_mask),
+        optax_l1.group_l1_prox(
+            strength, learning_rate=learning_rate, axis=0, mask=optax_l1.kernel_mask
+        ),
     )
 
 
@@ -102,7 +106,9 @@ def sgd_proximal_soft_threshold(learning_rate, strength):
     def prox(z, step):
         return optax_l1.soft_threshold(z, step * strength)
 
-    return optax.chain(optax.sgd(learning_rate), optax_l1.proximal(prox, learning_rate))
+    return optax.chain(
+        optax.sgd(learning_rate), optax_l1.proximal(prox, learning_rate=learning_rate)
+    )
 
 
 def l1_subgradient_sgd(learning_rate, strength):
@@ -112,8 +118,8 @@ def l1_subgradient_sgd(learning_rate, strength):
 def wrapped_adagrad_l1(learning_rate, strength):
     return optax_l1.with_preconditioned_l1(
         optax.adagrad(learning_rate, eps=0.0),
-        strength,
-        learning_rate,
+        strength=strength,
+        learning_rate=learning_rate,
         accumulator="sum_of_squares",
         eps=0.0,
     )
@@ -122,7 +128,7 @@ def wrapped_adagrad_l1(learning_rate, strength):
 def adam_sparsity_target(learning_rate):
     return optax.chain(
         optax.adam(learning_rate),
-        optax_l1.sparsity_target(0.5, learning_rate, ramp_steps=20),
+        optax_l1.sparsity_target(0.5, learning_rate=learning_rate, ramp_steps=20),
     )
 
 
@@ -167,8 +173,8 @@ CASES = [
     Case(
         "proximal_adagrad",
         optax_l1.proximal_adagrad,
-        dict(learning_rate=0.5, l1=0.2),
-        schedulable=("learning_rate", "l1"),
+        dict(learning_rate=0.5, strength=0.2),
+        schedulable=("learning_rate", "strength"),
         minimizer=lambda c: jax.tree.map(lambda x: np_soft(x, 0.2), c),
         steps=600,
     ),
@@ -191,7 +197,7 @@ CASES = [
     ),
     # FTRL's l1 is not scaled by t: it converges to the unregularized minimizer, so no
     # closed-form minimizer is checked here (tests/adaptive_test.py checks TF's kernel).
-    Case("ftrl", optax_l1.ftrl, dict(learning_rate=0.5, l1=0.2), schedulable=("l1",)),
+    Case("ftrl", optax_l1.ftrl, dict(learning_rate=0.5, strength=0.2), schedulable=("strength",)),
     # The target-sparsity controller has no fixed minimizer either (tests/target_test.py).
     Case("sparsity_target", adam_sparsity_target, dict(learning_rate=0.05)),
 ]

@@ -29,7 +29,7 @@ def batch():
 
 def make_tx(mask=optax_l1.kernel_mask):
     return optax.chain(
-        optax.adamw(LR, weight_decay=1e-4), optax_l1.l1_prox(STRENGTH, LR, mask=mask)
+        optax.adamw(LR, weight_decay=1e-4), optax_l1.l1_prox(STRENGTH, learning_rate=LR, mask=mask)
     )
 
 
@@ -118,7 +118,9 @@ def test_linen_l1_penalty_and_kernel_mask_on_params():
 
 
 def test_linen_optax_masked_with_kernel_mask():
-    state = linen_state(optax.masked(optax_l1.l1_prox(1e3, 1.0), optax_l1.kernel_mask))
+    state = linen_state(
+        optax.masked(optax_l1.l1_prox(1e3, learning_rate=1.0), optax_l1.kernel_mask)
+    )
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     new = state.apply_gradients(grads=zeros)
     assert float(optax_l1.sparsity(new.params, mask=optax_l1.kernel_mask)) == 1.0
@@ -232,16 +234,21 @@ def test_kernel_mask_options_on_plain_dicts():
     assert m["conv"] == {"kernel": True, "bias": False}
     assert m["embedding"]["table"] is True and m["vector"] is False
     assert m["count"] is False and m["none"] is None
-    m = optax_l1.kernel_mask(params, exclude=("embedding", "bias"))
+    m = optax_l1.kernel_mask(params, exclude=r"(^|/)(embedding|bias)(/|$)")
     assert m["embedding"]["table"] is False and m["conv"]["kernel"] is True
+    assert optax_l1.kernel_mask(params, min_ndim=1, exclude=None)["conv"]["bias"] is True
+    # A component match, not a substring: a leaf named "bias_scale_table" stays regularized.
+    assert optax_l1.kernel_mask({"bias_scale_table": jnp.ones((2, 2))})["bias_scale_table"]
     m = optax_l1.kernel_mask(params, min_ndim=1)
     assert m["vector"] is True and m["conv"]["bias"] is False
     m = optax_l1.kernel_mask(params, min_ndim=3)
     assert m["embedding"]["table"] is False and m["conv"]["kernel"] is True
     with pytest.raises(ValueError, match="`min_ndim`"):
         optax_l1.kernel_mask(params, min_ndim=-1)
-    with pytest.raises(TypeError, match="`exclude`"):
-        optax_l1.kernel_mask(params, exclude="bias")
+    with pytest.raises(TypeError, match="`exclude` must be a regular expression"):
+        optax_l1.kernel_mask(params, exclude=("embedding", "bias"))  # the 0.1 form: refused
+    with pytest.raises(ValueError, match="`exclude` must be a valid regular expression"):
+        optax_l1.path_mask(params, exclude="(")
 
 
 def test_path_mask_on_plain_and_frozen_dicts():

@@ -76,10 +76,10 @@ CHILD = textwrap.dedent(
     result = {"n_devices": len(devices)}
     lr = 0.05
     txs = {
-        "adam_l1": optax.chain(optax.adam(lr), optax_l1.l1_prox(0.5, lr)),
+        "adam_l1": optax.chain(optax.adam(lr), optax_l1.l1_prox(0.5, learning_rate=lr)),
         "adam_group": optax.chain(
             optax.adam(lr),
-            optax_l1.group_l1_prox(3.0, lr, axis=0, mask={
+            optax_l1.group_l1_prox(3.0, learning_rate=lr, axis=0, mask={
                 "kernel": True, "wide": True, "bias": False, "scalar": False}),
         ),
     }

@@ -65,7 +65,7 @@ def make_fit(tx_factory, y_extra=None, steps=STEPS):
 
 @functools.lru_cache(maxsize=1)
 def lasso_fit():
-    return make_fit(lambda a, lr: optax.chain(optax.sgd(lr), optax_l1.l1_prox(a, lr)))
+    return make_fit(lambda a, lr: optax.chain(optax.sgd(lr), optax_l1.l1_prox(a, learning_rate=lr)))
 
 
 def scale():
@@ -114,7 +114,7 @@ def test_elastic_net_matches_sklearn():
     alpha, l1_ratio = 0.1 * data()[3], 0.6
     fit = make_fit(
         lambda a, lr: optax.chain(
-            optax.sgd(lr), optax_l1.l1_prox(a * l1_ratio, lr, l2=a * (1 - l1_ratio))
+            optax.sgd(lr), optax_l1.l1_prox(a * l1_ratio, learning_rate=lr, l2=a * (1 - l1_ratio))
         )
     )
     got = np.asarray(fit(jnp.float32(alpha)))
@@ -127,7 +127,9 @@ def test_elastic_net_matches_sklearn():
 def test_nonnegative_lasso_matches_sklearn_positive():
     alpha = 0.05 * data()[3]
     fit = make_fit(
-        lambda a, lr: optax.chain(optax.sgd(lr), optax_l1.l1_prox(a, lr, nonnegative=True))
+        lambda a, lr: optax.chain(
+            optax.sgd(lr), optax_l1.l1_prox(a, learning_rate=lr, nonnegative=True)
+        )
     )
     got = np.asarray(fit(jnp.float32(alpha)))
     want = sk_fit(Lasso, alpha=alpha, positive=True)
@@ -144,7 +146,9 @@ def test_group_lasso_matches_sklearn_multitask_lasso():
     yy = np.stack([y, y2 - y2.mean()], axis=1)
     alpha = 0.25 * float(np.max(np.linalg.norm(x.T @ yy, axis=1)) / x.shape[0])
     fit = make_fit(
-        lambda a, lr: optax.chain(optax.sgd(lr), optax_l1.group_l1_prox(a, lr, axis=1)),
+        lambda a, lr: optax.chain(
+            optax.sgd(lr), optax_l1.group_l1_prox(a, learning_rate=lr, axis=1)
+        ),
         y_extra=yy,
     )
     got = np.asarray(fit(jnp.float32(alpha)))  # (features, tasks)

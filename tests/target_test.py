@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import optax_l1
-from optax_l1 import _target
+from optax_l1 import _select
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHAPES = {"w": (24, 20), "v": (30,), "b": (20,)}
@@ -64,7 +64,7 @@ def _run(tx, steps, seed=0, params=None):
         u, s = tx.update(jax.grad(_loss)(p, goal), s, p)
         p = optax.apply_updates(p, u)
         ts = _target_state(s)
-        return (p, s), (ts.sparsity, ts.strength, ts.target, optax_l1.sparsity(p, mask=MASK))
+        return (p, s), (ts.sparsity, ts.strength, ts.scheduled, optax_l1.sparsity(p, mask=MASK))
 
     (p, s), logs = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=steps))(params)
     return p, s, [np.asarray(x) for x in logs]
@@ -84,9 +84,9 @@ def test_sparsity_follows_the_ramp_and_ends_on_target(hold, precondition):
     lr, target, begin, ramp = 0.05, 0.8, 5, 40
     opts = dict(ramp_steps=ramp, begin_step=begin, hold=hold, mask=MASK)
     if precondition:
-        tx = optax_l1.sparsity_target(target, lr, optimizer=optax.adam(lr), **opts)
+        tx = optax_l1.sparsity_target(target, learning_rate=lr, optimizer=optax.adam(lr), **opts)
     else:
-        tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(target, lr, **opts))
+        tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(target, learning_rate=lr, **opts))
     p, _, (measured, strength, scheduled, recount) = _run(tx, 80)
     t = np.arange(80)
     np.testing.assert_allclose(scheduled, _cubic(t, target, ramp, begin), atol=1e-6)
@@ -105,7 +105,8 @@ def test_zeros_are_the_smallest_and_survivors_shrink_by_the_threshold():
     params, _ = _problem(1)
     grads = jax.tree.map(lambda x: 0.3 * jnp.sign(x), params)
     tx = optax.chain(
-        optax.sgd(lr), optax_l1.sparsity_target(0.5, lr, ramp_steps=1, begin_step=0, mask=MASK)
+        optax.sgd(lr),
+        optax_l1.sparsity_target(0.5, learning_rate=lr, ramp_steps=1, begin_step=0, mask=MASK),
     )
     state = tx.init(params)
     _, state = tx.update(grads, state, params)  # count 0: ramp at 0, identity
@@ -125,7 +126,9 @@ def test_zeros_are_the_smallest_and_survivors_shrink_by_the_threshold():
 def test_preconditioned_threshold_matches_numpy():
     lr = 0.1
     params, goal = _problem(2)
-    tx = optax_l1.sparsity_target(0.6, lr, ramp_steps=1, optimizer=optax.adam(lr), mask=MASK)
+    tx = optax_l1.sparsity_target(
+        0.6, learning_rate=lr, ramp_steps=1, optimizer=optax.adam(lr), mask=MASK
+    )
     state = tx.init(params)
     grads = jax.grad(_loss)(params, goal)
     _, state = tx.update(grads, state, params)
@@ -164,9 +167,11 @@ def _eager(tx, steps, seed=0):
 def test_target_zero_is_the_optimizer_bit_for_bit(precondition):
     lr = 0.05
     if precondition:
-        tx = optax_l1.sparsity_target(0.0, lr, ramp_steps=2, optimizer=optax.adam(lr))
+        tx = optax_l1.sparsity_target(0.0, learning_rate=lr, ramp_steps=2, optimizer=optax.adam(lr))
     else:
-        tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.0, lr, ramp_steps=2))
+        tx = optax.chain(
+            optax.adam(lr), optax_l1.sparsity_target(0.0, learning_rate=lr, ramp_steps=2)
+        )
     p_tx, state = _eager(tx, 4)
     p_ref, _ = _eager(optax.adam(lr), 4)
     for k in p_ref:
@@ -181,7 +186,9 @@ def test_target_zero_is_the_optimizer_bit_for_bit(precondition):
 
 def test_hold_support_freezes_zeros_and_passes_the_update_unshrunk():
     lr = 0.05
-    tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.7, lr, ramp_steps=3, mask=MASK))
+    tx = optax.chain(
+        optax.adam(lr), optax_l1.sparsity_target(0.7, learning_rate=lr, ramp_steps=3, mask=MASK)
+    )
     params, state = _eager(tx, 5, seed=3)  # past count 3, the end of the ramp
     grads = jax.grad(_loss)(params, _problem(3)[1])
     adam_u, _ = optax.adam(lr).update(grads, state[0], params)
@@ -208,26 +215,28 @@ def test_bisection_and_sort_find_the_exact_kth_smallest(dtype):
     leaves = [jnp.asarray(a[:100], dtype).astype(jnp.float32), jnp.asarray(a[100:], dtype)]
     leaves = [x.astype(jnp.float32).reshape(-1) for x in leaves]
     ref = np.sort(np.concatenate([np.asarray(x) for x in leaves]))
-    bisect = jax.jit(_target._kth_smallest_bisect)
+    bisect = jax.jit(_select.kth_smallest_bisect)
     for k in [1, 2, 40, 41, 55, 150, 299, 300]:
         kk = jnp.asarray(k, jnp.int32)
         assert float(bisect(leaves, kk)) == ref[k - 1]
-        assert float(_target._kth_smallest_sort(leaves, kk)) == ref[k - 1]
+        assert float(_select.kth_smallest_sort(leaves, kk)) == ref[k - 1]
 
 
 def test_update_every_keeps_the_strength_between_searches_and_sort_agrees():
     lr = 0.05
     opts = dict(ramp_steps=30, begin_step=2, mask=MASK)
-    tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.7, lr, update_every=7, **opts))
+    tx = optax.chain(
+        optax.adam(lr), optax_l1.sparsity_target(0.7, learning_rate=lr, update_every=7, **opts)
+    )
     _, _, (measured, strength, scheduled, _) = _run(tx, 40)
     for t in range(2, 32):
         if (t - 2) % 7 and t != 32:
             assert strength[t] == strength[t - 1]
     assert _count(measured[32]) == _k(0.7)  # a search is forced at the end of the ramp
     tx_sort = optax.chain(
-        optax.adam(lr), optax_l1.sparsity_target(0.7, lr, quantile="sort", **opts)
+        optax.adam(lr), optax_l1.sparsity_target(0.7, learning_rate=lr, quantile="sort", **opts)
     )
-    tx_bis = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.7, lr, **opts))
+    tx_bis = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.7, learning_rate=lr, **opts))
     p_sort, _, logs_sort = _run(tx_sort, 40)
     p_bis, _, logs_bis = _run(tx_bis, 40)
     for k in p_sort:
@@ -239,7 +248,7 @@ def test_smoothing_lags_but_stays_close():
     lr = 0.05
     tx = optax.chain(
         optax.adam(lr),
-        optax_l1.sparsity_target(0.7, lr, ramp_steps=40, smoothing=0.5, hold="track"),
+        optax_l1.sparsity_target(0.7, learning_rate=lr, ramp_steps=40, smoothing=0.5, hold="track"),
     )
     _, _, (measured, strength, scheduled, _) = _run(tx, 60)
     assert np.all(np.isfinite(strength)) and np.all(strength >= 0)
@@ -247,7 +256,8 @@ def test_smoothing_lags_but_stays_close():
     assert abs(measured[-1] - 0.7) < 0.005
     # With a frozen support the last search of the ramp is exact.
     tx = optax.chain(
-        optax.adam(lr), optax_l1.sparsity_target(0.7, lr, ramp_steps=40, smoothing=0.9, mask=MASK)
+        optax.adam(lr),
+        optax_l1.sparsity_target(0.7, learning_rate=lr, ramp_steps=40, smoothing=0.9, mask=MASK),
     )
     _, _, (measured, _, _, _) = _run(tx, 50)
     assert _count(measured[40]) == _count(measured[-1]) == _k(0.7)
@@ -261,7 +271,7 @@ def test_one_compilation_schedule_and_robust_strength():
     sched = optax.cosine_decay_schedule(0.1, 30, alpha=0.0)  # reaches lr = 0 at the end
     tx = optax.chain(
         optax.sgd(sched),
-        optax_l1.sparsity_target(0.6, sched, ramp_steps=10, hold="track", mask=MASK),
+        optax_l1.sparsity_target(0.6, learning_rate=sched, ramp_steps=10, hold="track", mask=MASK),
     )
     params, goal = _problem(4)
 
@@ -287,7 +297,9 @@ def test_one_compilation_schedule_and_robust_strength():
 
 def test_nan_gradient_entries_do_not_make_the_strength_nan():
     lr = 0.1
-    tx = optax.chain(optax.sgd(lr), optax_l1.sparsity_target(0.5, lr, ramp_steps=4, mask=MASK))
+    tx = optax.chain(
+        optax.sgd(lr), optax_l1.sparsity_target(0.5, learning_rate=lr, ramp_steps=4, mask=MASK)
+    )
     params, goal = _problem(5)
     state = tx.init(params)
     for _ in range(3):
@@ -301,7 +313,7 @@ def test_nan_gradient_entries_do_not_make_the_strength_nan():
 def test_inject_hyperparams_matches_direct():
     lr = 0.05
     direct = optax.chain(
-        optax.adam(lr), optax_l1.sparsity_target(0.7, lr, ramp_steps=10, mask=MASK)
+        optax.adam(lr), optax_l1.sparsity_target(0.7, learning_rate=lr, ramp_steps=10, mask=MASK)
     )
     injected = optax.chain(
         optax.adam(lr),
@@ -322,7 +334,7 @@ def test_masks_callable_bf16_extra_args_and_masked_wrapper():
         "step": jnp.array(3),
     }
     grads = jax.tree.map(jnp.zeros_like, params)
-    tx = optax_l1.sparsity_target(0.5, 1.0, ramp_steps=1, mask=optax_l1.kernel_mask)
+    tx = optax_l1.sparsity_target(0.5, learning_rate=1.0, ramp_steps=1, mask=optax_l1.kernel_mask)
     state = tx.init(params)
     _, state = tx.update(grads, state, params, loss=1.0)  # extra args accepted
     u, state = tx.update(grads, state, params)
@@ -339,7 +351,9 @@ def test_masks_callable_bf16_extra_args_and_masked_wrapper():
     assert u16["dense"]["kernel"].dtype == jnp.bfloat16
     assert int(jnp.sum(optax.apply_updates(p16, u16)["dense"]["kernel"] == 0)) == 6
     # Inside optax.masked: only the selected leaves are seen and counted.
-    mtx = optax.masked(optax_l1.sparsity_target(0.5, 1.0, ramp_steps=1), optax_l1.kernel_mask)
+    mtx = optax.masked(
+        optax_l1.sparsity_target(0.5, learning_rate=1.0, ramp_steps=1), optax_l1.kernel_mask
+    )
     ms = mtx.init(params)
     _, ms = mtx.update(grads, ms, params)
     mu, ms = mtx.update(grads, ms, params)
@@ -375,10 +389,12 @@ def test_bad_arguments_name_the_argument(kwargs, exc, match):
 
 def test_missing_params_and_optimizer_without_second_moment():
     params = {"w": jnp.ones(3)}
-    tx = optax_l1.sparsity_target(0.5, 0.1, ramp_steps=2)
+    tx = optax_l1.sparsity_target(0.5, learning_rate=0.1, ramp_steps=2)
     with pytest.raises(ValueError, match="needs the current params"):
         tx.update(params, tx.init(params))
-    sgd_tx = optax_l1.sparsity_target(0.5, 0.1, ramp_steps=2, optimizer=optax.sgd(0.1))
+    sgd_tx = optax_l1.sparsity_target(
+        0.5, learning_rate=0.1, ramp_steps=2, optimizer=optax.sgd(0.1)
+    )
     with pytest.raises(ValueError, match="`optimizer`"):
         sgd_tx.init(params)
 
@@ -424,7 +440,7 @@ SHARDED_CHILD = textwrap.dedent(
     for quantile in ("bisect", "sort"):
         lr = 0.05
         tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(
-            0.85, lr, ramp_steps=15, hold="track", quantile=quantile, mask=mask))
+            0.85, learning_rate=lr, ramp_steps=15, hold="track", quantile=quantile, mask=mask))
         p_sh, s_sh, gathers = run(tx, True)
         p_one, s_one, _ = run(tx, False)
         n = 32 * 16 + 40
@@ -507,19 +523,21 @@ def test_benchmark_quick_mode_runs(tmp_path):
 
 def test_concrete_array_hyperparameters_are_checked():
     with pytest.raises(ValueError, match="`target`"):
-        optax_l1.sparsity_target(jnp.array(1.5), 0.1, ramp_steps=5)
+        optax_l1.sparsity_target(jnp.array(1.5), learning_rate=0.1, ramp_steps=5)
     with pytest.raises(ValueError, match="`target`"):
-        optax_l1.sparsity_target(np.float64(1 - 1e-9), 0.1, ramp_steps=5)  # 1.0 in float32
+        optax_l1.sparsity_target(
+            np.float64(1 - 1e-9), learning_rate=0.1, ramp_steps=5
+        )  # 1.0 in float32
     with pytest.raises(ValueError, match="`ramp_steps`"):
-        optax_l1.sparsity_target(0.5, 0.1, ramp_steps=jnp.array(0))
+        optax_l1.sparsity_target(0.5, learning_rate=0.1, ramp_steps=jnp.array(0))
     with pytest.raises(TypeError, match="`mask`"):
-        optax_l1.sparsity_target(0.5, 0.1, ramp_steps=5, mask=True)  # at construction
+        optax_l1.sparsity_target(0.5, learning_rate=0.1, ramp_steps=5, mask=True)  # at construction
 
 
 def test_int_and_python_float_leaves_with_a_wrapped_optimizer():
     params = {"w": jnp.linspace(-1.0, 1.0, 10), "step": jnp.array(3, jnp.int32)}
     grads = {"w": jnp.ones(10), "step": jnp.array(0, jnp.int32)}
-    tx = optax_l1.sparsity_target(0.5, 0.1, ramp_steps=1, optimizer=optax.adam(0.1))
+    tx = optax_l1.sparsity_target(0.5, learning_rate=0.1, ramp_steps=1, optimizer=optax.adam(0.1))
     state = tx.init(params)
     traces = []
 
@@ -535,7 +553,7 @@ def test_int_and_python_float_leaves_with_a_wrapped_optimizer():
     assert u["step"].dtype == jnp.int32 and int(u["step"]) == 0
     # A Python float leaf is a weight too (as for l1_prox): counted, not a crash.
     floats = {"w": jnp.linspace(-1.0, 1.0, 10), "s": 2.0}
-    tx = optax_l1.sparsity_target(0.5, 0.1, ramp_steps=1)
+    tx = optax_l1.sparsity_target(0.5, learning_rate=0.1, ramp_steps=1)
     state = tx.init(floats)
     for _ in range(3):
         u, state = tx.update({"w": jnp.ones(10), "s": 0.5}, state, floats)

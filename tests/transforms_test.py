@@ -64,7 +64,7 @@ def step(tx, grads, params, state=None):
 def test_l1_prox_lands_on_soft_threshold_with_exact_zeros():
     lr, strength = 0.1, 2.0
     params, grads = params_and_grads()
-    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(strength, lr))
+    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(strength, learning_rate=lr))
     new, _, state = step(tx, grads, params)
     for k in params:
         z = np.asarray(params[k], np.float64) - lr * np.asarray(grads[k])
@@ -78,7 +78,7 @@ def test_l1_prox_lands_on_soft_threshold_with_exact_zeros():
 def test_exact_zero_is_bitwise_zero_for_awkward_values():
     # p + (-p) == 0 in IEEE: the update returned for a shrunk weight is exactly -p.
     p = jnp.array([0.1, 1e-7, -3.3333333, 123.456, -1e-20], jnp.float32)
-    tx = optax_l1.l1_prox(1e30, 1.0)  # everything shrinks to 0
+    tx = optax_l1.l1_prox(1e30, learning_rate=1.0)  # everything shrinks to 0
     u, _ = tx.update(jnp.zeros_like(p), tx.init(p), p)
     np.testing.assert_array_equal(np.asarray(u), -np.asarray(p))
     new = np.asarray(optax.apply_updates(p, u))
@@ -89,7 +89,7 @@ def test_exact_zero_is_bitwise_zero_for_awkward_values():
 def test_threshold_is_learning_rate_times_strength():
     # With threshold = strength (the pyglmnet#383 bug) every weight below 2.0 would vanish.
     p = jnp.array([0.5, 0.25, 0.15, -0.3, 1.9])
-    tx = optax_l1.l1_prox(2.0, 0.1)  # threshold 0.2
+    tx = optax_l1.l1_prox(2.0, learning_rate=0.1)  # threshold 0.2
     new, _, _ = step(tx, jnp.zeros_like(p), p)
     np.testing.assert_allclose(np.asarray(new), np_soft(p, 0.2), rtol=1e-6)
     assert np.count_nonzero(np.asarray(new)) == 4
@@ -98,7 +98,7 @@ def test_threshold_is_learning_rate_times_strength():
 def test_schedules_are_followed_step_by_step():
     lr_sched = optax.linear_schedule(0.2, 0.05, transition_steps=4)
     s_sched = optax.piecewise_constant_schedule(1.0, {2: 3.0})
-    tx = optax_l1.l1_prox(s_sched, lr_sched)
+    tx = optax_l1.l1_prox(s_sched, learning_rate=lr_sched)
     p = jnp.linspace(-2.0, 2.0, 9)
     state = tx.init(p)
     update = jax.jit(tx.update)
@@ -115,7 +115,7 @@ def test_schedules_are_followed_step_by_step():
 
 
 def test_threshold_changes_with_count():
-    tx = optax_l1.l1_prox(lambda c: 0.1 * (c + 1), 1.0)
+    tx = optax_l1.l1_prox(lambda c: 0.1 * (c + 1), learning_rate=1.0)
     p = jnp.array([1.0])
     state = tx.init(p)
     moves = []
@@ -127,7 +127,7 @@ def test_threshold_changes_with_count():
 
 def test_array_hyperparameters_are_accepted():
     p = jnp.array([1.0, -0.05])
-    tx = optax_l1.l1_prox(jnp.float32(0.5), jnp.asarray(0.2))
+    tx = optax_l1.l1_prox(jnp.float32(0.5), learning_rate=jnp.asarray(0.2))
     new, _, _ = step(tx, jnp.zeros(2), p)
     np.testing.assert_allclose(np.asarray(new), np_soft(p, 0.1), rtol=1e-6)
 
@@ -147,7 +147,7 @@ def test_l1_prox_mask(mask_kind):
         mask = lambda p: jax.tree.map(lambda x: x.ndim == 2, p)  # noqa: E731
     else:
         mask = optax_l1.kernel_mask
-    tx = optax_l1.l1_prox(1.0, 0.1, mask=mask)
+    tx = optax_l1.l1_prox(1.0, learning_rate=0.1, mask=mask)
     new, updates, _ = step(tx, grads, params)
     np.testing.assert_allclose(
         np.asarray(new["dense"]["kernel"]), np_soft(params["dense"]["kernel"], 0.1), atol=1e-7
@@ -161,10 +161,10 @@ def test_l1_prox_mask(mask_kind):
 def test_mismatched_mask_raises_naming_mask():
     params, grads = params_and_grads()
     for tx in (
-        optax_l1.l1_prox(1.0, 0.1, mask={"w": True}),
-        optax_l1.group_l1_prox(1.0, 0.1, axis=0, mask={"w": True, "c": False}),
+        optax_l1.l1_prox(1.0, learning_rate=0.1, mask={"w": True}),
+        optax_l1.group_l1_prox(1.0, learning_rate=0.1, axis=0, mask={"w": True, "c": False}),
         optax_l1.add_l1_subgradient(1.0, mask=lambda p: [True, False]),
-        optax_l1.proximal(lambda z, s: z, 0.1, mask={"b": True}),
+        optax_l1.proximal(lambda z, s: z, learning_rate=0.1, mask={"b": True}),
     ):
         with pytest.raises(ValueError, match="`mask`"):
             tx.update(grads, tx.init(params), params)
@@ -172,15 +172,17 @@ def test_mismatched_mask_raises_naming_mask():
 
 def test_non_bool_mask_leaf_raises():
     params, grads = params_and_grads()
-    tx = optax_l1.l1_prox(1.0, 0.1, mask={"w": True, "b": 0.5})
+    tx = optax_l1.l1_prox(1.0, learning_rate=0.1, mask={"w": True, "b": 0.5})
     with pytest.raises(TypeError, match="`mask`"):
         tx.update(grads, tx.init(params), params)
 
 
 TRANSFORMS = {
-    "l1_prox": lambda: optax_l1.l1_prox(0.1, 0.1),
-    "proximal": lambda: optax_l1.proximal(lambda z, s: optax_l1.soft_threshold(z, s), 0.1),
-    "group_l1_prox": lambda: optax_l1.group_l1_prox(0.1, 0.1, axis=0),
+    "l1_prox": lambda: optax_l1.l1_prox(0.1, learning_rate=0.1),
+    "proximal": lambda: optax_l1.proximal(
+        lambda z, s: optax_l1.soft_threshold(z, s), learning_rate=0.1
+    ),
+    "group_l1_prox": lambda: optax_l1.group_l1_prox(0.1, learning_rate=0.1, axis=0),
     "add_l1_subgradient": lambda: optax_l1.add_l1_subgradient(0.1),
 }
 
@@ -210,12 +212,12 @@ BAD_VALUES = [-1.0, -1e-9, float("nan"), float("inf"), -math.inf, np.float32("na
 @pytest.mark.parametrize(
     "factory,arg",
     [
-        (lambda v: optax_l1.l1_prox(v, 0.1), "strength"),
-        (lambda v: optax_l1.l1_prox(0.1, v), "learning_rate"),
-        (lambda v: optax_l1.l1_prox(0.1, 0.1, l2=v), "l2"),
-        (lambda v: optax_l1.group_l1_prox(v, 0.1, axis=0), "strength"),
-        (lambda v: optax_l1.group_l1_prox(0.1, v, axis=0), "learning_rate"),
-        (lambda v: optax_l1.proximal(lambda z, s: z, v), "learning_rate"),
+        (lambda v: optax_l1.l1_prox(v, learning_rate=0.1), "strength"),
+        (lambda v: optax_l1.l1_prox(0.1, learning_rate=v), "learning_rate"),
+        (lambda v: optax_l1.l1_prox(0.1, learning_rate=0.1, l2=v), "l2"),
+        (lambda v: optax_l1.group_l1_prox(v, learning_rate=0.1, axis=0), "strength"),
+        (lambda v: optax_l1.group_l1_prox(0.1, learning_rate=v, axis=0), "learning_rate"),
+        (lambda v: optax_l1.proximal(lambda z, s: z, learning_rate=v), "learning_rate"),
         (lambda v: optax_l1.add_l1_subgradient(v), "strength"),
     ],
 )
@@ -228,14 +230,14 @@ def test_bad_hyperparameter_raises_at_construction_naming_it(factory, arg, bad):
 @pytest.mark.parametrize("bad", ["0.1", None, b"x"])
 def test_non_numeric_hyperparameter_raises_type_error(bad):
     with pytest.raises(TypeError, match="`strength`"):
-        optax_l1.l1_prox(bad, 0.1)
+        optax_l1.l1_prox(bad, learning_rate=0.1)
     with pytest.raises(TypeError, match="`learning_rate`"):
-        optax_l1.l1_prox(0.1, bad)
+        optax_l1.l1_prox(0.1, learning_rate=bad)
 
 
 def test_zero_strength_and_zero_learning_rate_are_allowed():
     p = jnp.array([0.5, -0.01])
-    for tx in (optax_l1.l1_prox(0.0, 0.1), optax_l1.l1_prox(0.1, 0.0)):
+    for tx in (optax_l1.l1_prox(0.0, learning_rate=0.1), optax_l1.l1_prox(0.1, learning_rate=0.0)):
         new, _, _ = step(tx, jnp.zeros(2), p)
         np.testing.assert_array_equal(np.asarray(new), np.asarray(p))
 
@@ -257,7 +259,7 @@ def test_none_and_masked_node_leaves_preserved():
         inner_seen.append(z)
         return optax_l1.soft_threshold(z, s)
 
-    tx = optax.masked(optax_l1.proximal(spy, 0.1), {"a": True, "n": None, "b": False})
+    tx = optax.masked(optax_l1.proximal(spy, learning_rate=0.1), {"a": True, "n": None, "b": False})
     u, _ = tx.update(updates, tx.init(params), params)
     assert isinstance(inner_seen[0]["b"], optax.MaskedNode)
     np.testing.assert_allclose(
@@ -289,7 +291,7 @@ def test_int_and_bool_leaves_untouched():
 def test_l2_variant_matches_elastic_net_formula():
     lr, l1, l2 = 0.1, 1.0, 2.0
     params, grads = params_and_grads()
-    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(l1, lr, l2=l2))
+    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(l1, learning_rate=lr, l2=l2))
     new, _, _ = step(tx, grads, params)
     for k in params:
         z = np.asarray(params[k], np.float64) - lr * np.asarray(grads[k])
@@ -298,7 +300,7 @@ def test_l2_variant_matches_elastic_net_formula():
 
 
 def test_l2_schedule_is_followed():
-    tx = optax_l1.l1_prox(0.0, 0.5, l2=lambda c: 1.0 + c)
+    tx = optax_l1.l1_prox(0.0, learning_rate=0.5, l2=lambda c: 1.0 + c)
     p = jnp.array([4.0])
     state = tx.init(p)
     for k in range(3):
@@ -311,7 +313,7 @@ def test_l2_schedule_is_followed():
 def test_nonnegative_variant():
     lr, l1, l2 = 0.1, 1.0, 0.5
     params, grads = params_and_grads()
-    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(l1, lr, l2=l2, nonnegative=True))
+    tx = optax.chain(optax.sgd(lr), optax_l1.l1_prox(l1, learning_rate=lr, l2=l2, nonnegative=True))
     new, _, _ = step(tx, grads, params)
     for k in params:
         z = np.asarray(params[k], np.float64) - lr * np.asarray(grads[k])
@@ -324,7 +326,7 @@ def test_nonnegative_variant():
 def test_l1_prox_keeps_dtype_and_exact_zeros(dtype):
     vals = np.array([1.0, 0.04, -0.03, -2.0], np.float32)
     p = jnp.asarray(vals, dtype)
-    tx = optax_l1.l1_prox(1.0, 0.05)
+    tx = optax_l1.l1_prox(1.0, learning_rate=0.05)
     u, _ = jax.jit(tx.update)(jnp.zeros_like(p), tx.init(p), p)
     new = optax.apply_updates(p, u)
     assert u.dtype == p.dtype and new.dtype == p.dtype
@@ -339,7 +341,7 @@ def test_bf16_params_are_summed_and_shrunk_in_float32():
     # gives exactly 1.0, while bf16 arithmetic would give 0.99609375.
     p = jnp.asarray(np.array([1.0], ml_dtypes.bfloat16))
     u = jnp.asarray(np.array([2.0**-8], ml_dtypes.bfloat16))
-    tx = optax_l1.l1_prox(1.0, 2.0**-8)
+    tx = optax_l1.l1_prox(1.0, learning_rate=2.0**-8)
     out, _ = tx.update(u, tx.init(p), p)
     new = optax.apply_updates(p, out)
     want = np.float32(np.float32(1.0) + np.float32(2.0**-8) - np.float32(2.0**-8))
@@ -350,7 +352,7 @@ def test_bf16_params_are_summed_and_shrunk_in_float32():
 def test_float64_params_under_x64():
     with jax.enable_x64(True):
         p = jnp.array([1.0 + 1e-12, 1e-13], jnp.float64)
-        tx = optax_l1.l1_prox(1.0, 1e-12)
+        tx = optax_l1.l1_prox(1.0, learning_rate=1e-12)
         u, _ = tx.update(jnp.zeros_like(p), tx.init(p), p)
         assert u.dtype == jnp.float64
         new = optax.apply_updates(p, u)
@@ -361,7 +363,7 @@ def test_float64_params_under_x64():
 def test_mixed_precision_updates_keep_their_dtype():
     p = jnp.asarray(np.array([1.0, 0.001], ml_dtypes.bfloat16))
     g = jnp.array([0.0, 0.0], jnp.float32)
-    tx = optax_l1.l1_prox(1.0, 0.01)
+    tx = optax_l1.l1_prox(1.0, learning_rate=0.01)
     u, _ = tx.update(g, tx.init(p), p)
     assert u.dtype == jnp.float32
     new = optax.apply_updates(p, u)
@@ -391,7 +393,9 @@ def test_proximal_with_projection_l1_ball():
         del step
         return optax.projections.projection_l1_ball(z, radius)
 
-    tx = optax.chain(optax.sgd(0.1), optax_l1.proximal(project, 0.1, mask={"w": True, "b": False}))
+    tx = optax.chain(
+        optax.sgd(0.1), optax_l1.proximal(project, learning_rate=0.1, mask={"w": True, "b": False})
+    )
     new, _, _ = step(tx, grads, params)
     z = np.asarray(params["w"], np.float64) - 0.1 * np.asarray(grads["w"])
     want = np_project_l1_ball(z, radius)
@@ -408,7 +412,7 @@ def test_proximal_receives_step_from_schedule():
         seen.append(step)
         return jax.tree.map(lambda x: x * 0.0 + step, z)  # lands on `step`
 
-    tx = optax_l1.proximal(prox, sched)
+    tx = optax_l1.proximal(prox, learning_rate=sched)
     p = jnp.zeros(2)
     state = tx.init(p)
     for k in range(3):
@@ -429,14 +433,14 @@ def test_proximal_gets_none_for_unregularized_leaves_and_float32_compute():
         "b": jnp.ones(2),
         "i": jnp.arange(2),
     }
-    tx = optax_l1.proximal(prox, 0.1, mask={"k": True, "b": False, "i": True})
+    tx = optax_l1.proximal(prox, learning_rate=0.1, mask={"k": True, "b": False, "i": True})
     tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     assert seen["b"] is None and seen["i"] is None
     assert seen["k"].dtype == jnp.float32
 
 
 def test_proximal_returning_wrong_structure_raises():
-    tx = optax_l1.proximal(lambda z, s: [1.0, 2.0, 3.0], 0.1)
+    tx = optax_l1.proximal(lambda z, s: [1.0, 2.0, 3.0], learning_rate=0.1)
     p = {"w": jnp.ones(2)}
     with pytest.raises(ValueError):
         tx.update(p, tx.init(p), p)
@@ -444,15 +448,16 @@ def test_proximal_returning_wrong_structure_raises():
 
 def test_proximal_requires_a_callable():
     with pytest.raises(TypeError, match="`prox`"):
-        optax_l1.proximal(0.5, 0.1)
+        optax_l1.proximal(0.5, learning_rate=0.1)
 
 
 def test_proximal_with_soft_threshold_equals_l1_prox():
     params, grads = params_and_grads()
     lr, s = 0.3, 0.7
-    a = optax.chain(optax.adam(lr), optax_l1.l1_prox(s, lr))
+    a = optax.chain(optax.adam(lr), optax_l1.l1_prox(s, learning_rate=lr))
     b = optax.chain(
-        optax.adam(lr), optax_l1.proximal(lambda z, step: optax_l1.soft_threshold(z, step * s), lr)
+        optax.adam(lr),
+        optax_l1.proximal(lambda z, step: optax_l1.soft_threshold(z, step * s), learning_rate=lr),
     )
     pa, _, _ = step(a, grads, params)
     pb, _, _ = step(b, grads, params)
@@ -470,7 +475,8 @@ def test_group_l1_prox_zeroes_whole_columns():
     }
     grads = {"kernel": jnp.array([[0.2, 0.0, 0.0], [0.0, 0.1, 0.0]]), "bias": jnp.ones(3)}
     tx = optax.chain(
-        optax.sgd(lr), optax_l1.group_l1_prox(s, lr, axis=0, mask={"kernel": True, "bias": False})
+        optax.sgd(lr),
+        optax_l1.group_l1_prox(s, learning_rate=lr, axis=0, mask={"kernel": True, "bias": False}),
     )
     new, _, state = step(tx, grads, params)
     z = np.asarray(params["kernel"], np.float64) - lr * np.asarray(grads["kernel"])
@@ -483,18 +489,18 @@ def test_group_l1_prox_zeroes_whole_columns():
 
 def test_group_l1_prox_axis_checked():
     with pytest.raises(TypeError, match="`axis`"):
-        optax_l1.group_l1_prox(0.1, 0.1, axis="rows")
-    tx = optax_l1.group_l1_prox(0.1, 0.1, axis=1)
+        optax_l1.group_l1_prox(0.1, learning_rate=0.1, axis="rows")
+    tx = optax_l1.group_l1_prox(0.1, learning_rate=0.1, axis=1)
     p = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}  # axis 1 does not exist for the bias
     with pytest.raises(ValueError, match="`axis`"):
         tx.update(p, tx.init(p), p)
-    tx = optax_l1.group_l1_prox(0.1, 0.1, axis=1, mask=optax_l1.kernel_mask)
+    tx = optax_l1.group_l1_prox(0.1, learning_rate=0.1, axis=1, mask=optax_l1.kernel_mask)
     u, _ = tx.update(p, tx.init(p), p)  # masked out: fine
     np.testing.assert_array_equal(np.asarray(u["bias"]), 1.0)
 
 
 def test_group_l1_prox_strength_schedule():
-    tx = optax_l1.group_l1_prox(lambda c: 1.0 + c, 1.0, axis=0)
+    tx = optax_l1.group_l1_prox(lambda c: 1.0 + c, learning_rate=1.0, axis=0)
     p = jnp.array([[3.0], [4.0]])  # norm 5
     state = tx.init(p)
     norms = []
@@ -556,7 +562,7 @@ def test_subgradient_oscillates_while_prox_reaches_exact_zero():
         (_, _), ws = jax.lax.scan(body, (w0, tx.init(w0)), length=n)
         return np.asarray(ws)
 
-    prox_path = run(optax.chain(optax.sgd(lr), optax_l1.l1_prox(lam, lr)))
+    prox_path = run(optax.chain(optax.sgd(lr), optax_l1.l1_prox(lam, learning_rate=lr)))
     sub_path = run(optax.chain(optax_l1.add_l1_subgradient(lam), optax.sgd(lr)))
     assert np.all(prox_path[-50:] == 0.0)
     assert np.all(sub_path[-50:] != 0.0)  # never exactly zero ...
@@ -566,7 +572,7 @@ def test_subgradient_oscillates_while_prox_reaches_exact_zero():
 def test_l1_prox_with_momentum_optimizer_lands_on_prox_of_its_update():
     params, grads = params_and_grads()
     base = optax.sgd(0.1, momentum=0.9)
-    tx = optax.chain(base, optax_l1.l1_prox(0.5, 0.1))
+    tx = optax.chain(base, optax_l1.l1_prox(0.5, learning_rate=0.1))
     state_b, state = base.init(params), tx.init(params)
     p, pb = params, params
     for _ in range(3):
@@ -600,7 +606,7 @@ def test_callable_mask_under_inject_hyperparams_needs_static_args():
 def test_narrow_updates_still_land_exactly_on_zero():
     p = {"w": jnp.array([1.001, -0.3, 2.0], jnp.float32)}
     u = {"w": jnp.zeros(3, jnp.bfloat16)}  # bf16 updates, f32 master params
-    tx = optax_l1.l1_prox(5.0, 1.0)
+    tx = optax_l1.l1_prox(5.0, learning_rate=1.0)
     up, _ = tx.update(u, tx.init(p), p)
     np.testing.assert_array_equal(optax.apply_updates(p, up)["w"], np.zeros(3, np.float32))
 
@@ -632,10 +638,10 @@ def test_l1_prox_refuses_values_it_would_misread(kwargs, error):
 
 def test_proximal_checks_the_operator_result_structure_and_shapes():
     p = {"w": jnp.array([1.0, 2.0]), "b": jnp.array([3.0])}
-    swap = optax_l1.proximal(lambda z, s: {"b": z["w"], "w": z["b"]}, 0.1)
+    swap = optax_l1.proximal(lambda z, s: {"b": z["w"], "w": z["b"]}, learning_rate=0.1)
     with pytest.raises(ValueError, match="structure and shapes"):
         swap.update(p, swap.init(p), p)
-    drop = optax_l1.proximal(lambda z, s: {"w": z["w"], "b": None}, 0.1)
+    drop = optax_l1.proximal(lambda z, s: {"w": z["w"], "b": None}, learning_rate=0.1)
     with pytest.raises(ValueError, match="structure and shapes"):
         drop.update(p, drop.init(p), p)
 

@@ -32,15 +32,17 @@ def train(tx, steps=3000):
 
 # [start compare]
 strength = 0.05  # the same objective for all: loss_fn(w) + strength * ||w||_1
-reference = train(optax.chain(optax.sgd(0.1), optax_l1.l1_prox(strength, 0.1)))  # ISTA
+reference = train(
+    optax.chain(optax.sgd(0.1), optax_l1.l1_prox(strength, learning_rate=0.1))
+)  # ISTA
 
 runs = {
     # Adam's step, then a shrink by lr * strength that ignores Adam's scaling.
-    "adam + l1_prox": optax.chain(optax.adam(1e-2), optax_l1.l1_prox(strength, 1e-2)),
+    "adam + l1_prox": optax.chain(optax.adam(1e-2), optax_l1.l1_prox(strength, learning_rate=1e-2)),
     # The shrink at Adam's own per-coordinate step: lr * strength / (sqrt(v_hat) + eps).
-    "proximal_adam": optax_l1.proximal_adam(1e-2, strength),
+    "proximal_adam": optax_l1.proximal_adam(1e-2, strength=strength),
     # TensorFlow's ProximalAdagrad: the shrink at Adagrad's step lr / sqrt(accumulator).
-    "proximal_adagrad": optax_l1.proximal_adagrad(0.5, l1=strength),
+    "proximal_adagrad": optax_l1.proximal_adagrad(0.5, strength=strength),
 }
 results = {name: train(tx) for name, tx in runs.items()}
 for name, w in results.items():
@@ -63,8 +65,8 @@ assert int(jnp.sum(results["adam + l1_prox"] == 0)) < 45
 learning_rate = 1e-2
 tx = optax_l1.with_preconditioned_l1(
     optax.adamw(learning_rate, b2=0.999, eps=1e-8, weight_decay=1e-4),
-    strength,
-    learning_rate,
+    strength=strength,
+    learning_rate=learning_rate,
     accumulator="nu",  # adam/adamw/rmsprop keep it in `nu`; adagrad in `sum_of_squares`
     eps=1e-8,
     bias_correction_decay=0.999,  # Adam's b2; None for rmsprop and adagrad
@@ -87,7 +89,7 @@ def logistic_loss(w, xb, yb):
     return jnp.mean(optax.sigmoid_binary_cross_entropy(xb @ w, yb))
 
 
-tx = optax_l1.ftrl(learning_rate=0.5, l1=5.0, l2=0.01)
+tx = optax_l1.ftrl(learning_rate=0.5, strength=5.0, l2=0.01)
 
 
 @jax.jit

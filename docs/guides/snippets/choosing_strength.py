@@ -34,7 +34,9 @@ def loss_fn(params):
 @jax.jit
 def fit(alpha, params):
     # Built inside jit with a traced alpha: one compilation serves the whole sweep.
-    tx = optax.chain(optax.sgd(step_size), optax_l1.l1_prox(alpha, step_size, mask=mask))
+    tx = optax.chain(
+        optax.sgd(step_size), optax_l1.l1_prox(alpha, learning_rate=step_size, mask=mask)
+    )
 
     def body(_, carry):
         params, state = carry
@@ -73,7 +75,7 @@ strength_schedule = optax.linear_schedule(0.0, strength, 300, transition_begin=w
 tx = optax.chain(
     optax.sgd(learning_rate),
     # The threshold at step t is learning_rate(t) * strength_schedule(t).
-    optax_l1.l1_prox(strength_schedule, learning_rate, mask=mask),
+    optax_l1.l1_prox(strength_schedule, learning_rate=learning_rate, mask=mask),
 )
 # [end schedule]
 
@@ -118,7 +120,7 @@ assert float(opt_state[1].hyperparams["strength"]) == np.float32(0.2)
 # fraction of exact zeros follows a ramp to the target (the strength it implies is logged).
 tx = optax.chain(
     optax.sgd(step_size),
-    optax_l1.sparsity_target(0.6, step_size, ramp_steps=500, mask=mask),
+    optax_l1.sparsity_target(0.6, learning_rate=step_size, ramp_steps=500, mask=mask),
 )
 
 
@@ -129,7 +131,7 @@ def target_step(carry, _):
 
 
 (params, opt_state), strengths = jax.lax.scan(target_step, (zero, tx.init(zero)), length=1000)
-print("sparsity:", opt_state[1].sparsity, "target:", opt_state[1].target)  # 0.6, 0.6
+print("sparsity:", opt_state[1].sparsity, "scheduled:", opt_state[1].scheduled)  # 0.6, 0.6
 print("strength at the end of the ramp:", strengths[499])
 # [end target]
 

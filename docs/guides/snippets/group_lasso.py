@@ -52,7 +52,9 @@ learning_rate = 0.1
 tx = optax.chain(
     optax.sgd(learning_rate),
     # One group per input feature (axis=1 of the (in, out) kernel); biases are skipped.
-    optax_l1.group_l1_prox(0.05, learning_rate, axis=1, mask={"kernel": True, "bias": False}),
+    optax_l1.group_l1_prox(
+        0.05, learning_rate=learning_rate, axis=1, mask={"kernel": True, "bias": False}
+    ),
 )
 
 
@@ -81,8 +83,8 @@ assert jnp.isfinite(objective)
 lr = 0.1
 tx = optax.chain(
     optax.sgd(lr),
-    optax_l1.l1_prox(0.5, lr),  # elementwise first ...
-    optax_l1.group_l1_prox(2.0, lr, axis=1),  # ... then whole rows
+    optax_l1.l1_prox(0.5, learning_rate=lr),  # elementwise first ...
+    optax_l1.group_l1_prox(2.0, learning_rate=lr, axis=1),  # ... then whole rows
 )
 w = {"kernel": jax.random.normal(jax.random.key(2), (6, 4))}
 grads = {"kernel": jnp.ones((6, 4))}

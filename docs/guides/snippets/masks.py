@@ -51,7 +51,7 @@ variables = model.init(jax.random.key(0), x)
 tx = optax.chain(
     optax.adam(1e-2),
     # A callable mask is applied to the params at each update: no structure to keep in sync.
-    optax_l1.l1_prox(0.3, 1e-2, mask=optax_l1.kernel_mask),
+    optax_l1.l1_prox(0.3, learning_rate=1e-2, mask=optax_l1.kernel_mask),
 )
 state = train_state.TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx)
 
@@ -90,7 +90,9 @@ class NnxMLP(nnx.Module):
 
 
 model = NnxMLP(nnx.Rngs(0))
-tx = optax.chain(optax.adam(1e-2), optax_l1.l1_prox(0.3, 1e-2, mask=optax_l1.kernel_mask))
+tx = optax.chain(
+    optax.adam(1e-2), optax_l1.l1_prox(0.3, learning_rate=1e-2, mask=optax_l1.kernel_mask)
+)
 optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)  # hands the nnx.State of params to tx
 
 
@@ -122,7 +124,7 @@ import equinox as eqx  # noqa: E402
 model = eqx.nn.MLP(4, 1, width_size=16, depth=2, key=jax.random.key(0))
 first_layer = lambda p: optax_l1.path_mask(p, include=r"^layers/0/weight$")  # noqa: E731
 # Only the first layer's weight matrix (input feature selection), matched on its path.
-tx = optax.chain(optax.adam(1e-2), optax_l1.l1_prox(0.3, 1e-2, mask=first_layer))
+tx = optax.chain(optax.adam(1e-2), optax_l1.l1_prox(0.3, learning_rate=1e-2, mask=first_layer))
 opt_state = tx.init(eqx.filter(model, eqx.is_array))
 
 

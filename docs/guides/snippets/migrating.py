@@ -43,7 +43,8 @@ as_is = optax.chain(
 )
 # Switching to the proximal step (same objective, exact zeros):
 proximal = optax.chain(
-    optax.sgd(learning_rate), optax_l1.l1_prox(lam, learning_rate, mask=optax_l1.kernel_mask)
+    optax.sgd(learning_rate),
+    optax_l1.l1_prox(lam, learning_rate=learning_rate, mask=optax_l1.kernel_mask),
 )
 # [end keras]
 
@@ -61,7 +62,7 @@ close(new["dense"]["bias"], z["dense"]["bias"])
 # PyTorch: loss = criterion(out, y) + lam * sum(p.abs().sum() for p in model.parameters())
 # penalizes every parameter, biases included: mask=None is the literal port.
 torch_objective = lambda p: data_loss(p) + optax_l1.l1_penalty(p, lam)  # noqa: E731
-literal = optax.chain(optax.sgd(learning_rate), optax_l1.l1_prox(lam, learning_rate))
+literal = optax.chain(optax.sgd(learning_rate), optax_l1.l1_prox(lam, learning_rate=learning_rate))
 # [end pytorch]
 
 subgradient = optax.chain(optax_l1.add_l1_subgradient(lam), optax.sgd(learning_rate))
@@ -94,9 +95,11 @@ lasso = optax_l1.soft_threshold(params, l1reg * scaling)
 enet = optax_l1.elastic_net_threshold(params, scaling * l1reg, scaling * l1reg * l2reg)
 # ProximalGradient(fun, prox=prox_lasso, stepsize=eta, acceleration=False) with
 # hyperparams_prox=l1reg, one step per tx.update:
-ista = optax.chain(optax.sgd(eta), optax_l1.l1_prox(l1reg, eta))
+ista = optax.chain(optax.sgd(eta), optax_l1.l1_prox(l1reg, learning_rate=eta))
 # ... and with prox=prox_elastic_net, hyperparams_prox=(l1reg, l2reg):
-ista_enet = optax.chain(optax.sgd(eta), optax_l1.l1_prox(l1reg, eta, l2=l1reg * l2reg))
+ista_enet = optax.chain(
+    optax.sgd(eta), optax_l1.l1_prox(l1reg, learning_rate=eta, l2=l1reg * l2reg)
+)
 # [end jaxopt]
 
 jax.tree.map(close, lasso, jaxopt_prox_lasso(params, l1reg, scaling))
@@ -133,17 +136,17 @@ jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), run(ista_
 a, l1, l2 = 0.1, 0.5, 0.01
 # tf.compat.v1.train.ProximalGradientDescentOptimizer(
 #     a, l1_regularization_strength=l1, l2_regularization_strength=l2)
-pgd = optax.chain(optax.sgd(a), optax_l1.l1_prox(l1, a, l2=l2))
+pgd = optax.chain(optax.sgd(a), optax_l1.l1_prox(l1, learning_rate=a, l2=l2))
 # tf.compat.v1.train.ProximalAdagradOptimizer(
 #     a, initial_accumulator_value=0.1, l1_regularization_strength=l1,
 #     l2_regularization_strength=l2)
-adagrad = optax_l1.proximal_adagrad(a, l1=l1, l2=l2, initial_accumulator_value=0.1)
+adagrad = optax_l1.proximal_adagrad(a, strength=l1, l2=l2, initial_accumulator_value=0.1)
 # tf.compat.v1.train.FtrlOptimizer(a, learning_rate_power=-0.5, initial_accumulator_value=0.1,
 #     l1_regularization_strength=l1, l2_regularization_strength=l2,
 #     l2_shrinkage_regularization_strength=0.02, beta=0.5)   (also tf.keras.optimizers.Ftrl)
 ftrl = optax_l1.ftrl(
     a,
-    l1=l1,
+    strength=l1,
     l2=l2,
     l2_shrinkage=0.02,
     learning_rate_power=-0.5,

@@ -36,7 +36,9 @@ specs = {
 shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
 params = jax.device_put(params, shardings)
 
-tx = optax.chain(optax.adam(1e-2), optax_l1.l1_prox(0.1, 1e-2, mask=optax_l1.kernel_mask))
+tx = optax.chain(
+    optax.adam(1e-2), optax_l1.l1_prox(0.1, learning_rate=1e-2, mask=optax_l1.kernel_mask)
+)
 opt_state = tx.init(params)  # optimizer state follows the params' sharding
 
 

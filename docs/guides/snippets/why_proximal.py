@@ -24,7 +24,9 @@ strength, learning_rate, steps = 0.05, 0.1, 300
 penalty_tx = optax.chain(optax_l1.add_l1_subgradient(strength), optax.sgd(learning_rate))
 
 # (b) The proximal step of the same penalty, placed after the optimizer.
-prox_tx = optax.chain(optax.sgd(learning_rate), optax_l1.l1_prox(strength, learning_rate))
+prox_tx = optax.chain(
+    optax.sgd(learning_rate), optax_l1.l1_prox(strength, learning_rate=learning_rate)
+)
 
 
 def train(tx):

@@ -1,0 +1,89 @@
+"""Running a wrapped optimizer inside a transform, and reading its diagonal second moment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_l1 import _tree
+
+# (state of the wrapped optimizer) -> pytree like params: the diagonal accumulator.
+AccumulatorGetter = Callable[[Any], Any]
+Accumulator = str | tuple[str, ...] | AccumulatorGetter
+
+
+def update_inexact(
+    optimizer: optax.GradientTransformation,
+    updates: Any,
+    inner_state: Any,
+    params: Any,
+    name: str,
+    **extra_args: Any,
+) -> tuple[Any, Any]:
+    """``optimizer.update`` on the floating-point leaves only; the others pass through.
+
+    Pair with ``optimizer.init(inexact_only(params))``.
+    """
+    aligned = _tree.align(name, updates, params, None)  # selected: the inexact leaves
+    inner_updates, inner_state = optimizer.update(
+        aligned.treedef.unflatten(
+            [u if k else None for u, k in zip(aligned.updates, aligned.selected, strict=True)]
+        ),
+        inner_state,
+        inexact_only(params),
+        **extra_args,
+    )
+    return aligned.merge(aligned.treedef.flatten_up_to(inner_updates)), inner_state
+
+
+def inexact_only(tree: Any) -> Any:
+    """`tree` with its leaves that are not floating point replaced by ``None``.
+
+    The wrapped optimizer sees only these: optax's optimizers keep ``None`` leaves as they are,
+    so an integer leaf gets no slot (no dtype change under ``lax.cond``, no float update).
+    """
+    return jax.tree.map(lambda x: x if _tree.is_inexact(x) else None, tree)
+
+
+def find_accumulator(accumulator: Accumulator, inner_state: Any, name: str) -> Any:
+    """The diagonal accumulator in a wrapped optimizer's state: by name (the first of several
+    names found) or through a callable ``state -> tree``."""
+    if callable(accumulator):
+        return accumulator(inner_state)
+    for key in (accumulator,) if isinstance(accumulator, str) else accumulator:
+        try:
+            acc = optax.tree_utils.tree_get(inner_state, key)
+        except KeyError:
+            raise ValueError(
+                f"`{name}`: the state of `optimizer` holds several fields named "
+                f"{key!r}; wrap a single diagonal optimizer or pass `accumulator` as a "
+                "callable `state -> tree`"
+            ) from None
+        if acc is not None:
+            return acc
+    fields = repr(accumulator) if isinstance(accumulator, str) else f"among {accumulator!r}"
+    raise ValueError(
+        f"`{name}`: the state of `optimizer` has no field {fields} "
+        f"({jax.tree.structure(inner_state)}); it needs a diagonal accumulator "
+        "(e.g. 'nu' for adam/adamw/rmsprop, 'sum_of_squares' for adagrad)"
+    )
+
+
+def second_moment_scale(name: str, inner_state: Any, treedef: Any, eps: float) -> list[Any]:
+    """``sqrt(|nu|) + eps`` per leaf of ``treedef`` (float32), read from the optimizer's state:
+    the first of ``nu`` (Adam, AdamW, RMSProp...) and ``sum_of_squares`` (Adagrad) present;
+    None where the optimizer keeps no second moment for a leaf."""
+    acc = find_accumulator(("nu", "sum_of_squares"), inner_state, name)
+    leaves = _tree.flatten_like(
+        treedef, acc, f"`{name}`: the optimizer's second moment must have the structure of params"
+    )
+    return [
+        None  # no second moment here (an int leaf, or masked out of a multi_transform)
+        if a is None or isinstance(a, optax.MaskedNode)
+        else jnp.sqrt(jnp.abs(a)).astype(jnp.float32) + eps
+        for a in leaves
+    ]

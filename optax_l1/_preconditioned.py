@@ -1,0 +1,389 @@
+r"""The L1 prox in a diagonal optimizer's own metric: proximal Adam, proximal Adagrad.
+
+Proximal Adagrad and proximal Adam (ProxGen) are one mechanism,
+:func:`with_preconditioned_l1`: run a diagonal-preconditioned optimizer, read its
+accumulator from its state, and apply the proximal step with the per-coordinate step size
+:math:`\eta / D_i`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_l1 import _checks, _inner, _operators, _step, _transforms, _tree
+
+
+class PreconditionedL1State(NamedTuple):
+    """State of :func:`with_preconditioned_l1`: the update count and the wrapped state."""
+
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
+    inner_state: optax.OptState
+
+
+class ProximalAdagradState(NamedTuple):
+    """State of :func:`proximal_adagrad`: the update count and the Adagrad state.
+
+    The accumulator is ``optax.tree_utils.tree_get(state, "sum_of_squares")``.
+    """
+
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
+    inner_state: optax.OptState
+
+
+class ProximalAdamState(NamedTuple):
+    """State of :func:`proximal_adam`: the update count and the Adam state (``mu``, ``nu``)."""
+
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
+    inner_state: optax.OptState
+
+
+def _step_scale(acc: jax.Array, count: jax.Array, eps, eps_root, decay) -> jax.Array:
+    r"""``1 / D`` with :math:`D = \sqrt{\hat a + \epsilon_{root}} + \epsilon` (0 where D = 0).
+
+    :math:`\hat a = a / (1 - \beta^t)` when a bias-correction decay is given. With a literal
+    ``eps == 0`` the scale is 0 where :math:`a = 0`, as ``optax.scale_by_rss`` (Adagrad) does
+    with its ``eps`` inside the root: a coordinate with no gradient yet is not shrunk.
+    Computed in at least float32.
+    """
+    a = jnp.real(acc)
+    a = a.astype(_tree.compute_dtype(a.dtype))
+    if decay is not None:
+        a = a / (1 - decay**count)
+    d = jnp.sqrt(a + eps_root) + eps
+    eps_value = _checks.scalar_value(eps)
+    if eps_value is not None and eps_value > 0:  # D > 0 everywhere: no guard needed
+        return 1.0 / d
+    if eps_value == 0:  # optax scale_by_rss: where(a > 0, rsqrt(a + eps_root), 0)
+        return jnp.where(a > 0, 1.0 / jnp.where(a > 0, d, 1.0), 0.0)
+    positive = d > 0
+    return jnp.where(positive, 1.0 / jnp.where(positive, d, 1.0), 0.0)
+
+
+def _preconditioned_prox(acc, count, strength_at, l2_at, no_l2, step_scale) -> _step.ProxMap:
+    """The elastic-net map with per-coordinate thresholds ``step * strength / D``."""
+
+    def prox(z, step, prox_count):
+        z_leaves, treedef = jax.tree.flatten(z, is_leaf=_tree.is_none)
+        a_leaves = _tree.broadcast_prefix("accumulator", acc, z)  # one per leaf of z
+        scale = [
+            None if zi is None else step_scale(ai, count)
+            for zi, ai in zip(z_leaves, a_leaves, strict=True)
+        ]
+        threshold = [None if s is None else step * strength_at(prox_count) * s for s in scale]
+        l2_scale = 0.0  # a literal 0: the prox skips the divide
+        if not no_l2:
+            l2_scale = treedef.unflatten(
+                [None if s is None else step * l2_at(prox_count) * s for s in scale]
+            )
+        return (
+            _operators.elastic_net_tree(
+                z, treedef.unflatten(threshold), l2_scale, nonnegative=False
+            ),
+            None,
+        )
+
+    return prox
+
+
+def _preconditioned_l1(
+    optimizer: optax.GradientTransformation,
+    strength: optax.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    accumulator: _inner.Accumulator,
+    eps: Any,
+    eps_root: Any,
+    bias_correction_decay: Any,
+    l2: optax.ScalarOrSchedule,
+    mask: Any,
+    state_cls: Callable[..., Any],
+    name: str,
+) -> optax.GradientTransformationExtraArgs:
+    """The one mechanism behind the preconditioned optimizers of this module.
+
+    Runs ``optimizer``, then :func:`optax_l1._step.prox_update` with the elastic-net map
+    whose threshold is ``step * strength / D`` per coordinate.
+    """
+    _checks.check_optimizer("optimizer", optimizer)
+    _checks.check_accumulator(accumulator)
+    for arg, value in {"strength": strength, "learning_rate": learning_rate, "l2": l2}.items():
+        _checks.check_number(arg, value, schedule=True)
+    _checks.check_number("eps", eps)
+    _checks.check_number("eps_root", eps_root)
+    if bias_correction_decay is not None:
+        _checks.check_number("bias_correction_decay", bias_correction_decay, _checks.DECAY)
+    _checks.check_mask(mask)
+    optimizer = optax.with_extra_args_support(optimizer)
+    strength_at, l2_at = _checks.as_schedule(strength), _checks.as_schedule(l2)
+    lr_at, no_l2 = _checks.as_schedule(learning_rate), _checks.is_literal_zero(l2)
+
+    def step_scale(acc, count):
+        return _step_scale(acc, count, eps, eps_root, bias_correction_decay)
+
+    def init_fn(params):
+        inner_state = optimizer.init(_inner.inexact_only(params))
+        _inner.find_accumulator(accumulator, inner_state, name)  # fail early, before tracing
+        return state_cls(count=_transforms.zero_count(), inner_state=inner_state)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        _checks.check_params(name, params)
+        updates, inner_state = _inner.update_inexact(
+            optimizer, updates, state.inner_state, params, name, **extra_args
+        )
+        count_inc = _transforms.next_count(state.count)
+        acc = _inner.find_accumulator(accumulator, inner_state, name)
+        prox = _preconditioned_prox(acc, count_inc, strength_at, l2_at, no_l2, step_scale)
+        aligned = _tree.align(name, updates, params, mask)
+        step = _step.step_size(lr_at(state.count))
+        updates, _ = _step.prox_update(prox, aligned, step, state.count, name=name)
+        return updates, state_cls(count=count_inc, inner_state=inner_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def with_preconditioned_l1(
+    optimizer: optax.GradientTransformation,
+    *,
+    strength: optax.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
+    accumulator: _inner.Accumulator = "nu",
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    bias_correction_decay: float | None = None,
+    l2: optax.ScalarOrSchedule = 0.0,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Wraps a diagonal-preconditioned optimizer with an L1 prox at its own step sizes.
+
+    A diagonal optimizer (Adam, RMSProp, Adagrad, ...) moves coordinate :math:`i` with
+    step :math:`\eta_t / D_i`. Its proximal step for :math:`\lambda\|w\|_1 +
+    \tfrac{\ell_2}{2}\|w\|_2^2` in the metric :math:`\operatorname{diag}(D)` (ProxGen)
+    shrinks each coordinate by its own threshold:
+
+    .. math::
+
+      z = p_t + u_t, \qquad
+      p_{t+1,i} = \frac{S_{\eta_t \lambda / D_i}(z_i)}{1 + \eta_t \ell_2 / D_i}, \qquad
+      D_i = \sqrt{\frac{a_i}{1 - \beta^t} + \epsilon_{root}} + \epsilon,
+
+    where :math:`u_t` is the wrapped optimizer's update and :math:`a` its accumulator,
+    read from its state by name with ``optax.tree_utils.tree_get``. Set ``eps``,
+    ``eps_root`` and ``bias_correction_decay`` as the wrapped optimizer uses them:
+
+    - ``optax.adam(lr, b1, b2, eps)`` and ``optax.adamw``: ``accumulator="nu"``,
+      ``eps=eps``, ``eps_root=0``, ``bias_correction_decay=b2``;
+    - ``optax.rmsprop(lr, eps=eps)``: ``accumulator="nu"``, ``eps=0``, ``eps_root=eps``;
+    - ``optax.adagrad(lr, eps=eps)``: ``accumulator="sum_of_squares"``, ``eps=0``,
+      ``eps_root=eps``.
+
+    With ``eps=0`` (a literal number) the threshold is 0 where the accumulator is 0, as
+    ``optax.adagrad`` leaves such a coordinate (no gradient yet) where it is. With
+    ``eps > 0`` a coordinate whose accumulator is 0 gets the threshold
+    :math:`\eta_t \lambda / \epsilon` and is zeroed at once (see :func:`proximal_adam`).
+
+    A plain ``optax.chain(optax.adam(lr), optax_l1.l1_prox(...))`` cannot do this: a
+    transform in a chain does not see its siblings' states, so the wrapper runs the
+    optimizer itself. The returned update is :math:`p_{t+1} - p_t`, so shrunk weights are
+    exactly ``0.0``; masked-out leaves follow the wrapped optimizer alone. Only the
+    floating-point leaves go through ``optimizer`` (the others are ``None`` for it, as
+    optax's optimizers allow); updates of integer leaves pass through unchanged.
+
+    Args:
+      optimizer: the optimizer to wrap; its update must already include the learning rate.
+      strength: :math:`\lambda \ge 0`, number or schedule.
+      learning_rate: the wrapped optimizer's learning rate :math:`\eta_t` (same number or
+        schedule).
+      accumulator: the name of the diagonal accumulator in the wrapped state, a tuple of
+        names (the first one present is used), or a callable
+        ``inner_state -> tree like params``.
+      eps: :math:`\epsilon`, added outside the square root.
+      eps_root: :math:`\epsilon_{root}`, added inside the square root.
+      bias_correction_decay: :math:`\beta` (Adam's ``b2``) to bias-correct the accumulator
+        with at count :math:`t` (this wrapper's count, incremented), or ``None``.
+      l2: ridge strength :math:`\ell_2 \ge 0`, number or schedule.
+      mask: a pytree of bools (prefix of params; True = regularized) or a callable
+        ``params -> mask``.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state
+      :class:`PreconditionedL1State`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> tx = optax_l1.with_preconditioned_l1(
+      ...     optax.adam(0.1), strength=1.0, learning_rate=0.1, bias_correction_decay=0.999)
+      >>> params = {"w": jnp.array([1.0, 0.05, 0.5])}
+      >>> grads = {"w": jnp.array([1.0, 1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> # z = p - 0.1 sign(g), thresholds 0.1 / |g|
+      >>> optax.apply_updates(params, updates)["w"].round(3)
+      Array([0.8 , 0.  , 0.55], dtype=float32)
+
+    References:
+      Yun, Lozano & Yang, `Adaptive Proximal Gradient Methods for Structured Neural
+      Networks <https://proceedings.neurips.cc/paper/2021>`_,
+      NeurIPS 2021.
+    """
+    return _preconditioned_l1(
+        optimizer,
+        strength,
+        learning_rate,
+        accumulator=accumulator,
+        eps=eps,
+        eps_root=eps_root,
+        bias_correction_decay=bias_correction_decay,
+        l2=l2,
+        mask=mask,
+        state_cls=PreconditionedL1State,
+        name="with_preconditioned_l1",
+    )
+
+
+def proximal_adam(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    strength: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adam with an L1 proximal step at Adam's per-coordinate step sizes (ProxGen).
+
+    .. math::
+
+      z = p_t - \eta_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}, \qquad
+      p_{t+1} = S_{\tau_t}(z), \qquad
+      \tau_t = \frac{\eta_t \lambda_t}{\sqrt{\hat v_t} + \epsilon},
+
+    with Adam's bias-corrected moments :math:`\hat m_t, \hat v_t`. Compared with
+    ``optax.chain(optax.adam(lr), optax_l1.l1_prox(strength, learning_rate=lr))``, a coordinate with
+    large gradients (a small step size :math:`\eta_t / D_i`) is also shrunk less. This is
+    :func:`with_preconditioned_l1` around ``optax.adam``.
+
+    A coordinate whose gradient has been exactly 0 so far (:math:`\hat v_t = 0`) gets the
+    threshold :math:`\eta_t \lambda_t / \epsilon` (ProxGen's formula) and is zeroed at
+    once: unseen embedding rows and dead units are pruned at the first step. Exclude them
+    with ``mask=`` or raise ``eps`` if that is not wanted.
+
+    Args:
+      learning_rate: :math:`\eta_t`, number or schedule.
+      strength: :math:`\lambda \ge 0`, number or schedule.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{\hat v_t}`.
+      mask: a pytree of bools (prefix of params; True = regularized) or a callable
+        ``params -> mask``; masked-out leaves follow plain Adam.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state
+      :class:`ProximalAdamState`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> tx = optax_l1.proximal_adam(0.1, strength=1.0)
+      >>> params = {"w": jnp.array([1.0, 0.05, 0.5])}
+      >>> grads = {"w": jnp.array([1.0, 1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> optax.apply_updates(params, updates)["w"].round(3)
+      Array([0.8 , 0.  , 0.55], dtype=float32)
+
+    References:
+      Yun, Lozano & Yang, `Adaptive Proximal Gradient Methods for Structured Neural
+      Networks <https://proceedings.neurips.cc/paper/2021>`_,
+      NeurIPS 2021;
+      Kingma & Ba, `Adam: A Method for Stochastic Optimization
+      <https://arxiv.org/abs/1412.6980>`_, 2014.
+    """
+    _checks.check_number("b1", b1, _checks.DECAY)
+    _checks.check_number("b2", b2, _checks.DECAY)
+    return _preconditioned_l1(
+        optax.adam(learning_rate, b1=b1, b2=b2, eps=eps),
+        strength,
+        learning_rate,
+        accumulator="nu",
+        eps=eps,
+        eps_root=0.0,
+        bias_correction_decay=b2,
+        l2=0.0,
+        mask=mask,
+        state_cls=ProximalAdamState,
+        name="proximal_adam",
+    )
+
+
+def proximal_adagrad(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    strength: optax.ScalarOrSchedule,
+    l2: optax.ScalarOrSchedule = 0.0,
+    initial_accumulator_value: float = 0.1,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Proximal Adagrad, as TensorFlow's ``ProximalAdagradOptimizer``.
+
+    .. math::
+
+      a_t = a_{t-1} + g_t^2, \qquad \eta = \frac{\eta_t}{\sqrt{a_t}}, \qquad
+      v = p_t - \eta\, g_t, \qquad
+      p_{t+1} = \frac{S_{\eta \lambda}(v)}{1 + \eta\, \ell_2},
+
+    with :math:`a_0` = ``initial_accumulator_value``. This is :func:`with_preconditioned_l1`
+    around Adagrad with no epsilon. The accumulator follows optax's dtype policy (the
+    params' dtype); the proximal step runs in at least float32.
+
+    Args:
+      learning_rate: :math:`\eta_t`, number or schedule.
+      strength: :math:`\lambda \ge 0` (TensorFlow's ``l1_regularization_strength``), number or
+        schedule.
+      l2: :math:`\ell_2 \ge 0` (TensorFlow's ``l2_regularization_strength``); the penalty
+        is :math:`\lambda \|w\|_1 + \tfrac{\ell_2}{2} \|w\|_2^2`.
+      initial_accumulator_value: :math:`a_0 \ge 0` (TensorFlow requires > 0; with 0 a
+        coordinate that has seen no gradient does not move).
+      mask: a pytree of bools (prefix of params; True = regularized) or a callable
+        ``params -> mask``; masked-out leaves follow plain Adagrad.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state
+      :class:`ProximalAdagradState`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> tx = optax_l1.proximal_adagrad(1.0, strength=0.5, initial_accumulator_value=0.0)
+      >>> params = {"w": jnp.array([2.0, 0.25, -1.0])}
+      >>> grads = {"w": jnp.array([0.5, -0.5, 2.0])}
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # v = [1, 1.25, -2], thresholds 1, 1, 0.25
+      {'w': Array([ 0.  ,  0.25, -1.75], dtype=float32)}
+
+    References:
+      Duchi & Singer, `Efficient Online and Batch Learning Using Forward Backward
+      Splitting <https://jmlr.org/papers/v10/duchi09a.html>`_, JMLR 2009;
+      Duchi, Hazan & Singer, `Adaptive Subgradient Methods for Online Learning and
+      Stochastic Optimization <https://jmlr.org/papers/v12/duchi11a.html>`_, JMLR 2011;
+      TensorFlow ``tf.compat.v1.train.ProximalAdagradOptimizer``.
+    """
+    _checks.check_number("strength", strength, schedule=True)
+    _checks.check_number("initial_accumulator_value", initial_accumulator_value)
+    inner = optax.chain(
+        optax.scale_by_rss(initial_accumulator_value, eps=0.0),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+    return _preconditioned_l1(
+        inner,
+        strength,
+        learning_rate,
+        accumulator="sum_of_squares",
+        eps=0.0,
+        eps_root=0.0,
+        bias_correction_decay=None,
+        l2=l2,
+        mask=mask,
+        state_cls=ProximalAdagradState,
+        name="proximal_adagrad",
+    )

@@ -1,0 +1,90 @@
+r"""The one proximal step every transform of the package applies: a pure function.
+
+Given the final updates :math:`u` and the params :math:`p`, aligned leaf by leaf with the
+mask (:class:`optax_l1._tree.Aligned`), it forms :math:`z = p + u` in at least float32 on
+the regularized leaves, applies a map ``prox(z, step, count) -> (z', aux)`` to that tree and
+returns the update :math:`z' - p` (so ``optax.apply_updates`` lands exactly on :math:`z'`:
+``p + (-p) == 0`` in IEEE arithmetic) together with ``aux``, whatever the map reports (a
+threshold, a count). No state, no transform: the factories own those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_l1 import _tree
+
+# prox(z, step, count) -> (tree like z, aux). Leaves of z that are not regularized (masked
+# out, integer, None) are None and must stay None.
+ProxMap = Callable[[Any, jax.Array, jax.Array], tuple[Any, Any]]
+
+
+def step_size(value: Any) -> jax.Array:
+    """A learning rate as an array in at least float32 (also for bf16 hyperparameters)."""
+    step = jnp.asarray(value)
+    return step.astype(jnp.promote_types(step.dtype, jnp.float32))
+
+
+def points(aligned: _tree.Aligned) -> Any:
+    """The tree of :math:`z = p + u` (at least float32) on selected leaves, None elsewhere."""
+    z = [
+        _tree.upcast_sum(p, u) if sel else None
+        for u, p, sel in zip(aligned.updates, aligned.params, aligned.selected, strict=True)
+    ]
+    return aligned.treedef.unflatten(z)
+
+
+def _check_result(name: str, treedef: Any, z: list[Any], result: Any) -> list[Any]:
+    new_z, result_def = jax.tree.flatten(result, is_leaf=_tree.is_none)
+    if result_def != treedef or any(
+        (r is None) != (x is None) or (x is not None and jnp.shape(r) != jnp.shape(x))
+        for r, x in zip(new_z, z, strict=True)
+    ):
+        raise ValueError(
+            f"`{name}`: the proximal operator must return a tree with the structure and "
+            f"shapes of its input {treedef}, got {jax.tree.map(jnp.shape, result)}"
+        )
+    return new_z
+
+
+def _landing(new_z: Any, p: Any, u: Any) -> jax.Array:
+    """``new_z - p`` in a dtype that keeps ``p + (-p) == 0``: never narrower than params."""
+    out_dtype = jnp.promote_types(jnp.result_type(u), jnp.result_type(p))
+    new_z = jnp.asarray(new_z)
+    return (new_z - jnp.asarray(p, new_z.dtype)).astype(out_dtype)
+
+
+def prox_update(
+    prox: ProxMap, aligned: _tree.Aligned, step: jax.Array, count: jax.Array, *, name: str
+) -> tuple[Any, Any]:
+    """Applies ``prox`` at :math:`z = p + u`; returns ``(updates, aux)``.
+
+    Unselected leaves keep their update exactly. Raises a ValueError naming ``name`` when
+    ``prox`` returns a tree of another structure or shape.
+    """
+    z = points(aligned)
+    result, aux = prox(z, step, count)
+    new_z = _check_result(name, aligned.treedef, jax.tree.leaves(z, is_leaf=_tree.is_none), result)
+    landed = [
+        None if nz is None else _landing(nz, p, u)
+        for nz, p, u in zip(new_z, aligned.params, aligned.updates, strict=True)
+    ]
+    return aligned.merge(landed), aux
+
+
+def landed_zeros(aligned: _tree.Aligned, updates: Any) -> tuple[jax.Array, int]:
+    """Exact zeros of ``p + updates`` over the selected leaves, and their number of entries."""
+    new = aligned.treedef.flatten_up_to(updates)
+    zeros, size = jnp.zeros([], jnp.int32), 0
+    for p, u, sel in zip(aligned.params, new, aligned.selected, strict=True):
+        if sel:
+            p = jnp.asarray(p)
+            landed = jnp.asarray(p + u).astype(p.dtype)  # as optax.apply_updates does
+            zeros += jnp.sum(landed == 0, dtype=jnp.int32)
+            size += int(np.size(p))
+    return zeros, size
