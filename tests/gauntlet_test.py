@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from references import np_group_cols, np_soft
 
 import optax_l1
 
@@ -47,15 +48,6 @@ def loss_fn(params):
 
 
 grad_fn = jax.grad(loss_fn)
-
-
-def np_soft(z, t):
-    return np.sign(z) * np.maximum(np.abs(z) - t, 0.0)
-
-
-def np_group_cols(z, t):
-    norms = np.linalg.norm(z, axis=0, keepdims=True)
-    return z * np.maximum(0.0, 1.0 - t / np.where(norms > 0, norms, 1.0))
 
 
 # ----------------------------------------------------------------------------- the cases

@@ -9,15 +9,11 @@ import optax
 import pytest
 from flax import nnx
 from flax.training import train_state
+from references import np_soft
 
 import optax_l1
 
 LR, STRENGTH = 0.05, 2.0  # threshold 0.1 per step
-
-
-def np_soft(z, t):
-    z = np.asarray(z, np.float64)
-    return np.sign(z) * np.maximum(np.abs(z) - t, 0.0)
 
 
 def batch():

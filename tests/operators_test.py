@@ -10,52 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from references import np_elastic, np_group, np_soft, np_soft_complex
 
 import optax_l1
-
-# ----------------------------------------------------------------------------- references
-# Scalar transcriptions of the formulas in shared/REFERENCES.md, in float64.
-
-
-def np_soft(z, t):
-    out = []
-    for v in np.asarray(z, np.float64).ravel():
-        out.append(math.copysign(max(abs(v) - t, 0.0), v) if abs(v) > t else 0.0)
-    return np.array(out).reshape(np.shape(z))
-
-
-def np_soft_complex(z, t):
-    out = []
-    for v in np.asarray(z, np.complex128).ravel():
-        a = abs(v)
-        out.append(v * max(1.0 - t / a, 0.0) if a > 0 else 0j)
-    return np.array(out).reshape(np.shape(z))
-
-
-def np_elastic(z, t, r, nonnegative=False):
-    out = []
-    for v in np.asarray(z, np.float64).ravel():
-        s = max(v - t, 0.0) if nonnegative else math.copysign(max(abs(v) - t, 0.0), v)
-        out.append(s / (1.0 + r))
-    return np.array(out).reshape(np.shape(z))
-
-
-def np_group(z, t, axis):
-    """w_g * max(0, 1 - t / ||w_g||) group by group, groups = all indices outside `axis`."""
-    z = np.asarray(z, np.float64)
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    axes = tuple(a % z.ndim for a in axes)
-    out = np.zeros_like(z)
-    kept = [d for d in range(z.ndim) if d not in axes]
-    for idx in np.ndindex(*[z.shape[d] for d in kept]):
-        sl = [slice(None)] * z.ndim
-        for d, i in zip(kept, idx, strict=True):
-            sl[d] = i
-        g = z[tuple(sl)]
-        norm = math.sqrt(sum(float(v) ** 2 for v in g.ravel()))
-        out[tuple(sl)] = g * max(0.0, 1.0 - t / norm) if norm > 0 else 0.0
-    return out
-
 
 # ----------------------------------------------------------------------------- strategies
 

@@ -10,32 +10,11 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from references import np_group_norms, np_l1
 
 import optax_l1
 
 # ----------------------------------------------------------------------------- references
-
-
-def np_l1(leaves, strengths):
-    """sum_l strength_l * sum_i |w_li| in float64, one strength per leaf."""
-    return sum(
-        s * np.sum(np.abs(np.asarray(w, np.float64)))
-        for w, s in zip(leaves, strengths, strict=True)
-    )
-
-
-def np_group_norms(w, axis):
-    """||w_g||_2 for each group, looping over the kept indices (scalar transcription)."""
-    w = np.asarray(w, np.float64)
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    axes = tuple(a % w.ndim for a in axes)
-    kept = [d for d in range(w.ndim) if d not in axes]
-    moved = np.moveaxis(w, kept, list(range(len(kept))))
-    norms = []
-    for idx in np.ndindex(*[w.shape[d] for d in kept]):
-        group = moved[idx].ravel()
-        norms.append(math.sqrt(sum(float(v) ** 2 for v in group)))
-    return np.array(norms)
 
 
 def random_tree(seed=0):

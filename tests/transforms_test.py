@@ -8,39 +8,11 @@ import ml_dtypes
 import numpy as np
 import optax
 import pytest
+from references import np_group_cols, np_project_l1_ball, np_soft
 
 import optax_l1
 
 # ----------------------------------------------------------------------------- references
-
-
-def np_soft(z, t):
-    z = np.asarray(z, np.float64)
-    return np.sign(z) * np.maximum(np.abs(z) - t, 0.0)
-
-
-def np_group_cols(z, t):
-    """Group lasso prox with one group per column (axis=0)."""
-    z = np.asarray(z, np.float64)
-    out = np.zeros_like(z)
-    for j in range(z.shape[1]):
-        n = math.sqrt(float(np.sum(z[:, j] ** 2)))
-        if n > t:
-            out[:, j] = z[:, j] * (1.0 - t / n)
-    return out
-
-
-def np_project_l1_ball(v, radius):
-    """Euclidean projection onto {w : ||w||_1 <= radius} (Duchi et al., 2008)."""
-    v = np.asarray(v, np.float64)
-    if np.sum(np.abs(v)) <= radius:
-        return v
-    u = np.sort(np.abs(v))[::-1]
-    css = np.cumsum(u)
-    j = np.arange(1, len(u) + 1)
-    rho = np.max(j[u - (css - radius) / j > 0])
-    theta = (css[rho - 1] - radius) / rho
-    return np.sign(v) * np.maximum(np.abs(v) - theta, 0.0)
 
 
 def params_and_grads():

@@ -1,0 +1,140 @@
+"""The one pure proximal step (`_step.prox_update`) and the pure pieces of `sparsity_target`,
+each tested alone against NumPy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from references import np_soft
+
+from optax_l1 import _operators, _step, _target, _tree
+
+
+def _aligned(mask=None):
+    params = {"w": jnp.array([1.0, -0.3, 0.05]), "b": jnp.array([0.2]), "i": jnp.array([3])}
+    updates = {"w": jnp.array([0.1, 0.1, -0.1]), "b": jnp.array([0.5]), "i": jnp.array([1])}
+    return params, updates, _tree.align("test", updates, params, mask)
+
+
+def _soft_map(z, step, count):
+    del count
+    return _operators.soft_threshold_tree(z, 0.25 * step), {"aux": step}
+
+
+def test_prox_update_lands_on_the_map_and_returns_aux():
+    params, updates, aligned = _aligned({"w": True, "b": False, "i": True})
+    assert aligned.selected == [False, False, True]  # leaves sorted: b, i, w; int never
+    new, aux = _step.prox_update(_soft_map, aligned, jnp.float32(2.0), jnp.int32(0), name="t")
+    assert float(aux["aux"]) == 2.0
+    landed = optax.apply_updates(params, new)
+    want = np_soft(np.asarray(params["w"]) + np.asarray(updates["w"]), 0.5)
+    np.testing.assert_allclose(landed["w"], want, rtol=1e-6)
+    assert (np.asarray(landed["w"]) == 0).sum() == 2  # exact zeros, not tiny numbers
+    assert new["b"] is updates["b"] and new["i"] is updates["i"]  # untouched, not copied
+
+
+def test_prox_update_refuses_a_map_that_changes_structure_or_shape():
+    _, _, aligned = _aligned()
+
+    def bad_shape(z, step, count):
+        return jax.tree.map(lambda x: None if x is None else x[:1], z), None
+
+    with pytest.raises(ValueError, match="`t`: the proximal operator must return"):
+        _step.prox_update(bad_shape, aligned, jnp.float32(1.0), jnp.int32(0), name="t")
+    with pytest.raises(ValueError, match="`t`: the proximal operator must return"):
+        _step.prox_update(lambda z, s, c: ({"w": 1}, None), aligned, 1.0, 0, name="t")
+
+
+def test_points_are_in_float32_for_bf16_params_and_the_update_keeps_zeros():
+    params = {"w": jnp.array([1.0, 1e-3], jnp.bfloat16)}
+    updates = {"w": jnp.array([0.0, 0.0], jnp.bfloat16)}
+    aligned = _tree.align("t", updates, params, None)
+    z = _step.points(aligned)
+    assert z["w"].dtype == jnp.float32
+    new, _ = _step.prox_update(_soft_map, aligned, jnp.float32(0.01), jnp.int32(0), name="t")
+    assert new["w"].dtype == jnp.bfloat16
+    assert float(optax.apply_updates(params, new)["w"][1]) == 0.0
+
+
+def test_landed_zeros_counts_what_apply_updates_gives():
+    params, updates, aligned = _aligned()
+    new, _ = _step.prox_update(_soft_map, aligned, jnp.float32(2.0), jnp.int32(0), name="t")
+    zeros, size = _step.landed_zeros(aligned, new)
+    landed = optax.apply_updates(params, new)
+    assert size == 4  # w and b (float); the int leaf is never selected
+    assert int(zeros) == int((np.asarray(landed["w"]) == 0).sum() + (landed["b"] == 0).sum())
+
+
+def test_aligned_merge_keeps_unselected_updates():
+    _, updates, aligned = _aligned({"w": True, "b": False, "i": False})
+    merged = aligned.merge([None, None, jnp.zeros(3)])
+    assert merged["b"] is updates["b"] and merged["i"] is updates["i"]
+    np.testing.assert_array_equal(merged["w"], 0.0)
+
+
+# ----------------------------------------------------------------------------- target pieces
+
+CFG = _target._Config(
+    target=0.8,
+    ramp_steps=10,
+    begin_step=5,
+    ramp="cubic",
+    hold="support",
+    update_every=3,
+    smoothing=0.0,
+    quantile="bisect",
+)
+
+
+def np_ramp(t, s=0.8, t0=5, n=10):
+    frac = min(max((t - t0) / n, 0.0), 1.0)
+    return s * (1 - (1 - frac) ** 3)
+
+
+def test_phase_follows_the_ramp_grid_and_freezes_after_it():
+    for t in range(0, 20):
+        ph = _target._phase(jnp.int32(t), CFG)
+        np.testing.assert_allclose(float(ph.scheduled), np_ramp(t), rtol=1e-6)
+        on_grid = (t - 5) % 3 == 0 or t == 15
+        assert bool(ph.due) == (on_grid and 5 < t <= 15), t  # s_t = 0 at t = 5: no search
+        assert bool(ph.frozen) == (t > 15) and bool(ph.last) == (t == 15)
+    track = _target._phase(jnp.int32(30), CFG._replace(hold="track"))
+    assert not bool(track.frozen) and bool(track.due) is False  # off the grid at 30
+
+
+def test_threshold_is_the_kth_score_when_due_else_held():
+    scores = [jnp.array([0.5, 0.1, 0.9, 0.3]), jnp.array([0.7, 0.2])]
+    due = _target._Phase(jnp.float32(0.5), jnp.bool_(True), jnp.bool_(False), jnp.bool_(False))
+    held = jnp.float32(0.05)
+    assert float(_target._threshold(scores, due, held, CFG)) == pytest.approx(0.3)  # 3rd of 6
+    idle = due._replace(due=jnp.bool_(False))
+    assert float(_target._threshold(scores, idle, held, CFG)) == pytest.approx(0.05)
+    frozen = due._replace(frozen=jnp.bool_(True))
+    assert float(_target._threshold(scores, frozen, held, CFG)) == 0.0
+    smooth = CFG._replace(smoothing=0.5)
+    want = 0.5 * 0.05 + 0.5 * 0.3
+    assert float(_target._threshold(scores, due, held, smooth)) == pytest.approx(want)
+    last = due._replace(last=jnp.bool_(True))  # the search before freezing is unsmoothed
+    assert float(_target._threshold(scores, last, held, smooth)) == pytest.approx(0.3)
+
+
+def test_shrink_zeroes_exactly_the_scores_at_most_tau():
+    x = jnp.array([0.5, -0.2, 0.05, -1.0])
+    d = jnp.array([1.0, 2.0, 10.0, 0.1])  # scores |x| d = 0.5, 0.4, 0.5, 0.1
+    y = _target._shrink(x, d, jnp.float32(0.45))
+    np.testing.assert_array_equal(np.asarray(y) == 0, [False, True, False, True])
+    np.testing.assert_allclose(y, [0.5 - 0.45, 0.0, 0.05 - 0.045, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(_target._shrink(x, None, jnp.float32(0.3)), np_soft(x, 0.3))
+
+
+def test_hold_support_passes_the_update_at_tau_0_and_freezes_zeros():
+    params = {"w": jnp.array([0.0, 1.0, -2.0])}
+    updates = {"w": jnp.array([0.3, 0.1, 0.2])}
+    aligned = _tree.align("t", updates, params, None)
+    shrunk = {"w": jnp.array([0.25, 0.05, 0.15])}
+    out = _target._hold_support(aligned, shrunk, jnp.float32(0.0), jnp.bool_(False))
+    assert out["w"] is not shrunk["w"]
+    np.testing.assert_array_equal(out["w"], updates["w"])  # tau 0: the update bit for bit
+    out = _target._hold_support(aligned, shrunk, jnp.float32(0.1), jnp.bool_(True))
+    np.testing.assert_array_equal(out["w"], np.float32([0.0, 0.05, 0.15]))  # zero stays zero
