@@ -118,7 +118,7 @@ def test_every_public_transform_is_a_gradient_transformation_with_extra_args():
         optax_l1.group_l1_prox(0.1, learning_rate=lr, axis=0),
         optax_l1.proximal(lambda z, step: z, learning_rate=lr),
         optax_l1.add_l1_subgradient(0.1),
-        optax_l1.sparsity_target(0.5, learning_rate=lr, ramp_steps=3),
+        optax_l1.sparsity_target(0.5, ramp_steps=3),
         optax_l1.with_preconditioned_l1(optax.adam(lr), strength=0.1, learning_rate=lr),
         optax_l1.proximal_adam(lr, strength=0.1),
         optax_l1.proximal_adagrad(lr, strength=0.1),

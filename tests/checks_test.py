@@ -26,7 +26,7 @@ TRANSFORMS = {
     "with_preconditioned_l1": lambda v: optax_l1.with_preconditioned_l1(
         optax.adam(0.1), strength=0.1, learning_rate=0.1, eps=v
     ),
-    "sparsity_target": lambda v: optax_l1.sparsity_target(0.5, learning_rate=v, ramp_steps=3),
+    "sparsity_target": lambda v: optax_l1.sparsity_target(v, ramp_steps=3),
 }
 ARG = {
     "l1_prox": "strength",
@@ -38,14 +38,19 @@ ARG = {
     "proximal_adagrad": "strength",
     "ftrl": "strength",
     "with_preconditioned_l1": "eps",
-    "sparsity_target": "learning_rate",
+    "sparsity_target": "target",
 }
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 @pytest.mark.parametrize("value", BAD_VALUES, ids=lambda v: type(v).__name__)
 def test_every_concrete_bad_value_is_refused_at_construction(name, value):
-    with pytest.raises(ValueError, match=f"`{ARG[name]}` must be finite and >= 0, got"):
+    if name == "sparsity_target" and np.ndim(value):
+        with pytest.raises(TypeError, match="`target` must be a scalar"):
+            TRANSFORMS[name](value)
+        return
+    rule = r"in \[0, 1\)" if name == "sparsity_target" else ">= 0"
+    with pytest.raises(ValueError, match=f"`{ARG[name]}` must be finite and {rule}, got"):
         TRANSFORMS[name](value)
 
 
@@ -73,7 +78,7 @@ def test_callables_only_where_a_schedule_is_meant():
     with pytest.raises(TypeError, match="`beta` must be a number, not a callable"):
         optax_l1.ftrl(0.1, strength=0.1, beta=schedule)
     with pytest.raises(TypeError, match="`ramp_steps` must be a number, not a callable"):
-        optax_l1.sparsity_target(0.5, learning_rate=0.1, ramp_steps=schedule)
+        optax_l1.sparsity_target(0.5, ramp_steps=schedule)
 
 
 def test_rules_other_than_nonnegative_name_their_rule():
@@ -84,7 +89,7 @@ def test_rules_other_than_nonnegative_name_their_rule():
     with pytest.raises(ValueError, match="`learning_rate_power` must be finite and <= 0"):
         optax_l1.ftrl(0.1, strength=0.1, learning_rate_power=jnp.array(0.5))
     with pytest.raises(ValueError, match="`ramp_steps` must be finite, an integer and >= 1"):
-        optax_l1.sparsity_target(0.5, learning_rate=0.1, ramp_steps=2.5)
+        optax_l1.sparsity_target(0.5, ramp_steps=2.5)
     with pytest.raises(ValueError, match="`min_ndim` must be finite, an integer and >= 0"):
         optax_l1.kernel_mask({}, min_ndim=-1)
 

@@ -120,7 +120,7 @@ def wrapped_adagrad_l1(learning_rate, strength):
 def adam_sparsity_target(learning_rate):
     return optax.chain(
         optax.adam(learning_rate),
-        optax_l1.sparsity_target(0.5, learning_rate=learning_rate, ramp_steps=20),
+        optax_l1.sparsity_target(0.5, ramp_steps=20),
     )
 
 

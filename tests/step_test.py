@@ -83,7 +83,8 @@ CFG = _target._Config(
     hold="support",
     update_every=3,
     smoothing=0.0,
-    quantile="bisect",
+    shrink="hard",
+    quantile="radix",
 )
 
 
@@ -92,49 +93,60 @@ def np_ramp(t, s=0.8, t0=5, n=10):
     return s * (1 - (1 - frac) ** 3)
 
 
-def test_phase_follows_the_ramp_grid_and_freezes_after_it():
+def test_phase_follows_the_ramp_grid_and_holds_between_searches():
     for t in range(0, 20):
         ph = _target._phase(jnp.int32(t), CFG)
         np.testing.assert_allclose(float(ph.scheduled), np_ramp(t), rtol=1e-6)
         on_grid = (t - 5) % 3 == 0 or t == 15
-        assert bool(ph.due) == (on_grid and 5 < t <= 15), t  # s_t = 0 at t = 5: no search
-        assert bool(ph.frozen) == (t > 15) and bool(ph.last) == (t == 15)
-    track = _target._phase(jnp.int32(30), CFG._replace(hold="track"))
-    assert not bool(track.frozen) and bool(track.due) is False  # off the grid at 30
+        due = on_grid and 5 < t <= 15  # s_t = 0 at t = 5: no search; frozen after 15
+        assert bool(ph.due) == due, t
+        assert bool(ph.keep) == (not due and t > 8), t  # 8: the first search
+        assert bool(ph.last) == (t == 15)
+    track = _target._phase(jnp.int32(32), CFG._replace(hold="track"))
+    assert bool(track.due) and not bool(track.last)  # on the grid after the ramp: searches
+    short = _target._phase(jnp.int32(7), CFG._replace(update_every=100))
+    assert not bool(short.keep)  # no search yet (the first is the ramp's end, 15): dense
 
 
-def test_threshold_is_the_kth_score_when_due_else_held():
+def _phase(due=True, keep=False, last=False, scheduled=0.5):
+    return _target._Phase(jnp.float32(scheduled), jnp.bool_(due), jnp.bool_(keep), jnp.bool_(last))
+
+
+def test_threshold_is_the_kth_score_on_a_search_else_zero():
     scores = [jnp.array([0.5, 0.1, 0.9, 0.3]), jnp.array([0.7, 0.2])]
-    due = _target._Phase(jnp.float32(0.5), jnp.bool_(True), jnp.bool_(False), jnp.bool_(False))
-    held = jnp.float32(0.05)
-    assert float(_target._threshold(scores, due, held, CFG)) == pytest.approx(0.3)  # 3rd of 6
-    idle = due._replace(due=jnp.bool_(False))
-    assert float(_target._threshold(scores, idle, held, CFG)) == pytest.approx(0.05)
-    frozen = due._replace(frozen=jnp.bool_(True))
-    assert float(_target._threshold(scores, frozen, held, CFG)) == 0.0
+    previous = jnp.float32(0.05)
+    assert float(_target._threshold(scores, _phase(), previous, CFG)) == pytest.approx(0.3)
+    assert float(_target._threshold(scores, _phase(due=False), previous, CFG)) == 0.0
+    assert float(_target._threshold(scores, _phase(scheduled=0.1), previous, CFG)) == 0.0  # k=0
     smooth = CFG._replace(smoothing=0.5)
     want = 0.5 * 0.05 + 0.5 * 0.3
-    assert float(_target._threshold(scores, due, held, smooth)) == pytest.approx(want)
-    last = due._replace(last=jnp.bool_(True))  # the search before freezing is unsmoothed
-    assert float(_target._threshold(scores, last, held, smooth)) == pytest.approx(0.3)
+    assert float(_target._threshold(scores, _phase(), previous, smooth)) == pytest.approx(want)
+    last = _phase(last=True)  # the search before freezing is unsmoothed
+    assert float(_target._threshold(scores, last, previous, smooth)) == pytest.approx(0.3)
 
 
 def test_shrink_zeroes_exactly_the_scores_at_most_tau():
     x = jnp.array([0.5, -0.2, 0.05, -1.0])
     d = jnp.array([1.0, 2.0, 10.0, 0.1])  # scores |x| d = 0.5, 0.4, 0.5, 0.1
-    y = _target._shrink(x, d, jnp.float32(0.45))
-    np.testing.assert_array_equal(np.asarray(y) == 0, [False, True, False, True])
-    np.testing.assert_allclose(y, [0.5 - 0.45, 0.0, 0.05 - 0.045, 0.0], rtol=1e-6)
-    np.testing.assert_allclose(_target._shrink(x, None, jnp.float32(0.3)), np_soft(x, 0.3))
+    tau = jnp.float32(0.45)
+    hard = _target._shrink(x, d, tau, "hard")
+    np.testing.assert_array_equal(hard, np.float32([0.5, 0.0, 0.05, 0.0]))
+    soft = _target._shrink(x, d, tau, "soft")
+    np.testing.assert_allclose(soft, [0.5 - 0.45, 0.0, 0.05 - 0.045, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(_target._shrink(x, None, jnp.float32(0.3), "soft"), np_soft(x, 0.3))
+    np.testing.assert_array_equal(
+        _target._shrink(x, None, jnp.float32(0.3), "hard"), np.float32([0.5, 0, 0, -1.0])
+    )
 
 
-def test_hold_support_passes_the_update_at_tau_0_and_freezes_zeros():
+def test_hold_support_passes_the_update_before_a_search_and_holds_zeros_after():
     params = {"w": jnp.array([0.0, 1.0, -2.0])}
     updates = {"w": jnp.array([0.3, 0.1, 0.2])}
     aligned = _tree.align("t", updates, params, None)
     shrunk = {"w": jnp.array([0.25, 0.05, 0.15])}
-    out = _target._hold_support(aligned, shrunk, jnp.float32(0.0), jnp.bool_(False))
-    assert out["w"] is not shrunk["w"]
-    np.testing.assert_array_equal(out["w"], updates["w"])  # tau 0: the update bit for bit
-    out = _target._hold_support(aligned, shrunk, jnp.float32(0.1), jnp.bool_(True))
-    np.testing.assert_array_equal(out["w"], np.float32([0.0, 0.05, 0.15]))  # zero stays zero
+    out = _target._hold_support(aligned, shrunk, _phase(due=False))
+    np.testing.assert_array_equal(out["w"], updates["w"])  # no search yet: bit for bit
+    out = _target._hold_support(aligned, shrunk, _phase(due=False, keep=True))
+    np.testing.assert_array_equal(out["w"], np.float32([0.0, 0.1, 0.2]))  # zero stays zero
+    out = _target._hold_support(aligned, shrunk, _phase())
+    np.testing.assert_array_equal(out["w"], shrunk["w"])  # a search: its result

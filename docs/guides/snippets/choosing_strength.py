@@ -116,25 +116,25 @@ assert train_step._cache_size() == 1
 assert float(opt_state[1].hyperparams["strength"]) == np.float32(0.2)
 
 # [start target]
-# Ask for a sparsity instead of a strength: at each step the threshold is chosen so that the
-# fraction of exact zeros follows a ramp to the target (the strength it implies is logged).
+# Ask for a sparsity instead of a strength: at each step the smallest weights are zeroed so
+# that the fraction of exact zeros follows a ramp to the target (the threshold is logged).
 tx = optax.chain(
     optax.sgd(step_size),
-    optax_l1.sparsity_target(0.6, learning_rate=step_size, ramp_steps=500, mask=mask),
+    optax_l1.sparsity_target(0.6, ramp_steps=500, mask=mask),
 )
 
 
 def target_step(carry, _):
     params, state = carry
     updates, state = tx.update(jax.grad(loss_fn)(params), state, params)
-    return (optax.apply_updates(params, updates), state), state[1].strength
+    return (optax.apply_updates(params, updates), state), state[1].threshold
 
 
-(params, opt_state), strengths = jax.lax.scan(target_step, (zero, tx.init(zero)), length=1000)
+(params, opt_state), thresholds = jax.lax.scan(target_step, (zero, tx.init(zero)), length=1000)
 print("sparsity:", opt_state[1].sparsity, "scheduled:", opt_state[1].scheduled)  # 0.6, 0.6
-print("strength at the end of the ramp:", strengths[499])
+print("threshold at the end of the ramp:", thresholds[499])
 # [end target]
 
 assert int(jnp.sum(params["w"] == 0)) == 6
 assert float(opt_state[1].sparsity) == np.float32(0.6)
-assert float(strengths[499]) > 0.0
+assert float(thresholds[499]) > 0.0
