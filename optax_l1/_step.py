@@ -30,11 +30,16 @@ def step_size(value: Any) -> jax.Array:
     return step.astype(jnp.promote_types(step.dtype, jnp.float32))
 
 
-def points(aligned: _tree.Aligned) -> Any:
-    """The tree of :math:`z = p + u` (at least float32) on selected leaves, None elsewhere."""
+def points(aligned: _tree.Aligned, base: list[Any] | None = None) -> Any:
+    r"""The tree of :math:`z = p + u` (at least float32) on selected leaves, None elsewhere.
+
+    With ``base`` (one leaf per leaf of the updates, e.g. a dense latent copy of the params
+    kept in a state), :math:`z = \text{base} + u` instead.
+    """
+    bases = aligned.params if base is None else base
     z = [
-        _tree.upcast_sum(p, u) if sel else None
-        for u, p, sel in zip(aligned.updates, aligned.params, aligned.selected, strict=True)
+        _tree.upcast_sum(b, u) if sel else None
+        for u, b, sel in zip(aligned.updates, bases, aligned.selected, strict=True)
     ]
     return aligned.treedef.unflatten(z)
 
@@ -60,14 +65,21 @@ def _landing(new_z: Any, p: Any, u: Any) -> jax.Array:
 
 
 def prox_update(
-    prox: ProxMap, aligned: _tree.Aligned, step: jax.Array, count: jax.Array, *, name: str
+    prox: ProxMap,
+    aligned: _tree.Aligned,
+    step: jax.Array,
+    count: jax.Array,
+    *,
+    name: str,
+    base: list[Any] | None = None,
 ) -> tuple[Any, Any]:
-    """Applies ``prox`` at :math:`z = p + u`; returns ``(updates, aux)``.
+    """Applies ``prox`` at :math:`z = p + u` (or ``base + u``); returns ``(updates, aux)``.
 
-    Unselected leaves keep their update exactly. Raises a ValueError naming ``name`` when
-    ``prox`` returns a tree of another structure or shape.
+    The update lands on the map's result from the params, whatever ``base`` is. Unselected
+    leaves keep their update exactly. Raises a ValueError naming ``name`` when ``prox``
+    returns a tree of another structure or shape.
     """
-    z = points(aligned)
+    z = points(aligned, base)
     result, aux = prox(z, step, count)
     new_z = _check_result(name, aligned.treedef, jax.tree.leaves(z, is_leaf=_tree.is_none), result)
     landed = [

@@ -38,6 +38,9 @@ class SparsityTargetState(NamedTuple):
       sparsity: the fraction of exact zeros in the regularized leaves after the last update.
       scheduled: the ramp's sparsity :math:`s_t` at the last update (what ``sparsity`` was
         steered to; ``target`` once the ramp is over).
+      latent: with ``latent=True``, the dense weights (float32, a tree like params with None
+        where nothing is regularized): the params, except that a zeroed weight keeps taking
+        the optimizer's updates here; else None.
       inner_state: the state of ``optimizer``, or :class:`optax.EmptyState` without one.
     """
 
@@ -45,6 +48,7 @@ class SparsityTargetState(NamedTuple):
     threshold: jax.Array
     sparsity: jax.Array
     scheduled: jax.Array
+    latent: Any
     inner_state: Any
 
 
@@ -60,6 +64,7 @@ class _Config(NamedTuple):
     smoothing: Any
     shrink: str
     quantile: _select.Method
+    latent: bool
 
 
 class _Phase(NamedTuple):
@@ -184,15 +189,45 @@ def _hold_support(aligned: _tree.Aligned, shrunk: Any, phase: _Phase) -> Any:
     return aligned.merge(new)
 
 
-def _next_state(state, phase: _Phase, tau, zeros, size, inner_state) -> SparsityTargetState:
+def _next_state(state, phase: _Phase, tau, zeros, size, latent, inner_state):
     """The last search's threshold is kept until the next search."""
     return SparsityTargetState(
         count=_transforms.next_count(state.count),
         threshold=jnp.where(phase.due, tau, state.threshold).astype(jnp.float32),
         sparsity=zeros.astype(jnp.float32) / jnp.float32(max(size, 1)),
         scheduled=phase.scheduled,
+        latent=latent,
         inner_state=inner_state,
     )
+
+
+def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any) -> Any:
+    """The new params, except where they are zero: there the latent keeps ``z``, the dense
+    weight that goes on taking the optimizer's updates and comes back when it outgrows the
+    threshold."""
+    z_leaves = aligned.treedef.flatten_up_to(z)
+    new = aligned.treedef.flatten_up_to(updates)
+    out = []
+    for p, u, x, sel in zip(aligned.params, new, z_leaves, aligned.selected, strict=True):
+        if not sel:
+            out.append(None)
+            continue
+        landed = jnp.asarray(jnp.asarray(p) + u).astype(x.dtype)
+        out.append(jnp.where(landed == 0, x, landed))
+    return aligned.treedef.unflatten(out)
+
+
+def _init_latent(params: Any, mask: Any) -> Any:
+    """The latent copy at the start: the regularized params in float32, None elsewhere."""
+    leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
+    keep = _tree.resolve_mask(mask, params)
+    copy = [
+        jnp.asarray(p, _tree.compute_dtype(jnp.asarray(p).dtype))
+        if m and p is not None and _tree.is_inexact(p)
+        else None
+        for p, m in zip(leaves, keep, strict=True)
+    ]
+    return treedef.unflatten(copy)
 
 
 def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
@@ -230,29 +265,37 @@ def sparsity_target(
     shrink: Shrink = "hard",
     smoothing: jax.typing.ArrayLike = 0.0,
     quantile: _select.Method = "radix",
+    latent: bool = True,
     optimizer: optax.GradientTransformation | None = None,
     mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Exactly the ramp's fraction of zeros, the smallest weights, chosen again each step.
 
     Placed last in a chain, after any optimizer. On a search step it zeroes the
-    :math:`k_t = \lfloor s_t n \rfloor` entries of :math:`z = p_t + u_t` with the smallest
-    score among the :math:`n` regularized entries, and leaves the others as the optimizer put
-    them (hard thresholding, the proximal step of an :math:`\ell_0` constraint):
+    :math:`k_t = \lfloor s_t n \rfloor` entries of :math:`z = \tilde w_t + u_t` with the
+    smallest score among the :math:`n` regularized entries, and leaves the others as the
+    optimizer put them (hard thresholding, the proximal step of an :math:`\ell_0`
+    constraint):
 
     .. math::
 
       s_t = s \left(1 - \left(1 - \operatorname{clip}\left(
         \tfrac{t - t_0}{T}, 0, 1\right)\right)^3\right), \qquad
       \tau_t = \left(d \odot |z|\right)_{(k_t)}, \qquad
-      p_{t+1} = z \odot \mathbb{1}\left[d \odot |z| > \tau_t\right],
+      p_{t+1} = z \odot \mathbb{1}\left[d \odot |z| > \tau_t\right], \qquad
+      \tilde w_{t+1} = \begin{cases} z & p_{t+1} = 0 \\ p_{t+1} & \text{otherwise}
+      \end{cases}
 
     where :math:`x_{(k)}` is the :math:`k`-th smallest entry, :math:`s` is ``target``,
     :math:`T` ``ramp_steps``, :math:`t_0` ``begin_step`` and :math:`d = 1` (or the
-    optimizer's :math:`\sqrt{\nu} + 10^{-8}`, see ``optimizer``). This is gradual
-    magnitude pruning (Zhu & Gupta 2017) with one global threshold found exactly at every
-    step, on the point the optimizer reached rather than on the old weights, so a pruned
-    weight whose update outgrows the threshold comes back. After each search exactly
+    optimizer's :math:`\sqrt{\nu} + 10^{-8}`, see ``optimizer``). The latent weights
+    :math:`\tilde w` are the params, except that a zeroed weight keeps taking the
+    optimizer's updates there (the gradient at the sparse point: a straight-through
+    estimator), so it comes back when it outgrows the threshold. This is gradual magnitude
+    pruning (Zhu & Gupta 2017) with one global threshold found exactly at every step and a
+    dense latent copy (as torchao's pruning-aware training keeps by default); with
+    ``latent=False``, :math:`\tilde w = p` and a zeroed weight restarts from 0 (plain
+    iterative hard thresholding). After each search exactly
     :math:`k_t` entries are zero (more only if entries tie at the threshold; for
     bfloat16/float16 params, also where ``p + u`` rounds a small survivor to 0).
 
@@ -267,11 +310,11 @@ def sparsity_target(
     method on the transformer benchmark (``benchmarks/RESULTS.md``).
 
     Cost: a search is ``quantile="radix"`` (default): an exact radix select over the float
-    bits, 4 passes of a 256-bin count for float32 (8 for float64), nothing params-sized
-    kept. ``"bisect"``: 31 global counts, reductions only (sharded params are never
-    gathered). ``"sort"``: one sort of all entries (gathers sharded params). A step without
-    a search costs a few element-wise operations; ``update_every=k`` spreads a search's
-    cost over ``k`` steps.
+    bits, 2 passes of a 65,536-bin count for float32 (4 for float64). ``"bisect"``: 31
+    global counts, reductions only (sharded params are never gathered). ``"sort"``: one sort
+    of all entries (gathers sharded params). A step without a search costs a few
+    element-wise operations; ``update_every=k`` spreads a search's cost over ``k`` steps.
+    ``latent=True`` keeps one float32 copy of the regularized params in the state.
 
     Args:
       target: the final fraction of exact zeros :math:`s \in [0, 1)`.
@@ -286,6 +329,8 @@ def sparsity_target(
       smoothing: :math:`\beta \in [0, 1)`, a moving average of the threshold over searches
         (0: none; the last search of the ramp is unsmoothed so a frozen support is on target).
       quantile: ``"radix"``, ``"bisect"`` or ``"sort"``: how the threshold is found.
+      latent: keep the dense latent weights :math:`\tilde w` (one float32 copy of the
+        regularized params in the state); ``False``: :math:`\tilde w = p`, no copy.
       optimizer: optional; an optax optimizer with a diagonal second moment in its state
         (``nu``: adam, adamw, rmsprop...; ``sum_of_squares``: adagrad). The returned
         transformation then *is* that optimizer followed by the thresholding, and a weight's
@@ -329,8 +374,18 @@ def sparsity_target(
       LeCun, Denker & Solla, `Optimal Brain Damage
       <https://papers.nips.cc/paper/250-optimal-brain-damage>`_, NeurIPS 1989.
     """
+    latent = _checks.check_flag("latent", latent)
     cfg = _Config(
-        target, ramp_steps, begin_step, ramp, hold, update_every, smoothing, shrink, quantile
+        target,
+        ramp_steps,
+        begin_step,
+        ramp,
+        hold,
+        update_every,
+        smoothing,
+        shrink,
+        quantile,
+        latent,
     )
     _check_config(cfg, optimizer, mask)
     inner = None if optimizer is None else optax.with_extra_args_support(optimizer)
@@ -347,7 +402,8 @@ def sparsity_target(
         if inner is not None:
             inner_state = inner.init(_inner.inexact_only(params))
             preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
-        return SparsityTargetState(_transforms.zero_count(), zero, zero, zero, inner_state)
+        copy = _init_latent(params, mask) if cfg.latent else None
+        return SparsityTargetState(_transforms.zero_count(), zero, zero, zero, copy, inner_state)
 
     def update_fn(updates, state, params=None, **extra_args):
         _checks.check_params(name, params)
@@ -360,9 +416,13 @@ def sparsity_target(
         phase = _phase(state.count, cfg)
         scale = preconditioner(inner_state, aligned.treedef)
         prox = _target_prox(scale, phase, state.threshold, cfg)
-        shrunk, tau = _step.prox_update(prox, aligned, jnp.float32(0), state.count, name=name)
+        base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
+        shrunk, tau = _step.prox_update(
+            prox, aligned, jnp.float32(0), state.count, name=name, base=base
+        )
         out = _hold_support(aligned, shrunk, phase)
         zeros, size = _step.landed_zeros(aligned, out)
-        return out, _next_state(state, phase, tau, zeros, size, inner_state)
+        latent = None if base is None else _next_latent(aligned, out, _step.points(aligned, base))
+        return out, _next_state(state, phase, tau, zeros, size, latent, inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

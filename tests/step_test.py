@@ -85,6 +85,7 @@ CFG = _target._Config(
     smoothing=0.0,
     shrink="hard",
     quantile="radix",
+    latent=True,
 )
 
 

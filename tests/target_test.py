@@ -41,7 +41,7 @@ def _target_state(state):
         return state
     found = [s for s in state if isinstance(s, optax_l1.SparsityTargetState)]
     zero = jnp.zeros([], jnp.float32)
-    return found[0] if found else optax_l1.SparsityTargetState(0, zero, zero, zero, None)
+    return found[0] if found else optax_l1.SparsityTargetState(0, zero, zero, zero, None, None)
 
 
 def _k(target, n=N_MASKED):
@@ -107,7 +107,9 @@ def test_zeros_are_the_smallest_and_survivors_kept_or_shrunk(shrink):
     grads = jax.tree.map(lambda x: 0.3 * jnp.sign(x), params)
     tx = optax.chain(
         optax.sgd(lr),
-        optax_l1.sparsity_target(0.5, ramp_steps=1, begin_step=0, shrink=shrink, mask=MASK),
+        optax_l1.sparsity_target(
+            0.5, ramp_steps=1, begin_step=0, shrink=shrink, latent=False, mask=MASK
+        ),
     )
     state = tx.init(params)
     _, state = tx.update(grads, state, params)  # count 0: ramp at 0, identity
@@ -132,7 +134,7 @@ def test_preconditioned_threshold_matches_numpy(shrink):
     lr = 0.1
     params, goal = _problem(2)
     tx = optax_l1.sparsity_target(
-        0.6, ramp_steps=1, optimizer=optax.adam(lr), shrink=shrink, mask=MASK
+        0.6, ramp_steps=1, optimizer=optax.adam(lr), shrink=shrink, latent=False, mask=MASK
     )
     state = tx.init(params)
     grads = jax.grad(_loss)(params, goal)
@@ -274,7 +276,7 @@ def test_smoothing_lags_but_stays_close():
     lr = 0.05
     tx = optax.chain(
         optax.adam(lr),
-        optax_l1.sparsity_target(0.7, ramp_steps=40, smoothing=0.5, hold="track"),
+        optax_l1.sparsity_target(0.7, ramp_steps=40, smoothing=0.5, hold="track", latent=False),
     )
     _, _, (measured, threshold, scheduled, _) = _run(tx, 60)
     assert np.all(np.isfinite(threshold)) and np.all(threshold >= 0)
@@ -528,7 +530,10 @@ def test_benchmark_quick_mode_runs(tmp_path):
     assert proc.stdout.startswith("# target_sparsity\n")
     assert "| 0.90 | sparsity_target |" in proc.stdout
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {"sparsity_target", "sparsity_target(optimizer=adam)"} | {
+    assert set(results) == {
+        "sparsity_target",
+        "sparsity_target(optimizer=adam)",
+        "sparsity_target(shrink=soft)",
         "gmp-layer",
         "gmp-global",
     }
@@ -578,3 +583,44 @@ def test_int_and_python_float_leaves_with_a_wrapped_optimizer():
     zeros = int(jnp.sum(floats["w"] == 0)) + int(floats["s"] == 0)
     assert zeros == 5  # floor(0.5 * 11) once the ramp is done
     assert float(state.sparsity) == pytest.approx(zeros / 11)
+
+
+# ----------------------------------------------------------------------------- latent copy
+
+
+@pytest.mark.parametrize("latent", [True, False])
+def test_latent_copy_lets_a_zeroed_weight_come_back(latent):
+    """A zeroed weight keeps its updates in the latent copy and returns when it outgrows the
+    threshold; with latent=False it restarts from 0 each step and stays pruned."""
+    params = {"w": jnp.array([1.0, 0.5, -2.0, 0.05])}
+    grads = {"w": jnp.array([0.0, 0.0, 0.0, -0.2])}  # sgd(1): w[3] grows by 0.2 per step
+    target = optax_l1.sparsity_target(0.25, ramp_steps=1, hold="track", latent=latent)
+    tx = optax.chain(optax.sgd(1.0), target)
+    state = tx.init(params)
+    seen = []
+    for _ in range(6):
+        u, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, u)
+        seen.append(np.asarray(params["w"]).copy())
+        if latent:  # the latent copy is the params where they are not zero
+            kept = seen[-1] != 0
+            np.testing.assert_array_equal(np.asarray(state[1].latent["w"])[kept], seen[-1][kept])
+    # Count 1: one zero among 4, the smallest |z|: w[3] = 0.45.
+    np.testing.assert_allclose(seen[1], [1.0, 0.5, -2.0, 0.0])
+    if latent:  # its latent reached 0.65 > 0.5 at count 2: it is back and w[1] goes
+        np.testing.assert_allclose(seen[2], [1.0, 0.0, -2.0, 0.65], rtol=1e-6)
+        np.testing.assert_allclose(seen[-1], [1.0, 0.0, -2.0, 1.25], rtol=1e-6)
+    else:  # from 0 it gets 0.2 < 0.5 each step: pruned for good
+        np.testing.assert_allclose(seen[-1], [1.0, 0.5, -2.0, 0.0])
+    assert all(int(np.sum(w == 0)) == 1 for w in seen[1:])
+
+
+def test_latent_false_keeps_no_copy_and_matches_iterative_hard_thresholding():
+    tx = optax.chain(optax.adam(0.05), optax_l1.sparsity_target(0.6, ramp_steps=10, latent=False))
+    p, s, _ = _run(tx, 20)
+    assert s[1].latent is None
+    tx_latent = optax.chain(optax.adam(0.05), optax_l1.sparsity_target(0.6, ramp_steps=10))
+    _, s_latent, _ = _run(tx_latent, 20)
+    assert jax.tree.structure(s_latent[1].latent) == jax.tree.structure(p)
+    with pytest.raises(TypeError, match="`latent` must be True or False"):
+        optax_l1.sparsity_target(0.5, ramp_steps=3, latent="yes")
