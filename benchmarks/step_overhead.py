@@ -56,6 +56,7 @@ class Row:
     make_a: Callable[[], optax.GradientTransformation]
     make_b: Callable[[], optax.GradientTransformation]
     axpy: bool = False  # also time the axpy floor in this row
+    cycle: int = 1  # each timed sample runs a multiple of this many steps (amortized cost)
 
 
 def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
@@ -159,7 +160,25 @@ def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
         )
     else:
         skipped.append("ftrl")
+    rows += target_rows(opts["adam"])
     return rows, skipped
+
+
+def target_rows(adam) -> list[Row]:
+    """adam vs adam + sparsity_target searching every k steps, timed over whole k-step cycles
+    (the amortized cost); a ramp of 10^6 steps keeps every search inside the ramp."""
+    rows = []
+    for every, latent in ((1, True), (10, True), (100, True), (10, False)):
+
+        def make(every=every, latent=latent):
+            target = optax_l1.sparsity_target(
+                0.9, ramp_steps=10**6, hold="track", update_every=every, latent=latent
+            )
+            return optax.chain(adam(), target)
+
+        label = f"adam + sparsity_target(every={every}{'' if latent else ', no latent'})"
+        rows.append(Row("sparsity_target", "adam", label, adam, make, cycle=every))
+    return rows
 
 
 def make_step(tx: optax.GradientTransformation):
@@ -236,6 +255,7 @@ def run_row(row: Row, layout: str, shapes, grads, args, hlo_dir: str | None) -> 
     for arm in arms:
         arm(args.warmup)
     inner = max(_common.calibrate_inner(arm, args.min_time) for arm in arms)
+    inner = -(-inner // row.cycle) * row.cycle  # whole cycles: each sample holds its searches
     times = _common.interleaved_times(arms, args.reps, inner)
     ratio = times[:, 1] / times[:, 0]
     med, lo, hi = _common.median_ci(ratio)
@@ -324,6 +344,7 @@ def diagnose(args) -> list[dict[str, Any]]:
     for arm in arms:
         arm(args.warmup)
     inner = max(_common.calibrate_inner(arm, args.min_time) for arm in arms)
+    inner = -(-inner // row.cycle) * row.cycle  # whole cycles: each sample holds its searches
     times = _common.interleaved_times(arms, args.reps, inner)
     out = []
     print(

@@ -45,16 +45,15 @@ def kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> jax.Array:
 def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int, itype: Any) -> jax.Array:
     """How many entries have the bits above ``shift + 16`` equal to ``prefix``, per value of
     the 16-bit digit at ``shift``: one pass of a 65,536-bin count (a scatter-add of 0s and 1s)."""
-    counts = jnp.zeros(2**_DIGIT_BITS, jnp.int32)
+    bins = 2**_DIGIT_BITS
+    counts = jnp.zeros(bins + 1, jnp.int32)  # the last bin takes the entries off the prefix
     width = 8 * jnp.dtype(itype).itemsize
     for b in bits:
-        digit = ((b >> shift) & (2**_DIGIT_BITS - 1)).astype(jnp.int32).ravel()
+        digit = ((b >> shift) & (bins - 1)).astype(jnp.int32)
         if shift + _DIGIT_BITS < width:
-            match = ((b >> (shift + _DIGIT_BITS)) == prefix).astype(jnp.int32).ravel()
-        else:
-            match = jnp.ones_like(digit)
-        counts = counts.at[digit].add(match, mode="promise_in_bounds")
-    return counts
+            digit = jnp.where((b >> (shift + _DIGIT_BITS)) == prefix, digit, bins)
+        counts = counts.at[digit.ravel()].add(1, mode="promise_in_bounds")
+    return counts[:bins]
 
 
 def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> jax.Array:

@@ -9,6 +9,7 @@ one proximal step :func:`optax_l1._step.prox_update`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -114,21 +115,26 @@ def _score(x: jax.Array, d: jax.Array | None, dtype: Any) -> jax.Array:
 
 
 def _threshold(
-    scores: list[jax.Array], phase: _Phase, previous: jax.Array, cfg: _Config
+    scores: Callable[[], list[jax.Array]], phase: _Phase, previous: jax.Array, cfg: _Config
 ) -> jax.Array:
     """The threshold of a due search: the k-th smallest score, ``k = floor(s_t n)`` (moving
     average ``smoothing`` with the previous search's, except on the last search); 0 when no
-    search is due or when the search gives no finite, non-negative value."""
-    n = sum(int(s.size) for s in scores)
+    search is due or when the search gives no finite, non-negative value.
+
+    ``scores`` is called inside the search's branch, so a step without a search never
+    computes (or stores) them.
+    """
+    shapes = jax.eval_shape(scores)
+    n = sum(int(s.size) for s in shapes)
     if n >= 2**31:
         raise ValueError(f"`sparsity_target` counts in int32: {n} regularized entries is too many")
-    dtype = scores[0].dtype
+    dtype = shapes[0].dtype
     # At most n - 1 zeros: a target just under 1 may round up to 1 in float32.
     k = jnp.minimum(jnp.floor(phase.scheduled * n).astype(jnp.int32), n - 1)
     previous = previous.astype(dtype)
 
     def search():
-        kth = _select.kth_smallest(scores, jnp.maximum(k, 1), cfg.quantile)
+        kth = _select.kth_smallest(scores(), jnp.maximum(k, 1), cfg.quantile)
         beta = jnp.where(phase.last, 0.0, jnp.asarray(cfg.smoothing, dtype)).astype(dtype)
         return beta * previous + (1 - beta) * jnp.where(k > 0, kth, 0)
 
@@ -167,7 +173,7 @@ def _target_prox(
             return z, jnp.zeros([], jnp.float32)
         wide = any(x.dtype in (jnp.float64, jnp.complex128) for x, _ in live)
         sdt = jnp.float64 if wide else jnp.float32
-        tau = _threshold([_score(x, d, sdt) for x, d in live], phase, previous, cfg)
+        tau = _threshold(lambda: [_score(x, d, sdt) for x, d in live], phase, previous, cfg)
         pairs = zip(z_leaves, d_leaves, strict=True)
         new = [None if x is None else _shrink(x, d, tau, cfg.shrink) for x, d in pairs]
         return z_def.unflatten(new), tau
@@ -222,7 +228,8 @@ def _init_latent(params: Any, mask: Any) -> Any:
     leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
     keep = _tree.resolve_mask(mask, params)
     copy = [
-        jnp.asarray(p, _tree.compute_dtype(jnp.asarray(p).dtype))
+        # A copy, never the params' own buffer: params and state are often both donated.
+        jnp.array(p, _tree.compute_dtype(jnp.asarray(p).dtype), copy=True)
         if m and p is not None and _tree.is_inexact(p)
         else None
         for p, m in zip(leaves, keep, strict=True)

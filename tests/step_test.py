@@ -114,7 +114,11 @@ def _phase(due=True, keep=False, last=False, scheduled=0.5):
 
 
 def test_threshold_is_the_kth_score_on_a_search_else_zero():
-    scores = [jnp.array([0.5, 0.1, 0.9, 0.3]), jnp.array([0.7, 0.2])]
+    values = [jnp.array([0.5, 0.1, 0.9, 0.3]), jnp.array([0.7, 0.2])]
+
+    def scores():
+        return values
+
     previous = jnp.float32(0.05)
     assert float(_target._threshold(scores, _phase(), previous, CFG)) == pytest.approx(0.3)
     assert float(_target._threshold(scores, _phase(due=False), previous, CFG)) == 0.0

@@ -2,6 +2,7 @@
 quantile search, masks, schedules, inject_hyperparams, the Adam preconditioner, errors,
 sharding on 8 host devices and the benchmark's quick mode."""
 
+import functools
 import json
 import os
 import pathlib
@@ -624,3 +625,19 @@ def test_latent_false_keeps_no_copy_and_matches_iterative_hard_thresholding():
     assert jax.tree.structure(s_latent[1].latent) == jax.tree.structure(p)
     with pytest.raises(TypeError, match="`latent` must be True or False"):
         optax_l1.sparsity_target(0.5, ramp_steps=3, latent="yes")
+
+
+def test_latent_copy_is_its_own_buffer_so_params_and_state_can_both_be_donated():
+    params = {"w": jnp.linspace(-1.0, 1.0, 8)}
+    tx = optax.chain(optax.adam(0.1), optax_l1.sparsity_target(0.5, ramp_steps=2))
+    state = tx.init(params)
+    assert state[1].latent["w"] is not params["w"]
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(p, s):
+        u, s = tx.update(jax.tree.map(jnp.ones_like, p), s, p)
+        return optax.apply_updates(p, u), s
+
+    for _ in range(3):
+        params, state = step(params, state)
+    assert int(jnp.sum(params["w"] == 0)) == 4
