@@ -256,6 +256,7 @@ def run_row(row: Row, layout: str, shapes, grads, args, hlo_dir: str | None) -> 
         arm(args.warmup)
     inner = max(_common.calibrate_inner(arm, args.min_time) for arm in arms)
     inner = -(-inner // row.cycle) * row.cycle  # whole cycles: each sample holds its searches
+    inner = -(-inner // row.cycle) * row.cycle  # whole cycles: each sample holds its searches
     times = _common.interleaved_times(arms, args.reps, inner)
     ratio = times[:, 1] / times[:, 0]
     med, lo, hi = _common.median_ci(ratio)
@@ -344,7 +345,6 @@ def diagnose(args) -> list[dict[str, Any]]:
     for arm in arms:
         arm(args.warmup)
     inner = max(_common.calibrate_inner(arm, args.min_time) for arm in arms)
-    inner = -(-inner // row.cycle) * row.cycle  # whole cycles: each sample holds its searches
     times = _common.interleaved_times(arms, args.reps, inner)
     out = []
     print(
