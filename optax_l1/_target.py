@@ -26,6 +26,7 @@ _HOLDS: tuple[str, ...] = ("support", "track")
 Shrink = Literal["hard", "soft"]
 _SHRINKS: tuple[str, ...] = ("hard", "soft")
 _PRECONDITIONER_EPS = 1e-8
+_NAME = "sparsity_target"
 
 
 class SparsityTargetState(NamedTuple):
@@ -237,6 +238,36 @@ def _init_latent(params: Any, mask: Any) -> Any:
     return treedef.unflatten(copy)
 
 
+def _preconditioner(inner_state: Any, treedef: Any) -> list[Any]:
+    return _inner.second_moment_scale(_NAME, inner_state, treedef, _PRECONDITIONER_EPS)
+
+
+def _init_state(params: Any, cfg: _Config, inner: Any, mask: Any) -> SparsityTargetState:
+    zero = jnp.zeros([], jnp.float32)
+    inner_state = optax.EmptyState()
+    if inner is not None:
+        inner_state = inner.init(_inner.inexact_only(params))
+        _preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
+    copy = _init_latent(params, mask) if cfg.latent else None
+    return SparsityTargetState(_transforms.zero_count(), zero, zero, zero, copy, inner_state)
+
+
+def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precondition: bool):
+    """One update after the wrapped optimizer's (if any): the pieces above, in order."""
+    aligned = _tree.align(_NAME, updates, params, mask)
+    phase = _phase(state.count, cfg)
+    scale = _preconditioner(inner_state, aligned.treedef) if precondition else None
+    prox = _target_prox(scale, phase, state.threshold, cfg)
+    base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
+    shrunk, tau = _step.prox_update(
+        prox, aligned, jnp.float32(0), state.count, name=_NAME, base=base
+    )
+    out = _hold_support(aligned, shrunk, phase)
+    zeros, size = _step.landed_zeros(aligned, out)
+    latent = None if base is None else _next_latent(aligned, out, _step.points(aligned, base))
+    return out, _next_state(state, phase, tau, zeros, size, latent, inner_state)
+
+
 def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
     _checks.check_number("target", cfg.target, _checks.FRACTION, scalar=True)
     _checks.check_number(
@@ -396,40 +427,17 @@ def sparsity_target(
     )
     _check_config(cfg, optimizer, mask)
     inner = None if optimizer is None else optax.with_extra_args_support(optimizer)
-    name = "sparsity_target"
-
-    def preconditioner(inner_state, treedef):
-        if inner is None:
-            return None
-        return _inner.second_moment_scale(name, inner_state, treedef, _PRECONDITIONER_EPS)
 
     def init_fn(params):
-        zero = jnp.zeros([], jnp.float32)
-        inner_state = optax.EmptyState()
-        if inner is not None:
-            inner_state = inner.init(_inner.inexact_only(params))
-            preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
-        copy = _init_latent(params, mask) if cfg.latent else None
-        return SparsityTargetState(_transforms.zero_count(), zero, zero, zero, copy, inner_state)
+        return _init_state(params, cfg, inner, mask)
 
     def update_fn(updates, state, params=None, **extra_args):
-        _checks.check_params(name, params)
+        _checks.check_params(_NAME, params)
         inner_state = state.inner_state
         if inner is not None:
             updates, inner_state = _inner.update_inexact(
-                inner, updates, inner_state, params, name, **extra_args
+                inner, updates, inner_state, params, _NAME, **extra_args
             )
-        aligned = _tree.align(name, updates, params, mask)
-        phase = _phase(state.count, cfg)
-        scale = preconditioner(inner_state, aligned.treedef)
-        prox = _target_prox(scale, phase, state.threshold, cfg)
-        base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
-        shrunk, tau = _step.prox_update(
-            prox, aligned, jnp.float32(0), state.count, name=name, base=base
-        )
-        out = _hold_support(aligned, shrunk, phase)
-        zeros, size = _step.landed_zeros(aligned, out)
-        latent = None if base is None else _next_latent(aligned, out, _step.points(aligned, base))
-        return out, _next_state(state, phase, tau, zeros, size, latent, inner_state)
+        return _update(updates, state, params, inner_state, cfg, mask, inner is not None)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
