@@ -160,3 +160,16 @@ def test_torch_loop_quick(tmp_path):
     torch_loss = rows["torch (L1 in loss)"]["final_objective"]
     jax_loss = rows["jax loss-L1 (same algorithm)"]["final_objective"]
     assert abs(torch_loss - jax_loss) < 1e-3 * max(1.0, abs(torch_loss))
+
+
+def test_transformer_lm_quick(tmp_path):
+    stdout, data = run_script("transformer_lm", tmp_path, timeout=600)
+    assert_header(stdout, "transformer_lm")
+    runs = {r["method"]: r for r in data["runs"]}
+    assert set(runs) == {"dense", "gmp", "target"}
+    assert runs["dense"]["zeros"] == 0.0
+    for method in ("gmp", "target"):  # both hit the quick run's 50% exactly, per tensor for gmp
+        assert runs[method]["zeros"] == pytest.approx(0.5, abs=1e-6)
+    assert all(v == pytest.approx(0.5, abs=1e-6) for v in runs["gmp"]["per_tensor_zeros"].values())
+    for r in runs.values():  # bits/byte of a byte model that learned something: under 8
+        assert r["finite"] and 0 < r["bits_per_byte"] < 8

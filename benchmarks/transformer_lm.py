@@ -1,0 +1,611 @@
+"""Transformer LM: `sparsity_target` vs gradual magnitude pruning on a byte-level language model.
+
+A 2-layer decoder-only transformer in plain JAX (pre-LayerNorm, learned positions, tied
+byte embeddings, GELU MLP) is trained on the running Python's standard library (its
+top-level ``*.py`` files, split 90/10 by file with a fixed permutation; bytes are the
+tokens) with AdamW (lr warmup + cosine decay, global-norm clipping 1.0). The 8 attention
+and MLP kernels are sparsified (embeddings, LayerNorm and biases never are); every run
+reports held-out bits/byte and the fraction of exact zeros in those kernels.
+
+Methods (``--methods``), all with the same data, steps, schedule and ramp window (a cubic
+ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
+
+- ``dense``: AdamW alone.
+- ``gmp`` / ``gmp_global``: gradual magnitude pruning (Zhu & Gupta 2017): every
+  ``--prune-every`` steps of the ramp the smallest-magnitude weights of each kernel (or of
+  all 8 at once) are masked to the ramp's sparsity; pruned weights stay zero (the mask is
+  applied after every update), survivors are never shrunk, the mask is frozen after the ramp.
+- ``target``: ``chain(adamw, optax_l1.sparsity_target(s, ramp_steps=T, begin_step=t0,
+  mask=...))`` with the library's defaults; ``target_soft``: the same with ``shrink="soft"``
+  (the 0.1 default); ``target_adam``: ``sparsity_target(s, ..., optimizer=adamw)``.
+- ``proximal_adam`` / ``adamw_l1_prox``: fixed L1 strengths (``--strength``).
+- Research arms defined here, thresholding ``z = p + u`` at the ramp's global quantile:
+  ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
+  kernel), ``firm`` (the MCP prox, gamma 2), ``hard_fisher`` (score ``|z| (sqrt(nu)+eps)``
+  from AdamW's state), ``hard_every50`` (``hard`` every ``--prune-every`` steps only; zeros
+  may revive in between). All freeze the support after the ramp.
+
+    python benchmarks/transformer_lm.py --quick                     # smoke test, < 40 s
+    python benchmarks/transformer_lm.py --methods gmp hard --targets 0.9 --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import os
+import sys
+import sysconfig
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _common import header, markdown_table, write_json
+from jax import lax
+
+import optax_l1
+
+METHODS = (
+    "dense",
+    "gmp",
+    "gmp_global",
+    "target",
+    "target_soft",
+    "target_adam",
+    "proximal_adam",
+    "adamw_l1_prox",
+    "hard",
+    "hard_pertensor",
+    "firm",
+    "hard_fisher",
+    "hard_every50",
+)
+STRENGTH_METHODS = ("proximal_adam", "adamw_l1_prox")
+SPLIT_SEED = 20171001  # the train/validation file split; independent of --seeds
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_corpus(val_frac: float = 0.1) -> tuple[np.ndarray, np.ndarray, int]:
+    """Train and validation bytes: the stdlib's top-level ``*.py`` files, split by file."""
+    files = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
+    perm = np.random.default_rng(SPLIT_SEED).permutation(len(files))
+    n_val = max(1, round(val_frac * len(files)))
+    val_ids, train_ids = set(perm[:n_val].tolist()), perm[n_val:]
+
+    def read(ids: Any) -> np.ndarray:
+        chunks = []
+        for i in sorted(ids):
+            with open(files[i], "rb") as f:
+                chunks.append(np.frombuffer(f.read(), np.uint8))
+        return np.concatenate(chunks)
+
+    return read(train_ids), read(val_ids), len(files)
+
+
+def eval_windows(val: np.ndarray, n_batches: int, batch: int, width: int) -> np.ndarray:
+    """``n_batches * batch`` non-overlapping, evenly spaced windows of ``width`` bytes."""
+    n = n_batches * batch
+    stride = (val.size - width) // max(n - 1, 1)
+    if stride < width:
+        raise ValueError(f"validation text ({val.size} bytes) too short for {n} windows")
+    starts = np.arange(n) * stride
+    win = val[starts[:, None] + np.arange(width)[None, :]]
+    return win.reshape(n_batches, batch, width).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def init_params(key: jax.Array, cfg: argparse.Namespace) -> dict[str, Any]:
+    d, f, n_layers = cfg.d_model, cfg.mlp, cfg.layers
+    keys = iter(jax.random.split(key, 2 + 4 * n_layers))
+
+    def normal(shape: tuple[int, ...], std: float = 0.02) -> jax.Array:
+        return jax.random.normal(next(keys), shape) * std
+
+    def dense(m: int, n: int, std: float = 0.02) -> dict[str, jax.Array]:
+        return {"kernel": normal((m, n), std), "bias": jnp.zeros((n,))}
+
+    def norm() -> dict[str, jax.Array]:
+        return {"scale": jnp.ones((d,)), "bias": jnp.zeros((d,))}
+
+    resid_std = 0.02 / math.sqrt(2 * n_layers)  # GPT-2's scaled init of residual outputs
+    params: dict[str, Any] = {"embed": normal((256, d)), "pos": normal((cfg.context, d))}
+    for i in range(n_layers):
+        params[f"layer_{i}"] = {
+            "ln1": norm(),
+            "qkv": dense(d, 3 * d),
+            "out": dense(d, d, resid_std),
+            "ln2": norm(),
+            "fc": dense(d, f),
+            "proj": dense(f, d, resid_std),
+        }
+    params["ln_f"] = norm()
+    return params
+
+
+def kernel_mask(params: Any) -> Any:
+    """True exactly for the attention and MLP kernels."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+
+
+def layer_norm(x: jax.Array, p: dict[str, jax.Array]) -> jax.Array:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) * lax.rsqrt(var + 1e-5) * p["scale"] + p["bias"]
+
+
+def forward(params: dict[str, Any], tokens: jax.Array, n_heads: int) -> jax.Array:
+    b, t = tokens.shape
+    x = params["embed"][tokens] + params["pos"][:t]
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    n_layers = sum(k.startswith("layer_") for k in params)
+    for i in range(n_layers):
+        p = params[f"layer_{i}"]
+        h = layer_norm(x, p["ln1"])
+        qkv = h @ p["qkv"]["kernel"] + p["qkv"]["bias"]
+        q, k, v = jnp.split(qkv.reshape(b, t, 3 * n_heads, -1), 3, axis=2)
+        att = jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1])
+        att = jax.nn.softmax(jnp.where(causal, att, -jnp.inf), axis=-1)
+        o = jnp.einsum("bhts,bshd->bthd", att, v).reshape(b, t, -1)
+        x = x + o @ p["out"]["kernel"] + p["out"]["bias"]
+        h = layer_norm(x, p["ln2"])
+        h = jax.nn.gelu(h @ p["fc"]["kernel"] + p["fc"]["bias"])
+        x = x + h @ p["proj"]["kernel"] + p["proj"]["bias"]
+    x = layer_norm(x, params["ln_f"])
+    return x @ params["embed"].T  # tied output embedding
+
+
+def loss_fn(params: dict[str, Any], windows: jax.Array, n_heads: int) -> jax.Array:
+    logits = forward(params, windows[:, :-1], n_heads)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, 1:]).mean()
+
+
+# ----------------------------------------------------------------------------- pruning arms
+
+
+def ramp_at(count: jax.Array, target: Any, ramp_steps: int, begin: int) -> jax.Array:
+    """Zhu & Gupta's cubic ramp s_t = s_f (1 - (1 - (t - t0) / (n dt))^3), clipped to [0, 1]."""
+    frac = jnp.clip((count - begin) / ramp_steps, 0.0, 1.0)
+    return jnp.asarray(target, jnp.float32) * (1.0 - (1.0 - frac) ** 3)
+
+
+def kth_smallest(scores: list[jax.Array], k: jax.Array) -> jax.Array:
+    """The k-th smallest entry over all ``scores`` (-1 for k = 0: nothing at or below it)."""
+    flat = jnp.sort(jnp.concatenate([s.ravel() for s in scores]))
+    return jnp.where(k > 0, flat[jnp.clip(k - 1, 0, flat.size - 1)], -1.0)
+
+
+def thresholds(scores: list[jax.Array], s: jax.Array, per_tensor: bool) -> list[jax.Array]:
+    """One quantile for all leaves, or one per leaf, leaving floor(s n) entries at or below."""
+    if per_tensor:
+        return [kth_smallest([x], jnp.floor(s * x.size).astype(jnp.int32)) for x in scores]
+    n = sum(x.size for x in scores)
+    return [kth_smallest(scores, jnp.floor(s * n).astype(jnp.int32))] * len(scores)
+
+
+class CountState(NamedTuple):
+    count: jax.Array
+    keep: Any = None  # gmp: keep-masks of the kernels
+    inner: Any = None  # hard_fisher: the optimizer's state
+
+
+def find_nu(state: Any) -> Any:
+    """Adam's second moment ``nu`` from a (nested) optax state."""
+    if hasattr(state, "nu"):
+        return state.nu
+    if isinstance(state, tuple):
+        for s in state:
+            nu = find_nu(s)
+            if nu is not None:
+                return nu
+    return None
+
+
+def gmp(target: Any, kmask: Any, *, begin: int, ramp_steps: int, every: int, per_tensor: bool):
+    """Gradual magnitude pruning as the last transformation of a chain."""
+
+    def init_fn(params):
+        keep = [jnp.ones_like(p) for p, m in zip(*_flat(params, kmask), strict=True) if m]
+        return CountState(jnp.zeros([], jnp.int32), keep)
+
+    def update_fn(updates, state, params):
+        p_leaves, m_leaves = _flat(params, kmask)
+        u_leaves, treedef = jax.tree.flatten(updates)
+        idx = [i for i, m in enumerate(m_leaves) if m]
+        z = [(p_leaves[i] + u_leaves[i]) * k for i, k in zip(idx, state.keep, strict=True)]
+        t = state.count
+        due = (t >= begin) & (t <= begin + ramp_steps) & ((t - begin) % every == 0)
+
+        def prune():
+            taus = thresholds(
+                [jnp.abs(x) for x in z], ramp_at(t, target, ramp_steps, begin), per_tensor
+            )
+            return [k * (jnp.abs(x) > tau) for k, x, tau in zip(state.keep, z, taus, strict=True)]
+
+        keep = lax.cond(due, prune, lambda: state.keep)
+        out = list(u_leaves)
+        for i, x, k in zip(idx, z, keep, strict=True):
+            out[i] = x * k - p_leaves[i]
+        return treedef.unflatten(out), CountState(t + 1, keep)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def thresholding(
+    target: Any,
+    kmask: Any,
+    *,
+    kind: str,
+    begin: int,
+    ramp_steps: int,
+    every: int = 1,
+    per_tensor: bool = False,
+    inner: Any = None,
+):
+    """Hard / firm thresholding of ``z = p + u`` at the ramp's quantile, support frozen after.
+
+    With ``inner`` (an Adam-family optimizer) the transformation runs it first and scores a
+    weight by ``|z| (sqrt(nu) + 1e-8)``; otherwise it goes last in a chain, scoring ``|z|``.
+    """
+
+    def init_fn(params):
+        return CountState(
+            jnp.zeros([], jnp.int32), None, None if inner is None else inner.init(params)
+        )
+
+    def update_fn(updates, state, params):
+        inner_state = state.inner
+        if inner is not None:
+            updates, inner_state = inner.update(updates, inner_state, params)
+        p_leaves, m_leaves = _flat(params, kmask)
+        u_leaves, treedef = jax.tree.flatten(updates)
+        idx = [i for i, m in enumerate(m_leaves) if m]
+        z = [p_leaves[i] + u_leaves[i] for i in idx]
+        if inner is None:
+            scores = [jnp.abs(x) for x in z]
+        else:
+            nu = jax.tree.leaves(find_nu(inner_state))
+            scores = [jnp.abs(z[j]) * (jnp.sqrt(nu[i]) + 1e-8) for j, i in enumerate(idx)]
+        t, end = state.count, begin + ramp_steps
+        due = (t >= begin) & (t <= end) & (((t - begin) % every == 0) | (t == end))
+        frozen = t > end
+
+        def threshold():
+            taus = thresholds(scores, ramp_at(t, target, ramp_steps, begin), per_tensor)
+            out = []
+            for x, sc, tau in zip(z, scores, taus, strict=True):
+                y = x
+                if kind == "firm":  # MCP prox, gamma = 2: continuous, identity beyond 2 tau
+                    mid = jnp.sign(x) * (jnp.abs(x) - tau) * 2.0
+                    y = jnp.where(jnp.abs(x) <= 2.0 * tau, mid, x)
+                out.append(jnp.where(sc <= tau, jnp.zeros_like(x), y))
+            return out
+
+        new = lax.cond(due, threshold, lambda: z)
+        out = list(u_leaves)
+        for i, x in zip(idx, new, strict=True):
+            x = jnp.where(frozen & (p_leaves[i] == 0), 0.0, x)
+            out[i] = x - p_leaves[i]
+        return treedef.unflatten(out), CountState(t + 1, None, inner_state)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _flat(params: Any, kmask: Any) -> tuple[list[Any], list[bool]]:
+    return jax.tree.leaves(params), jax.tree.leaves(kmask)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
+    """The optimizer of ``method``; ``value`` is its target sparsity (or L1 strength)."""
+    steps = cfg.steps
+    sched = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, warmup_steps=max(1, int(0.05 * steps)), decay_steps=steps, end_value=0.0
+    )
+    begin, ramp_steps = int(cfg.begin_frac * steps), max(1, int(cfg.ramp_frac * steps))
+
+    def adamw():
+        return optax.chain(
+            optax.clip_by_global_norm(1.0),
+            optax.adamw(sched, b1=0.9, b2=0.99, weight_decay=0.0),
+        )
+
+    ramp = dict(begin=begin, ramp_steps=ramp_steps)
+    if method == "dense":
+        return adamw()
+    if method in ("gmp", "gmp_global"):
+        prune = gmp(value, kmask, every=cfg.prune_every, per_tensor=method == "gmp", **ramp)
+        return optax.chain(adamw(), prune)
+    target_options = dict(ramp_steps=ramp_steps, begin_step=begin, mask=kmask)
+    if method == "target":  # the library's defaults
+        return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
+    if method == "target_soft":  # the 0.1 default
+        st = optax_l1.sparsity_target(value, shrink="soft", **target_options)
+        return optax.chain(adamw(), st)
+    if method == "target_adam":
+        return optax_l1.sparsity_target(value, optimizer=adamw(), **target_options)
+    if method == "proximal_adam":
+        prox = optax_l1.proximal_adam(
+            learning_rate=sched, strength=value, b1=0.9, b2=0.99, mask=kmask
+        )
+        return optax.chain(optax.clip_by_global_norm(1.0), prox)
+    if method == "adamw_l1_prox":
+        return optax.chain(adamw(), optax_l1.l1_prox(value, learning_rate=sched, mask=kmask))
+    if method == "hard_fisher":
+        return thresholding(value, kmask, kind="hard", inner=adamw(), **ramp)
+    kind = "firm" if method == "firm" else "hard"
+    every = cfg.prune_every if method == "hard_every50" else 1
+    arm = thresholding(
+        value, kmask, kind=kind, every=every, per_tensor=method == "hard_pertensor", **ramp
+    )
+    return optax.chain(adamw(), arm)
+
+
+def zero_fractions(params: Any, kmask: Any) -> tuple[float, dict[str, float]]:
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    per, zeros, size = {}, 0, 0
+    for (path, p), m in zip(flat, jax.tree.leaves(kmask), strict=True):
+        if m:
+            z = int(np.sum(np.asarray(p) == 0))
+            per["/".join(k.key for k in path[:-1])] = z / p.size
+            zeros, size = zeros + z, size + p.size
+    return zeros / size, per
+
+
+class Runner:
+    """Compiles one method's step once; runs (value, seed) pairs with it."""
+
+    def __init__(self, method: str, cfg: argparse.Namespace, train: np.ndarray, evals: jax.Array):
+        self.method, self.cfg, self.train, self.evals = method, cfg, train, evals
+        params = init_params(jax.random.key(0), cfg)
+        self.kmask = kernel_mask(params)
+        heads = cfg.heads
+
+        def step(params, opt_state, batch, value):
+            loss, grads = jax.value_and_grad(loss_fn)(params, batch, heads)
+            tx = make_tx(method, value, self.kmask, cfg)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        def evaluate(params, windows):
+            return lax.map(lambda w: loss_fn(params, w, heads), windows).mean()
+
+        t0 = time.perf_counter()
+        opt_state = self.init_state(params)
+        batch = jnp.zeros((cfg.batch, cfg.context + 1), jnp.int32)
+        self.step = (
+            jax.jit(step, donate_argnums=(0, 1))
+            .lower(params, opt_state, batch, jnp.float32(0.5))
+            .compile()
+        )
+        self.evaluate = jax.jit(evaluate).lower(params, evals).compile()
+        self.compile_s = time.perf_counter() - t0
+
+    def init_state(self, params):
+        return make_tx(self.method, jnp.float32(0.5), self.kmask, self.cfg).init(params)
+
+    def run(self, value: float, seed: int) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        params = init_params(jax.random.key(seed), cfg)
+        opt_state = self.init_state(params)
+        rng = np.random.default_rng(seed)
+        width = cfg.context + 1
+        v = jnp.float32(value)
+        losses = []
+        for _ in range(cfg.steps):
+            starts = rng.integers(0, self.train.size - width + 1, cfg.batch)
+            batch = self.train[starts[:, None] + np.arange(width)[None, :]].astype(np.int32)
+            params, opt_state, loss = self.step(params, opt_state, batch, v)
+            losses.append(loss)
+        bpb = float(self.evaluate(params, self.evals)) / math.log(2)
+        train_s = time.perf_counter() - t0
+        zeros, per = zero_fractions(params, self.kmask)
+        tail = np.asarray(jnp.stack(losses[-max(1, cfg.steps // 10) :]))
+        return {
+            "method": self.method,
+            "value": value,
+            "seed": seed,
+            "bits_per_byte": bpb,
+            "zeros": zeros,
+            "per_tensor_zeros": per,
+            "train_bpb_tail": float(tail.mean()) / math.log(2),
+            "finite": bool(np.isfinite(bpb)),
+            "wall_s": train_s,
+        }
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, float]]:
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], r["value"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        b = np.array([r["bits_per_byte"] for r in rs])
+        z = np.array([r["zeros"] for r in rs])
+        out[key] = {
+            "n": len(rs),
+            "bpb": float(b.mean()),
+            "bpb_sd": float(b.std(ddof=1)) if len(rs) > 1 else 0.0,
+            "zeros": float(z.mean()),
+            "zeros_sd": float(z.std(ddof=1)) if len(rs) > 1 else 0.0,
+            "wall_s": float(np.mean([r["wall_s"] for r in rs])),
+        }
+    return out
+
+
+def tables(runs: list[dict[str, Any]]) -> str:
+    summ = summarize(runs)
+    parts = []
+    for kinds, label in ((None, "target"), (STRENGTH_METHODS, "strength")):
+        keys = [k for k in summ if (k[0] in STRENGTH_METHODS) == (kinds is not None)]
+        if not keys:
+            continue
+        methods = list(dict.fromkeys(k[0] for k in keys))
+        values = sorted({k[1] for k in keys if k[0] != "dense"})
+        headers = ["method", *(f"{label} {v:g}" for v in values), "s/run"]
+        rows = []
+        for m in methods:
+            cells = []
+            for v in values:
+                s = summ.get((m, v)) or (summ.get((m, 0.0)) if m == "dense" else None)
+                if s is None:
+                    cells.append("")
+                    continue
+                z = 100 * s["zeros"]
+                cells.append(f"{s['bpb']:.4f} ± {s['bpb_sd']:.4f} [{z:.1f}%] (n={s['n']})")
+            wall = np.mean([s["wall_s"] for k, s in summ.items() if k[0] == m])
+            rows.append([m, *cells, f"{wall:.0f}"])
+        parts.append(markdown_table(headers, rows))
+    return "\n\n".join(parts)
+
+
+def plot(runs: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summ = summarize(runs)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in dict.fromkeys(k[0] for k in summ):
+        pts = sorted(
+            (s["zeros"], s["bpb"], s["bpb_sd"], s["zeros_sd"]) for k, s in summ.items() if k[0] == m
+        )
+        x, y, yerr, xerr = (np.array(c) for c in zip(*pts, strict=True))
+        if m == "dense":
+            ax.axhline(y.mean(), color="k", ls=":", label=f"dense ({y.mean():.3f})")
+            continue
+        ax.errorbar(100 * x, y, yerr=yerr, xerr=100 * xerr, marker="o", capsize=3, label=m)
+    ax.set_xlabel("kernel zeros (%)")
+    ax.set_ylabel("validation bits/byte")
+    ax.set_title("byte-level transformer LM: sparsity frontier (mean ± sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny model, 30 steps: smoke test")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--context", type=int, default=128)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--mlp", type=int, default=512)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1")
+    p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
+    p.add_argument(
+        "--strength",
+        type=float,
+        nargs="+",
+        default=[1e-4],
+        help="L1 strengths of proximal_adam / adamw_l1_prox",
+    )
+    p.add_argument(
+        "--methods", nargs="+", default=["dense", "gmp", "target", "hard"], choices=METHODS
+    )
+    p.add_argument("--begin-frac", type=float, default=0.1, help="ramp start / steps")
+    p.add_argument("--ramp-frac", type=float, default=0.5, help="ramp length / steps")
+    p.add_argument("--prune-every", type=int, default=50, help="GMP pruning interval")
+    p.add_argument("--eval-batches", type=int, default=64)
+    p.add_argument("--eval-batch", type=int, default=32)
+    p.add_argument("--json", default=None, help="raw per-run results (rewritten after each run)")
+    p.add_argument("--plot", default=None, help="frontier figure (png)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.batch, args.context, args.d_model, args.mlp = 30, 8, 32, 32, 128
+        args.seeds, args.targets, args.prune_every = 1, [0.5], 5
+        args.eval_batches, args.eval_batch = 4, 8
+        if "--methods" not in (argv if argv is not None else sys.argv[1:]):
+            args.methods = ["dense", "gmp", "target"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    cfg = parse_args(argv)
+    train, val, n_files = load_corpus()
+    info = header(
+        "transformer_lm",
+        steps=cfg.steps,
+        batch=cfg.batch,
+        context=cfg.context,
+        d_model=cfg.d_model,
+        heads=cfg.heads,
+        mlp=cfg.mlp,
+        layers=cfg.layers,
+        lr=cfg.lr,
+        seeds=cfg.seeds,
+        begin=int(cfg.begin_frac * cfg.steps),
+        ramp_steps=int(cfg.ramp_frac * cfg.steps),
+        prune_every=cfg.prune_every,
+        files=n_files,
+        train_bytes=train.size,
+        val_bytes=val.size,
+    )
+    evals = jnp.asarray(eval_windows(val, cfg.eval_batches, cfg.eval_batch, cfg.context + 1))
+    runs: list[dict[str, Any]] = []
+    compile_s: dict[str, float] = {}
+    for method in cfg.methods:
+        runner = Runner(method, cfg, train, evals)
+        compile_s[method] = runner.compile_s
+        if method == "dense":
+            values = [0.0]
+        elif method in STRENGTH_METHODS:
+            values = cfg.strength
+        else:
+            values = cfg.targets
+        for value in values:
+            for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
+                r = runner.run(value, seed)
+                runs.append(r)
+                print(
+                    f"{method:>15} value={value:<7g} seed={seed} bits/byte={r['bits_per_byte']:.4f}"
+                    f" zeros={100 * r['zeros']:.2f}% train_tail={r['train_bpb_tail']:.3f}"
+                    f" {r['wall_s']:.1f}s (compile {runner.compile_s:.1f}s)",
+                    flush=True,
+                )
+                write_json(
+                    cfg.json,
+                    {"info": info, "config": vars(cfg), "compile_s": compile_s, "runs": runs},
+                )
+    print()
+    print(tables(runs))
+    if cfg.plot:
+        plot(runs, cfg.plot)
+    total = time.perf_counter() - t_start
+    print(f"total wall time {total:.1f}s")
+    return {
+        "info": info,
+        "runs": runs,
+        "summary": {f"{k[0]}@{k[1]:g}": v for k, v in summarize(runs).items()},
+        "compile_s": compile_s,
+        "wall_s": total,
+    }
+
+
+if __name__ == "__main__":
+    main()
