@@ -369,7 +369,9 @@ def sparsity_target(
         (0: none; the last search of the ramp is unsmoothed so a frozen support is on target).
       quantile: ``"radix"``, ``"bisect"`` or ``"sort"``: how the threshold is found.
       latent: keep the dense latent weights :math:`\tilde w` (one float32 copy of the
-        regularized params in the state); ``False``: :math:`\tilde w = p`, no copy.
+        regularized params in the state); ``False``: :math:`\tilde w = p`, no copy. The copy
+        assumes the params change only through these updates: after replacing the params
+        (loading other weights), initialize a new state.
       optimizer: optional; an optax optimizer with a diagonal second moment in its state
         (``nu``: adam, adamw, rmsprop...; ``sum_of_squares``: adagrad). The returned
         transformation then *is* that optimizer followed by the thresholding, and a weight's
