@@ -89,14 +89,21 @@ def prox_update(
     return aligned.merge(landed), aux
 
 
+def landed(aligned: _tree.Aligned, updates: Any) -> list[Any]:
+    """``p + updates`` on the selected leaves as ``optax.apply_updates`` gives them (in the
+    params' dtype), None elsewhere."""
+    new = aligned.treedef.flatten_up_to(updates)
+    return [
+        jnp.asarray(jnp.asarray(p) + u).astype(jnp.asarray(p).dtype) if sel else None
+        for p, u, sel in zip(aligned.params, new, aligned.selected, strict=True)
+    ]
+
+
 def landed_zeros(aligned: _tree.Aligned, updates: Any) -> tuple[jax.Array, int]:
     """Exact zeros of ``p + updates`` over the selected leaves, and their number of entries."""
-    new = aligned.treedef.flatten_up_to(updates)
     zeros, size = jnp.zeros([], jnp.int32), 0
-    for p, u, sel in zip(aligned.params, new, aligned.selected, strict=True):
-        if sel:
-            p = jnp.asarray(p)
-            landed = jnp.asarray(p + u).astype(p.dtype)  # as optax.apply_updates does
-            zeros += jnp.sum(landed == 0, dtype=jnp.int32)
-            size += int(np.size(p))
+    for x in landed(aligned, updates):
+        if x is not None:
+            zeros += jnp.sum(x == 0, dtype=jnp.int32)
+            size += int(np.size(x))
     return zeros, size

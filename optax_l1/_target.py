@@ -213,14 +213,10 @@ def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any) -> Any:
     weight that goes on taking the optimizer's updates and comes back when it outgrows the
     threshold."""
     z_leaves = aligned.treedef.flatten_up_to(z)
-    new = aligned.treedef.flatten_up_to(updates)
-    out = []
-    for p, u, x, sel in zip(aligned.params, new, z_leaves, aligned.selected, strict=True):
-        if not sel:
-            out.append(None)
-            continue
-        landed = jnp.asarray(jnp.asarray(p) + u).astype(x.dtype)
-        out.append(jnp.where(landed == 0, x, landed))
+    out = [
+        None if w is None else jnp.where(w == 0, x, w.astype(x.dtype))
+        for w, x in zip(_step.landed(aligned, updates), z_leaves, strict=True)
+    ]
     return aligned.treedef.unflatten(out)
 
 
