@@ -1,4 +1,6 @@
-"""Exact selection: the k-th smallest entry of several non-negative float arrays."""
+"""Exact selection: the k-th smallest entry of several non-negative float arrays, and how many
+entries are at most it (the zeros a threshold there gives, ties included), found in the same
+passes."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ METHODS: tuple[str, ...] = ("radix", "bisect", "sort")
 _DIGIT_BITS = 16  # 2 passes of a 65,536-bin count for float32: half the passes of 8 bits
 
 
-def kth_smallest_bisect(scores: list[jax.Array], k: jax.Array) -> jax.Array:
-    """The k-th smallest (k >= 1) entry of non-negative float arrays, exactly.
+def kth_smallest_bisect(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The k-th smallest (k >= 1) entry of non-negative float arrays, exactly, and the number
+    of entries at most it.
 
     Bisection on bit patterns: for floats >= 0 the integer view is monotone, so 31 (63 for
     float64) fixed halvings of ``[-1, bits(max)]`` land on the exact value. Each halving
@@ -25,21 +28,30 @@ def kth_smallest_bisect(scores: list[jax.Array], k: jax.Array) -> jax.Array:
     itype, halvings = (jnp.int64, 63) if dtype == jnp.float64 else (jnp.int32, 31)
     bits = [lax.bitcast_convert_type(s, itype) for s in scores]
     hi = jnp.max(jnp.stack([jnp.max(b) for b in bits]))
+    total = jnp.asarray(sum(int(b.size) for b in bits), jnp.int32)
 
-    def halve(_, lo_hi):
-        lo, hi = lo_hi
+    def halve(_, state):
+        lo, hi, at_hi = state
         mid = lo + (hi - lo) // 2
-        enough = sum(jnp.sum(b <= mid, dtype=jnp.int32) for b in bits) >= k
-        return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
+        at_mid = sum(jnp.sum(b <= mid, dtype=jnp.int32) for b in bits)
+        enough = at_mid >= k
+        return (
+            jnp.where(enough, lo, mid),
+            jnp.where(enough, mid, hi),
+            jnp.where(enough, at_mid, at_hi),
+        )
 
-    _, hi = lax.fori_loop(0, halvings, halve, (jnp.asarray(-1, itype), hi))
-    return lax.bitcast_convert_type(hi, dtype)
+    init = (jnp.asarray(-1, itype), hi, total)
+    _, hi, at_most = lax.fori_loop(0, halvings, halve, init)
+    return lax.bitcast_convert_type(hi, dtype), at_most
 
 
-def kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> jax.Array:
-    """The k-th smallest (k >= 1) entry by one sort of all entries: O(n log n), gathers."""
+def kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The k-th smallest (k >= 1) entry by one sort of all entries (O(n log n), gathers), and
+    the number of entries at most it."""
     flat = jnp.sort(jnp.concatenate([s.ravel() for s in scores]))
-    return flat[jnp.clip(k - 1, 0, flat.size - 1)]
+    kth = flat[jnp.clip(k - 1, 0, flat.size - 1)]
+    return kth, jnp.searchsorted(flat, kth, side="right").astype(jnp.int32)
 
 
 def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int, itype: Any) -> jax.Array:
@@ -56,8 +68,10 @@ def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int, itype: A
     return counts[:bins]
 
 
-def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> jax.Array:
-    """The k-th smallest (k >= 1) entry of non-negative float arrays, exactly, by radix select.
+def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The k-th smallest (k >= 1) entry of non-negative float arrays, exactly, by radix select,
+    and the number of entries at most it (the entries below the last digit's bin plus those
+    in it and the bins under it).
 
     The integer view of a float >= 0 is monotone, so the answer is found digit by digit from
     the top, 16 bits at a time: 2 passes of a 65,536-bin count for 32-bit floats (4 for
@@ -69,16 +83,21 @@ def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> jax.Array:
     width = 8 * jnp.dtype(itype).itemsize
     bits = [lax.bitcast_convert_type(s, itype) for s in scores]
     prefix, rank = jnp.zeros([], itype), jnp.asarray(k, jnp.int32)
+    at_most = rank
     for shift in range(width - _DIGIT_BITS, -1, -_DIGIT_BITS):
         cum = jnp.cumsum(_digit_counts(bits, prefix, shift, itype))
         digit = jnp.sum(cum < rank).astype(jnp.int32)  # the digit whose bin holds rank
         below = jnp.where(digit > 0, cum[jnp.maximum(digit - 1, 0)], 0)
+        at_most = k - rank + cum[digit]  # below the prefix, plus its bins up to the digit
         prefix, rank = (prefix << _DIGIT_BITS) | digit.astype(itype), rank - below
-    return lax.bitcast_convert_type(prefix, dtype)
+    return lax.bitcast_convert_type(prefix, dtype), at_most
 
 
-def kth_smallest(scores: list[jax.Array], k: jax.Array, method: Method) -> jax.Array:
-    """The k-th smallest (k >= 1) entry of ``scores`` by ``method`` (see the functions above)."""
+def kth_smallest(
+    scores: list[jax.Array], k: jax.Array, method: Method
+) -> tuple[jax.Array, jax.Array]:
+    """The k-th smallest (k >= 1) entry of ``scores`` by ``method`` (see the functions above)
+    and the number of entries at most it (int32)."""
     find = {
         "radix": kth_smallest_radix,
         "bisect": kth_smallest_bisect,

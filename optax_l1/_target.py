@@ -37,7 +37,10 @@ class SparsityTargetState(NamedTuple):
       threshold: the score threshold :math:`\tau` of the last search (0 before the first);
         weights scoring at most it were zeroed. With ``shrink="soft"``,
         ``threshold / learning_rate`` is the L1 strength that search amounted to.
-      sparsity: the fraction of exact zeros in the regularized leaves after the last update.
+      sparsity: the fraction of the regularized entries the last search zeroed (ties at the
+        threshold included), counted by the search itself; the support is held between
+        searches, so this is the fraction of exact zeros, except for a survivor that lands on
+        exactly 0 (rare in float32, possible for bfloat16 params). 0 before the first search.
       scheduled: the ramp's sparsity :math:`s_t` at the last update (what ``sparsity`` was
         steered to; ``target`` once the ramp is over).
       latent: with ``latent=True``, the dense weights (float32, a tree like params with None
@@ -116,14 +119,17 @@ def _score(x: jax.Array, d: jax.Array | None, dtype: Any) -> jax.Array:
 
 
 def _threshold(
-    scores: Callable[[], list[jax.Array]], phase: _Phase, previous: jax.Array, cfg: _Config
-) -> jax.Array:
-    """The threshold of a due search: the k-th smallest score, ``k = floor(s_t n)`` (moving
-    average ``smoothing`` with the previous search's, except on the last search); 0 when no
-    search is due or when the search gives no finite, non-negative value.
+    scores: Callable[[], list[jax.Array]], phase: _Phase, state: SparsityTargetState, cfg: _Config
+) -> tuple[jax.Array, jax.Array]:
+    """The threshold of a due search and the fraction of scores at most it (the zeros it
+    gives), else the last search's. The threshold is the k-th smallest score,
+    ``k = floor(s_t n)`` (moving average ``smoothing`` with the previous search's, except on
+    the last search); with ``k = 0`` nothing is zeroed (``-inf``). A NaN score is not
+    zeroed (it stays visible in the weights).
 
     ``scores`` is called inside the search's branch, so a step without a search never
-    computes (or stores) them.
+    computes them; the zero count comes with the selection (one more pass only with
+    ``smoothing``).
     """
     shapes = jax.eval_shape(scores)
     n = sum(int(s.size) for s in shapes)
@@ -132,63 +138,95 @@ def _threshold(
     dtype = shapes[0].dtype
     # At most n - 1 zeros: a target just under 1 may round up to 1 in float32.
     k = jnp.minimum(jnp.floor(phase.scheduled * n).astype(jnp.int32), n - 1)
-    previous = previous.astype(dtype)
+    smoothed = not _checks.is_literal_zero(cfg.smoothing)
 
     def search():
-        kth = _select.kth_smallest(scores(), jnp.maximum(k, 1), cfg.quantile)
+        leaves = scores()
+        kth, at_most = _select.kth_smallest(leaves, jnp.maximum(k, 1), cfg.quantile)
+        if not smoothed:
+            tau = jnp.where(k > 0, kth, -jnp.inf)
+            return tau, jnp.where(k > 0, at_most, 0).astype(jnp.float32) / n
         beta = jnp.where(phase.last, 0.0, jnp.asarray(cfg.smoothing, dtype)).astype(dtype)
-        return beta * previous + (1 - beta) * jnp.where(k > 0, kth, 0)
+        tau = beta * state.threshold.astype(dtype) + (1 - beta) * jnp.where(k > 0, kth, 0)
+        zeroed = sum((jnp.sum(x <= tau, dtype=jnp.int32) for x in leaves), jnp.int32(0))
+        return tau, zeroed.astype(jnp.float32) / n
 
-    tau = lax.cond(phase.due, search, lambda: jnp.zeros([], dtype)).astype(dtype)
-    return jnp.where(~jnp.isfinite(tau) | (tau < 0), 0, tau)
+    def held():
+        return jnp.asarray(-jnp.inf, dtype), state.sparsity
+
+    return lax.cond(phase.due, search, held)
 
 
-def _shrink(x: jax.Array, d: jax.Array | None, tau: jax.Array, mode: str) -> jax.Array:
-    """Zero where the score is at most ``tau`` (as the search counted); the survivors kept as
-    they are (``"hard"``) or soft-thresholded at ``tau / d`` (``"soft"``)."""
-    dead = _score(x, d, tau.dtype) <= tau
+def _shrink(
+    x: jax.Array, w: jax.Array, d: jax.Array | None, tau: jax.Array, mode: str
+) -> jax.Array:
+    """Zero ``x`` where the score of ``w`` is at most ``tau`` (as the search counted); the
+    survivors kept as they are (``"hard"``) or soft-thresholded at ``tau / d`` (``"soft"``,
+    where ``w`` is ``x``)."""
+    dead = _score(w, d, tau.dtype) <= tau
     if mode == "hard":
         return jnp.where(dead, jnp.zeros_like(x), x)
+    tau = jnp.maximum(tau, 0)  # -inf: nothing zeroed, nothing shrunk (NaN stays NaN)
     t = tau if d is None else tau / d
     y = _operators.soft_threshold_tree(x, t.astype(jnp.real(x).dtype))
     return y if d is None else jnp.where(dead, jnp.zeros_like(y), y)
 
 
 def _target_prox(
-    scale: list[Any] | None, phase: _Phase, previous: jax.Array, cfg: _Config
+    sources: list[Any] | None,
+    scale: list[Any] | None,
+    phase: _Phase,
+    state: SparsityTargetState,
+    cfg: _Config,
 ) -> _step.ProxMap:
-    """The map of one step: ``z -> (thresholded z, tau)``."""
+    """The map of one step: ``z -> (thresholded z, (tau, zeroed fraction))``.
+
+    The search scores ``z``, or ``sources`` (the params before this step's update) when
+    given: a buffer that exists already, so that a step without a search writes no
+    full-size temporary for the search to read.
+    """
 
     def prox(z, step, count):
         del step, count
         z_leaves, z_def = jax.tree.flatten(z, is_leaf=_tree.is_none)
         d_leaves = [None] * len(z_leaves) if scale is None else scale
-        live = [(x, d) for x, d in zip(z_leaves, d_leaves, strict=True) if x is not None]
+        w_leaves = z_leaves if sources is None else sources
+        live = [(w, d) for w, x, d in zip(w_leaves, z_leaves, d_leaves, strict=True) if x is not None]
         if scale is not None and any(d is None for _, d in live):
             raise ValueError(
                 "`sparsity_target`: `optimizer` keeps no second moment for some regularized "
                 "leaves (e.g. they are masked out of an optax.multi_transform); exclude them "
                 "with `mask`"
             )
-        if sum(int(x.size) for x, _ in live) == 0:
-            return z, jnp.zeros([], jnp.float32)
-        wide = any(x.dtype in (jnp.float64, jnp.complex128) for x, _ in live)
+        if sum(int(w.size) for w, _ in live) == 0:
+            return z, (jnp.zeros([], jnp.float32), state.sparsity)
+        wide = any(jnp.result_type(w) in (jnp.float64, jnp.complex128) for w, _ in live)
         sdt = jnp.float64 if wide else jnp.float32
-        tau = _threshold(lambda: [_score(x, d, sdt) for x, d in live], phase, previous, cfg)
-        pairs = zip(z_leaves, d_leaves, strict=True)
-        new = [None if x is None else _shrink(x, d, tau, cfg.shrink) for x, d in pairs]
-        return z_def.unflatten(new), tau
+        tau, zeroed = _threshold(lambda: [_score(w, d, sdt) for w, d in live], phase, state, cfg)
+        triples = zip(z_leaves, w_leaves, d_leaves, strict=True)
+        new = [None if x is None else _shrink(x, w, d, tau, cfg.shrink) for x, w, d in triples]
+        return z_def.unflatten(new), (tau, zeroed)
 
     return prox
 
 
-def _hold_support(aligned: _tree.Aligned, shrunk: Any, phase: _Phase) -> Any:
-    """The search's result on a due step; otherwise the optimizer's update bit for bit, with
-    zero weights kept at zero once a search has run (the held support)."""
+def _hold_support(aligned: _tree.Aligned, shrunk: Any, phase: _Phase, exact: bool) -> Any:
+    """The search's result on a due step; otherwise the step unshrunk, with zero weights
+    kept at zero once a search has run (the held support).
+
+    Unshrunk is the optimizer's update bit for bit when ``exact``; else the map's landing on
+    ``z`` (within rounding of it): with a latent copy ``z = latent + u`` is written as the
+    new copy anyway, and landing on it lets XLA fuse the optimizer's update into that one
+    write instead of keeping it as a full-size temporary.
+    """
     s_leaves = aligned.treedef.flatten_up_to(shrunk)
     leaves = zip(aligned.updates, s_leaves, aligned.params, aligned.selected, strict=True)
     new = [
-        jnp.where(phase.due, s, jnp.where(phase.keep & (p == 0), jnp.zeros_like(u), u))
+        jnp.where(
+            phase.keep & ~phase.due & (p == 0),
+            jnp.zeros_like(u),
+            jnp.where(phase.due, s, u) if exact else s,
+        )
         if sel
         else None
         for u, s, p, sel in leaves
@@ -196,26 +234,36 @@ def _hold_support(aligned: _tree.Aligned, shrunk: Any, phase: _Phase) -> Any:
     return aligned.merge(new)
 
 
-def _next_state(state, phase: _Phase, tau, zeros, size, latent, inner_state):
-    """The last search's threshold is kept until the next search."""
+def _next_state(state, phase: _Phase, tau, zeroed, latent, inner_state):
+    """The last search's threshold and zero fraction are kept until the next search."""
+    tau = jnp.maximum(tau, 0).astype(jnp.float32)  # -inf (nothing zeroed) logs as 0
     return SparsityTargetState(
         count=_transforms.next_count(state.count),
-        threshold=jnp.where(phase.due, tau, state.threshold).astype(jnp.float32),
-        sparsity=zeros.astype(jnp.float32) / jnp.float32(max(size, 1)),
+        threshold=jnp.where(phase.due, tau, state.threshold),
+        sparsity=zeroed,
         scheduled=phase.scheduled,
         latent=latent,
         inner_state=inner_state,
     )
 
 
-def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any) -> Any:
+def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any, shrink: str) -> Any:
     """The new params, except where they are zero: there the latent keeps ``z``, the dense
     weight that goes on taking the optimizer's updates and comes back when it outgrows the
-    threshold."""
+    threshold.
+
+    With hard thresholding and params in the latent's dtype, the survivors land on ``z``
+    itself (``z = latent + u`` and the latent equals the params there), so the new latent is
+    ``z``: no pass over the landed params.
+    """
     z_leaves = aligned.treedef.flatten_up_to(z)
     out = [
-        None if w is None else jnp.where(w == 0, x, w.astype(x.dtype))
-        for w, x in zip(_step.landed(aligned, updates), z_leaves, strict=True)
+        None
+        if w is None
+        else x
+        if shrink == "hard" and jnp.result_type(p) == x.dtype
+        else jnp.where(w == 0, x, w.astype(x.dtype))
+        for w, x, p in zip(_step.landed(aligned, updates), z_leaves, aligned.params, strict=True)
     ]
     return aligned.treedef.unflatten(out)
 
@@ -239,29 +287,37 @@ def _preconditioner(inner_state: Any, treedef: Any) -> list[Any]:
 
 
 def _init_state(params: Any, cfg: _Config, inner: Any, mask: Any) -> SparsityTargetState:
-    zero = jnp.zeros([], jnp.float32)
+    def zero():  # one buffer per field: a state is often donated, and a buffer only once
+        return jnp.zeros([], jnp.float32)
+
     inner_state = optax.EmptyState()
     if inner is not None:
         inner_state = inner.init(_inner.inexact_only(params))
         _preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
     copy = _init_latent(params, mask) if cfg.latent else None
-    return SparsityTargetState(_transforms.zero_count(), zero, zero, zero, copy, inner_state)
+    return SparsityTargetState(_transforms.zero_count(), zero(), zero(), zero(), copy, inner_state)
 
 
 def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precondition: bool):
     """One update after the wrapped optimizer's (if any): the pieces above, in order."""
     aligned = _tree.align(_NAME, updates, params, mask)
     phase = _phase(state.count, cfg)
-    scale = _preconditioner(inner_state, aligned.treedef) if precondition else None
-    prox = _target_prox(scale, phase, state.threshold, cfg)
     base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
-    shrunk, tau = _step.prox_update(
+    # Without a latent copy, a hard search scores the params before the update (in the
+    # metric before it): no temporary. Else it scores z, which is the new latent copy.
+    before = base is None and cfg.shrink == "hard"
+    scale = None
+    if precondition:
+        scale = _preconditioner(state.inner_state if before else inner_state, aligned.treedef)
+    prox = _target_prox(aligned.params if before else None, scale, phase, state, cfg)
+    shrunk, (tau, zeroed) = _step.prox_update(
         prox, aligned, jnp.float32(0), state.count, name=_NAME, base=base
     )
-    out = _hold_support(aligned, shrunk, phase)
-    zeros, size = _step.landed_zeros(aligned, out)
-    latent = None if base is None else _next_latent(aligned, out, _step.points(aligned, base))
-    return out, _next_state(state, phase, tau, zeros, size, latent, inner_state)
+    out = _hold_support(aligned, shrunk, phase, exact=base is None)
+    latent = None
+    if base is not None:
+        latent = _next_latent(aligned, out, _step.points(aligned, base), cfg.shrink)
+    return out, _next_state(state, phase, tau, zeroed, latent, inner_state)
 
 
 def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
@@ -327,17 +383,19 @@ def sparsity_target(
     optimizer's updates there (the gradient at the sparse point: a straight-through
     estimator), so it comes back when it outgrows the threshold. This is gradual magnitude
     pruning (Zhu & Gupta 2017) with one global threshold found exactly at every step and a
-    dense latent copy (as torchao's pruning-aware training keeps by default); with
-    ``latent=False``, :math:`\tilde w = p` and a zeroed weight restarts from 0 (plain
-    iterative hard thresholding). On a small transformer LM this beats GMP by 0.08-0.10
+    dense latent copy (as torchao's pruning-aware training keeps by default). With
+    ``latent=False`` there is no copy: the search scores the params *before* the update,
+    :math:`d \odot |p_t|` (GMP's order: prune, then step the survivors; this reads no
+    temporary), and a zeroed weight stays zero. On a small transformer LM this beats GMP by 0.08-0.10
     bits/byte at 80-95% zeros, 3 seeds (``benchmarks/RESULTS.md``). After each search exactly
     :math:`k_t` entries are zero (more only if entries tie at the threshold; for
     bfloat16/float16 params, also where ``p + u`` rounds a small survivor to 0).
 
     Between searches (``update_every > 1``) and after the ramp (``hold="support"``, the
     default) the support is held: zero weights stay zero and the others take the
-    optimizer's update unchanged, so the zero fraction never exceeds the ramp's value at the
-    last search. Before the first search the update passes through bit for bit.
+    optimizer's update unshrunk, so the zero fraction never exceeds the ramp's value at the
+    last search. Before the first search the params land on :math:`\tilde w + u`, the
+    optimizer's step to within rounding (bit for bit with ``latent=False``).
 
     ``shrink="soft"`` soft-thresholds the survivors by :math:`\tau_t / d` instead (the
     L1 proximal step whose strength is the smallest that reaches :math:`s_t`, the 0.1
@@ -345,11 +403,13 @@ def sparsity_target(
     method at high sparsity (digits at 95-98% zeros, ``benchmarks/RESULTS.md``).
 
     Cost: a search is ``quantile="radix"`` (default): an exact radix select over the float
-    bits, 2 passes of a 65,536-bin count for float32 (4 for float64). ``"bisect"``: 31
-    global counts, reductions only (sharded params are never gathered). ``"sort"``: one sort
-    of all entries (gathers sharded params). A step without a search costs a few
-    element-wise operations; ``update_every=k`` spreads a search's cost over ``k`` steps.
-    ``latent=True`` keeps one float32 copy of the regularized params in the state.
+    bits, 2 passes of a 65,536-bin count for float32 (4 for float64), which also give the
+    zero count. ``"bisect"``: 31 global counts, reductions only (sharded params are never
+    gathered). ``"sort"``: one sort of all entries (gathers sharded params). A step without
+    a search adds no full-size temporary: with ``latent=False`` it fuses into the
+    optimizer's own loop; ``latent=True`` keeps one float32 copy of the regularized params
+    in the state and reads and writes it every step. ``update_every=k`` spreads a search's
+    cost over ``k`` steps (measured ratios: ``benchmarks/RESULTS.md``).
 
     Args:
       target: the final fraction of exact zeros :math:`s \in [0, 1)`.

@@ -113,45 +113,57 @@ def _phase(due=True, keep=False, last=False, scheduled=0.5):
     return _target._Phase(jnp.float32(scheduled), jnp.bool_(due), jnp.bool_(keep), jnp.bool_(last))
 
 
-def test_threshold_is_the_kth_score_on_a_search_else_zero():
-    values = [jnp.array([0.5, 0.1, 0.9, 0.3]), jnp.array([0.7, 0.2])]
+def test_threshold_is_the_kth_score_and_counts_its_zeros_on_a_search_else_held():
+    values = [jnp.array([0.5, 0.1, 0.9, 0.3]), jnp.array([0.7, 0.3])]
 
     def scores():
         return values
 
-    previous = jnp.float32(0.05)
-    assert float(_target._threshold(scores, _phase(), previous, CFG)) == pytest.approx(0.3)
-    assert float(_target._threshold(scores, _phase(due=False), previous, CFG)) == 0.0
-    assert float(_target._threshold(scores, _phase(scheduled=0.1), previous, CFG)) == 0.0  # k=0
+    zero = jnp.zeros([], jnp.float32)
+    state = _target.SparsityTargetState(zero, jnp.float32(0.05), jnp.float32(0.25), zero, None, ())
+
+    def run(phase, cfg=CFG):
+        tau, zeroed = _target._threshold(scores, phase, state, cfg)
+        return float(tau), float(zeroed)
+
+    assert run(_phase()) == (pytest.approx(0.3), pytest.approx(3 / 6))  # k = 3, and 0.3 twice
+    assert run(_phase(due=False)) == (-np.inf, 0.25)  # no search: the last search's zeros
+    assert run(_phase(scheduled=0.1)) == (-np.inf, 0.0)  # k = 0: nothing zeroed
     smooth = CFG._replace(smoothing=0.5)
     want = 0.5 * 0.05 + 0.5 * 0.3
-    assert float(_target._threshold(scores, _phase(), previous, smooth)) == pytest.approx(want)
+    assert run(_phase(), smooth) == (pytest.approx(want), pytest.approx(1 / 6))  # 0.1 only
     last = _phase(last=True)  # the search before freezing is unsmoothed
-    assert float(_target._threshold(scores, last, previous, smooth)) == pytest.approx(0.3)
+    assert run(last, smooth) == (pytest.approx(0.3), pytest.approx(3 / 6))
 
 
 def test_shrink_zeroes_exactly_the_scores_at_most_tau():
     x = jnp.array([0.5, -0.2, 0.05, -1.0])
     d = jnp.array([1.0, 2.0, 10.0, 0.1])  # scores |x| d = 0.5, 0.4, 0.5, 0.1
     tau = jnp.float32(0.45)
-    hard = _target._shrink(x, d, tau, "hard")
+    hard = _target._shrink(x, x, d, tau, "hard")
     np.testing.assert_array_equal(hard, np.float32([0.5, 0.0, 0.05, 0.0]))
-    soft = _target._shrink(x, d, tau, "soft")
+    soft = _target._shrink(x, x, d, tau, "soft")
     np.testing.assert_allclose(soft, [0.5 - 0.45, 0.0, 0.05 - 0.045, 0.0], rtol=1e-6)
-    np.testing.assert_allclose(_target._shrink(x, None, jnp.float32(0.3), "soft"), np_soft(x, 0.3))
+    np.testing.assert_allclose(_target._shrink(x, x, None, jnp.float32(0.3), "soft"), np_soft(x, 0.3))
     np.testing.assert_array_equal(
-        _target._shrink(x, None, jnp.float32(0.3), "hard"), np.float32([0.5, 0, 0, -1.0])
+        _target._shrink(x, x, None, jnp.float32(0.3), "hard"), np.float32([0.5, 0, 0, -1.0])
     )
+    w = jnp.array([0.1, 1.0, 1.0, 0.2])  # scores taken from w (the weights before a step)
+    np.testing.assert_array_equal(
+        _target._shrink(x, w, None, jnp.float32(0.3), "hard"), np.float32([0, -0.2, 0.05, 0])
+    )
+    assert not np.any(np.isnan(_target._shrink(x, x, None, -jnp.float32(np.inf), "soft")))
 
 
 def test_hold_support_passes_the_update_before_a_search_and_holds_zeros_after():
     params = {"w": jnp.array([0.0, 1.0, -2.0])}
     updates = {"w": jnp.array([0.3, 0.1, 0.2])}
     aligned = _tree.align("t", updates, params, None)
-    shrunk = {"w": jnp.array([0.25, 0.05, 0.15])}
-    out = _target._hold_support(aligned, shrunk, _phase(due=False))
-    np.testing.assert_array_equal(out["w"], updates["w"])  # no search yet: bit for bit
-    out = _target._hold_support(aligned, shrunk, _phase(due=False, keep=True))
-    np.testing.assert_array_equal(out["w"], np.float32([0.0, 0.1, 0.2]))  # zero stays zero
-    out = _target._hold_support(aligned, shrunk, _phase())
-    np.testing.assert_array_equal(out["w"], shrunk["w"])  # a search: its result
+    shrunk = {"w": jnp.array([0.25, 0.05, 0.15])}  # the map's landing (on z)
+    for exact, unshrunk in ((True, updates["w"]), (False, shrunk["w"])):
+        out = _target._hold_support(aligned, shrunk, _phase(due=False), exact)
+        np.testing.assert_array_equal(out["w"], unshrunk)  # no search yet
+        out = _target._hold_support(aligned, shrunk, _phase(due=False, keep=True), exact)
+        np.testing.assert_array_equal(out["w"], np.where([True, False, False], 0.0, unshrunk))
+        out = _target._hold_support(aligned, shrunk, _phase(), exact)
+        np.testing.assert_array_equal(out["w"], shrunk["w"])  # a search: its result
