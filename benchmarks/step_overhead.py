@@ -59,7 +59,9 @@ class Row:
     cycle: int = 1  # each timed sample runs a multiple of this many steps (amortized cost)
 
 
-def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
+def make_rows(
+    lr: float, lam: float, every_latent: str = "1,10,100", every_plain: str = "10,25"
+) -> tuple[list[Row], list[str]]:
     """The rows to time, and the names of optional transforms this optax_l1 lacks."""
     opts = {
         "sgd": lambda: optax.sgd(lr),
@@ -160,15 +162,19 @@ def make_rows(lr: float, lam: float) -> tuple[list[Row], list[str]]:
         )
     else:
         skipped.append("ftrl")
-    rows += target_rows(opts["adam"])
+    rows += target_rows(opts["adam"], every_latent, every_plain)
     return rows, skipped
 
 
-def target_rows(adam) -> list[Row]:
+def target_rows(adam, every_latent: str, every_plain: str) -> list[Row]:
     """adam vs adam + sparsity_target searching every k steps, timed over whole k-step cycles
-    (the amortized cost); a ramp of 10^6 steps keeps every search inside the ramp."""
+    (the amortized cost); a ramp of 10^6 steps keeps every search inside the ramp. The
+    comma lists ``every_latent`` / ``every_plain`` give the k of the rows with and without
+    the latent copy."""
     rows = []
-    for every, latent in ((1, True), (10, True), (100, True), (10, False)):
+    pairs = [(int(k), True) for k in every_latent.split(",") if k]
+    pairs += [(int(k), False) for k in every_plain.split(",") if k]
+    for every, latent in pairs:
 
         def make(every=every, latent=latent):
             target = optax_l1.sparsity_target(
@@ -255,7 +261,6 @@ def run_row(row: Row, layout: str, shapes, grads, args, hlo_dir: str | None) -> 
     for arm in arms:
         arm(args.warmup)
     inner = max(_common.calibrate_inner(arm, args.min_time) for arm in arms)
-    inner = -(-inner // row.cycle) * row.cycle  # whole cycles: each sample holds its searches
     inner = -(-inner // row.cycle) * row.cycle  # whole cycles: each sample holds its searches
     times = _common.interleaved_times(arms, args.reps, inner)
     ratio = times[:, 1] / times[:, 0]
@@ -374,6 +379,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--min-time", type=float, default=0.01, help="seconds per timed sample")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--strength", type=float, default=1e-4)
+    p.add_argument(
+        "--target-every", default="1,10,100", help="sparsity_target rows: update_every list"
+    )
+    p.add_argument(
+        "--target-every-plain",
+        default="10,25",
+        help="sparsity_target(latent=False) rows: update_every list",
+    )
     p.add_argument("--dump-hlo", default=None, help="folder for the compiled HLO of each step")
     p.add_argument(
         "--diagnose",
@@ -400,7 +413,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         out = diagnose(args)
         _common.write_json(args.json, {"info": info, "diagnose": out})
         return out
-    rows, skipped = make_rows(args.lr, args.strength)
+    rows, skipped = make_rows(args.lr, args.strength, args.target_every, args.target_every_plain)
     if args.rows:
         keep = set(args.rows.split(","))
         rows = [r for r in rows if r.name in keep]

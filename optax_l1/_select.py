@@ -13,6 +13,7 @@ from jax import lax
 Method = Literal["radix", "bisect", "sort"]
 METHODS: tuple[str, ...] = ("radix", "bisect", "sort")
 _DIGIT_BITS = 16  # 2 passes of a 65,536-bin count for float32: half the passes of 8 bits
+_CHUNK = 2**16  # entries counted per scatter: bounds the select's temporaries
 
 
 def kth_smallest_bisect(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -54,18 +55,37 @@ def kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array,
     return kth, jnp.searchsorted(flat, kth, side="right").astype(jnp.int32)
 
 
-def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int, itype: Any) -> jax.Array:
-    """How many entries have the bits above ``shift + 16`` equal to ``prefix``, per value of
-    the 16-bit digit at ``shift``: one pass of a 65,536-bin count (a scatter-add of 0s and 1s)."""
+def _chunk_counts(counts: jax.Array, b: jax.Array, prefix: jax.Array, shift: int) -> jax.Array:
+    """``counts`` plus the digit counts of the flat array ``b`` (see :func:`_digit_counts`)."""
     bins = 2**_DIGIT_BITS
-    counts = jnp.zeros(bins + 1, jnp.int32)  # the last bin takes the entries off the prefix
-    width = 8 * jnp.dtype(itype).itemsize
+    width = 8 * jnp.dtype(b.dtype).itemsize
+    digit = ((b >> shift) & (bins - 1)).astype(jnp.int32)
+    if shift + _DIGIT_BITS < width:
+        digit = jnp.where((b >> (shift + _DIGIT_BITS)) == prefix, digit, bins)
+    return counts.at[digit].add(1, mode="promise_in_bounds")
+
+
+def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int) -> jax.Array:
+    """How many entries have the bits above ``shift + 16`` equal to ``prefix``, per value of
+    the 16-bit digit at ``shift``: one pass of a 65,536-bin count (a scatter-add of 1s).
+
+    A leaf is counted ``_CHUNK`` entries at a time, so the digits and the 1s the scatter
+    adds are chunk-sized: no temporary of the leaf's size.
+    """
+    counts = jnp.zeros(2**_DIGIT_BITS + 1, jnp.int32)  # the last bin: entries off the prefix
     for b in bits:
-        digit = ((b >> shift) & (bins - 1)).astype(jnp.int32)
-        if shift + _DIGIT_BITS < width:
-            digit = jnp.where((b >> (shift + _DIGIT_BITS)) == prefix, digit, bins)
-        counts = counts.at[digit.ravel()].add(1, mode="promise_in_bounds")
-    return counts[:bins]
+        flat = b.reshape(-1)
+        whole = flat.size // _CHUNK
+
+        def body(i, c, flat=flat):
+            chunk = lax.dynamic_slice(flat, (i * _CHUNK,), (_CHUNK,))
+            return _chunk_counts(c, chunk, prefix, shift)
+
+        if whole:
+            counts = lax.fori_loop(0, whole, body, counts)
+        if flat.size > whole * _CHUNK:
+            counts = _chunk_counts(counts, flat[whole * _CHUNK :], prefix, shift)
+    return counts[: 2**_DIGIT_BITS]
 
 
 def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -85,7 +105,7 @@ def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array
     prefix, rank = jnp.zeros([], itype), jnp.asarray(k, jnp.int32)
     at_most = rank
     for shift in range(width - _DIGIT_BITS, -1, -_DIGIT_BITS):
-        cum = jnp.cumsum(_digit_counts(bits, prefix, shift, itype))
+        cum = jnp.cumsum(_digit_counts(bits, prefix, shift))
         digit = jnp.sum(cum < rank).astype(jnp.int32)  # the digit whose bin holds rank
         below = jnp.where(digit > 0, cum[jnp.maximum(digit - 1, 0)], 0)
         at_most = k - rank + cum[digit]  # below the prefix, plus its bins up to the digit

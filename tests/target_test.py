@@ -238,6 +238,20 @@ def test_every_selection_finds_the_exact_kth_smallest_and_counts_up_to_it(dtype)
             assert int(at_most) == int(np.sum(ref <= ref[k - 1]))  # ties included
 
 
+def test_radix_select_counts_large_leaves_chunk_by_chunk():
+    # Leaves larger than one chunk of the count (2**16 entries), with a partial last chunk.
+    rng = np.random.default_rng(1)
+    sizes = (3 * 2**16 + 123, 2**16, 77)
+    leaves = [jnp.asarray(np.abs(rng.standard_normal(n)).astype(np.float32)) for n in sizes]
+    leaves[0] = leaves[0].at[:5000].set(0.25)  # ties
+    ref = np.sort(np.concatenate([np.asarray(x) for x in leaves]))
+    radix = jax.jit(_select.kth_smallest_radix)
+    for k in [1, 4000, 70_000, ref.size // 2, ref.size]:
+        kth, at_most = radix(leaves, jnp.asarray(k, jnp.int32))
+        assert float(kth) == ref[k - 1]
+        assert int(at_most) == int(np.sum(ref <= ref[k - 1]))
+
+
 @pytest.mark.parametrize("shrink", ["hard", "soft"])
 def test_update_every_holds_the_support_between_searches_and_quantiles_agree(shrink):
     lr = 0.05
@@ -653,3 +667,25 @@ def test_latent_copy_is_its_own_buffer_so_params_and_state_can_both_be_donated()
     for _ in range(3):
         params, state = step(params, state)
     assert int(jnp.sum(params["w"] == 0)) == 4
+
+
+@pytest.mark.parametrize("latent", [True, False])
+def test_a_step_needs_at_most_one_temporary_of_the_params_size(latent):
+    # Compile-time memory of one donated adam + sparsity_target step (search included): the
+    # scores of the search are the one full-size temporary; the counts go chunk by chunk.
+    params = {"w": jnp.zeros((1024, 1024), jnp.float32)}
+    leaf_bytes = 1024 * 1024 * 4
+    for every in (1, 10):
+        tx = optax.chain(
+            optax.adam(1e-3),
+            optax_l1.sparsity_target(0.9, ramp_steps=100, update_every=every, latent=latent),
+        )
+
+        @functools.partial(jax.jit, donate_argnums=(0, 1))
+        def step(p, s, g, tx=tx):
+            u, s = tx.update(g, s, p)
+            return optax.apply_updates(p, u), s
+
+        compiled = step.lower(params, tx.init(params), params).compile()
+        temp = compiled.memory_analysis().temp_size_in_bytes
+        assert leaf_bytes // 2 < temp <= leaf_bytes + 8 * _select._CHUNK * 4, temp
