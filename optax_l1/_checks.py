@@ -28,7 +28,7 @@ NO_PARAMS_MSG = (
 class Rule:
     """A rule a concrete number must satisfy: its text for messages and an elementwise test."""
 
-    def __init__(self, text: str, test: Callable[[np.ndarray], np.ndarray]):
+    def __init__(self, text: str, test: Callable[[Any], Any]):
         self.text = text
         self.test = test
 
@@ -131,6 +131,13 @@ def check_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE) -> None:
         check_number(name, leaf, rule, schedule=True)
 
 
+def checked_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE) -> Any:
+    """:func:`check_tree`, then the run-time policy on traced leaves (NaN where they break
+    ``rule``): the tree to use."""
+    check_tree(name, tree, rule)
+    return jax.tree.map(lambda x: x if concrete(x) is not None else runtime_checked(x, rule), tree)
+
+
 def check_flag(name: str, value: Any) -> bool:
     """A keyword flag must be a real bool (``"no"`` is truthy: refuse it rather than guess)."""
     if not isinstance(value, (bool, np.bool_)):
@@ -224,8 +231,29 @@ def check_params(name: str, params: Any) -> None:
         raise ValueError(NO_PARAMS_MSG.format(name=name))
 
 
-def as_schedule(value: optax.ScalarOrSchedule) -> Callable[[Any], Any]:
-    """A callable `count -> value` for a number or a schedule."""
-    if callable(value):
-        return value
-    return lambda count: value
+def runtime_checked(value: Any, rule: Rule) -> jax.Array:
+    """A hyperparameter known only at run time, as a float array: itself when it satisfies
+    ``rule`` and is finite, else NaN, so that the update it enters is NaN (which
+    ``optax.apply_if_finite`` and NaN checks catch) and never a plausible wrong result."""
+    x = jnp.asarray(value)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.float32)
+    ok = jnp.asarray(rule.test(x)) & jnp.isfinite(x)
+    return jnp.where(ok, x, jnp.asarray(jnp.nan, x.dtype))
+
+
+def as_schedule(
+    value: optax.ScalarOrSchedule, rule: Rule | None = NONNEGATIVE
+) -> Callable[[Any], Any]:
+    """A callable ``count -> value`` for a number or a schedule.
+
+    The run-time policy: a value known now was checked at construction and is returned as
+    it is; a schedule's value or a traced one (``optax.inject_hyperparams``) is checked
+    when it is read, by :func:`runtime_checked` (NaN where it breaks ``rule``).
+    """
+    if not callable(value) and concrete(value) is not None:
+        return lambda count: value
+    at = value if callable(value) else (lambda count: value)
+    if rule is None:
+        return at
+    return lambda count: runtime_checked(at(count), rule)

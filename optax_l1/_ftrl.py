@@ -147,10 +147,18 @@ def ftrl(
     )
     _checks.check_mask(mask)
     power_value = _checks.scalar_value(learning_rate_power)
-    # A Python float keeps float64 exact and lets `_ftrl_leaf` branch in Python; an array
-    # (inject_hyperparams) keeps its own dtype (no cast to float32).
-    power = -power_value if power_value is not None else -jnp.asarray(learning_rate_power)
-    lr_at, l1_at = _checks.as_schedule(learning_rate), _checks.as_schedule(strength)
+    # A Python float keeps float64 exact and lets `_ftrl_leaf` branch in Python; a value known
+    # only at run time (inject_hyperparams) keeps its dtype and is NaN unless <= 0.
+    power: Any = (
+        -power_value
+        if power_value is not None
+        else -_checks.runtime_checked(learning_rate_power, _checks.NONPOSITIVE)
+    )
+    beta_value: Any = beta
+    if _checks.concrete(beta) is None:
+        beta_value = _checks.runtime_checked(beta, _checks.NONNEGATIVE)
+    lr_at = _checks.as_schedule(learning_rate, _checks.POSITIVE)
+    l1_at = _checks.as_schedule(strength)
     l2_at, shrinkage_at = _checks.as_schedule(l2), _checks.as_schedule(l2_shrinkage)
 
     def init_fn(params):
@@ -166,7 +174,7 @@ def ftrl(
         aligned = _tree.align("ftrl", updates, params, mask)
         treedef = aligned.treedef
         n_leaves, z_leaves = (treedef.flatten_up_to(t) for t in (state.accumulator, state.linear))
-        hyper = dict(lr=jnp.asarray(lr_at(state.count)), power=power, beta=beta)
+        hyper = dict(lr=jnp.asarray(lr_at(state.count)), power=power, beta=beta_value)
         on = dict(l1=l1_at(state.count), l2=l2_at(state.count), shrinkage=shrinkage_at(state.count))
         off = dict.fromkeys(on, 0.0)  # masked-out leaves: FTRL without regularization
         leaves = zip(

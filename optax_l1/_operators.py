@@ -26,8 +26,9 @@ Axis = int | Sequence[int]
 def _soft_threshold_array(z: jax.Array, t: Any) -> jax.Array:
     if jnp.iscomplexobj(z):
         a = jnp.abs(z)
-        scale = jnp.maximum(1.0 - t / jnp.where(a > 0, a, 1.0), 0.0)
-        return jnp.where(a > t, z * scale, jnp.zeros_like(z))
+        # Written so that a NaN entry or threshold gives NaN (never a silent 0).
+        scale = jnp.maximum(1.0 - t / jnp.where(a == 0, 1.0, a), 0.0)
+        return jnp.where(a <= t, jnp.zeros_like(z), z * scale)
     # z - clip(z, -t, t) is sign(z) * max(|z| - t, 0) and gives +0.0 (not -0.0) inside.
     return z - jnp.clip(z, -t, t)
 
@@ -53,8 +54,8 @@ def group_norm(z: jax.Array, axis: tuple[int, ...]) -> jax.Array:
     float32 a group norm below ~1e-19 reads as 0 and one above ~1e19 as inf.
     """
     sq = jnp.sum(jnp.real(z * jnp.conj(z)), axis=axis, keepdims=True)
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+    zero = sq == 0  # a NaN entry gives a NaN norm
+    return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, sq)))
 
 
 def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ...]:
@@ -87,9 +88,11 @@ def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ..
 
 def _group_threshold_array(z: jax.Array, t: Any, axis: tuple[int, ...]) -> jax.Array:
     n = group_norm(z, axis)
-    scale = jnp.maximum(1.0 - t / jnp.where(n > 0, n, 1.0), 0.0)
-    # t == 0 is the identity, also for a group whose squared norm underflowed to 0.
-    return jnp.where((n > t) | (t == 0), z * scale.astype(z.dtype), jnp.zeros_like(z))
+    scale = jnp.maximum(1.0 - t / jnp.where(n == 0, 1.0, n), 0.0)
+    # t == 0 is the identity, also for a group whose squared norm underflowed to 0. A NaN
+    # entry (NaN norm) or threshold makes the group NaN: never a silently pruned group.
+    dead = (n <= t) & (t != 0)
+    return jnp.where(dead, jnp.zeros_like(z), z * scale.astype(z.dtype))
 
 
 # ----------------------------------------------------------------------------- pytrees
@@ -141,7 +144,7 @@ def soft_threshold(tree: Any, threshold: Any) -> Any:
       Parikh & Boyd, `Proximal Algorithms <https://web.stanford.edu/~boyd/papers/prox_algs.html>`_,
       2014, section 6.5.2.
     """
-    _checks.check_tree("threshold", threshold)
+    threshold = _checks.checked_tree("threshold", threshold)
     return soft_threshold_tree(tree, threshold)
 
 
@@ -184,8 +187,8 @@ def elastic_net_threshold(
       Zou & Hastie, `Regularization and variable selection via the elastic net
       <https://doi.org/10.1111/j.1467-9868.2005.00503.x>`_, 2005.
     """
-    _checks.check_tree("threshold", threshold)
-    _checks.check_tree("l2_scale", l2_scale)
+    threshold = _checks.checked_tree("threshold", threshold)
+    l2_scale = _checks.checked_tree("l2_scale", l2_scale)
     return elastic_net_tree(tree, threshold, l2_scale, nonnegative=nonnegative)
 
 
@@ -236,7 +239,7 @@ def group_soft_threshold(tree: Any, threshold: Any, *, axis: Axis) -> Any:
       Yuan & Lin, `Model selection and estimation in regression with grouped variables
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
-    _checks.check_tree("threshold", threshold)
+    threshold = _checks.checked_tree("threshold", threshold)
     return group_threshold_tree(tree, threshold, axis=axis)
 
 

@@ -57,6 +57,19 @@ def _check_result(name: str, treedef: Any, z: list[Any], result: Any) -> list[An
     return new_z
 
 
+def _as_input_dtype(name: str, result: Any, z: jax.Array) -> jax.Array:
+    """The map's result in the dtype of its input ``z`` (at least float32), so that an integer
+    or bfloat16 result lands exactly (its zeros on exact zeros); a complex result for a
+    real input raises."""
+    result = jnp.asarray(result)
+    if jnp.iscomplexobj(result) and not jnp.iscomplexobj(z):
+        raise ValueError(
+            f"`{name}`: the proximal operator returned {result.dtype} values for real "
+            f"{z.dtype} params"
+        )
+    return result.astype(z.dtype)
+
+
 def _landing(new_z: Any, p: Any, u: Any) -> jax.Array:
     """``new_z - p`` in a dtype that keeps ``p + (-p) == 0``: never narrower than params."""
     out_dtype = jnp.promote_types(jnp.result_type(u), jnp.result_type(p))
@@ -81,7 +94,12 @@ def prox_update(
     """
     z = points(aligned, base)
     result, aux = prox(z, step, count)
-    new_z = _check_result(name, aligned.treedef, jax.tree.leaves(z, is_leaf=_tree.is_none), result)
+    z_leaves = jax.tree.leaves(z, is_leaf=_tree.is_none)
+    new_z = _check_result(name, aligned.treedef, z_leaves, result)
+    new_z = [
+        None if x is None else _as_input_dtype(name, r, x)
+        for r, x in zip(new_z, z_leaves, strict=True)
+    ]
     landed = [
         None if nz is None else _landing(nz, p, u)
         for nz, p, u in zip(new_z, aligned.params, aligned.updates, strict=True)

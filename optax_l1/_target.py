@@ -191,7 +191,9 @@ def _target_prox(
         z_leaves, z_def = jax.tree.flatten(z, is_leaf=_tree.is_none)
         d_leaves = [None] * len(z_leaves) if scale is None else scale
         w_leaves = z_leaves if sources is None else sources
-        live = [(w, d) for w, x, d in zip(w_leaves, z_leaves, d_leaves, strict=True) if x is not None]
+        live = [
+            (w, d) for w, x, d in zip(w_leaves, z_leaves, d_leaves, strict=True) if x is not None
+        ]
         if scale is not None and any(d is None for _, d in live):
             raise ValueError(
                 "`sparsity_target`: `optimizer` keeps no second moment for some regularized "
@@ -313,11 +315,39 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     shrunk, (tau, zeroed) = _step.prox_update(
         prox, aligned, jnp.float32(0), state.count, name=_NAME, base=base
     )
-    out = _hold_support(aligned, shrunk, phase, exact=base is None)
+    bad = _runtime_bad(cfg)
+    out = _poison(aligned, _hold_support(aligned, shrunk, phase, exact=base is None), bad)
+    if bad is not None:
+        tau = jnp.where(bad, jnp.nan, tau)
     latent = None
     if base is not None:
         latent = _next_latent(aligned, out, _step.points(aligned, base), cfg.shrink)
     return out, _next_state(state, phase, tau, zeroed, latent, inner_state)
+
+
+_RUNTIME_RULES = (
+    ("target", _checks.FRACTION),
+    ("ramp_steps", _checks.at_least(1)),
+    ("begin_step", _checks.at_least(0)),
+    ("update_every", _checks.at_least(1)),
+    ("smoothing", _checks.DECAY),
+)
+
+
+def _runtime_bad(cfg: _Config) -> jax.Array | None:
+    """True when a hyperparameter known only at run time (``optax.inject_hyperparams``)
+    breaks its rule; None when every one was known, and checked, at construction."""
+    late = [(getattr(cfg, f), rule) for f, rule in _RUNTIME_RULES]
+    checked = [_checks.runtime_checked(v, rule) for v, rule in late if _checks.concrete(v) is None]
+    return None if not checked else jnp.isnan(sum(checked, jnp.float32(0)))
+
+
+def _poison(aligned: _tree.Aligned, out: Any, bad: jax.Array | None) -> Any:
+    """The run-time policy: NaN updates on the regularized leaves when ``bad``."""
+    if bad is None:
+        return out
+    leaves = zip(aligned.treedef.flatten_up_to(out), aligned.selected, strict=True)
+    return aligned.merge([jnp.where(bad, jnp.nan, u) if sel else None for u, sel in leaves])
 
 
 def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
@@ -332,6 +362,12 @@ def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
         "update_every", cfg.update_every, _checks.at_least(1), integer=True, scalar=True
     )
     _checks.check_number("smoothing", cfg.smoothing, _checks.DECAY, scalar=True)
+    begin, ramp = _checks.scalar_value(cfg.begin_step), _checks.scalar_value(cfg.ramp_steps)
+    if begin is not None and ramp is not None and begin + ramp >= 2**31 - 1:
+        raise ValueError(
+            f"`begin_step + ramp_steps` must be < 2**31 - 1 (the step count is int32), got "
+            f"{int(begin)} + {int(ramp)}"
+        )
     _checks.check_choice("ramp", cfg.ramp, _RAMPS)
     _checks.check_choice("hold", cfg.hold, _HOLDS)
     _checks.check_choice("quantile", cfg.quantile, _select.METHODS)
@@ -386,9 +422,9 @@ def sparsity_target(
     dense latent copy (as torchao's pruning-aware training keeps by default). With
     ``latent=False`` there is no copy: the search scores the params *before* the update,
     :math:`d \odot |p_t|` (GMP's order: prune, then step the survivors; this reads no
-    temporary), and a zeroed weight stays zero. On a small transformer LM this beats GMP by 0.08-0.10
-    bits/byte at 80-95% zeros, 3 seeds (``benchmarks/RESULTS.md``). After each search exactly
-    :math:`k_t` entries are zero (more only if entries tie at the threshold; for
+    temporary), and a zeroed weight stays zero. On a small transformer LM this beats GMP by
+    0.08-0.10 bits/byte at 80-95% zeros, 3 seeds (``benchmarks/RESULTS.md``). After each
+    search exactly :math:`k_t` entries are zero (more only if entries tie at the threshold; for
     bfloat16/float16 params, also where ``p + u`` rounds a small survivor to 0).
 
     Between searches (``update_every > 1``) and after the ramp (``hold="support"``, the

@@ -114,9 +114,16 @@ def proximal(
       2014.
     """
     _checks.check_callable("prox", prox, "prox(tree, step)")
-    return _counted_prox(
-        lambda z, step, count: (prox(z, step), None), learning_rate, mask, ProximalState, "proximal"
-    )
+    runtime = callable(learning_rate) or _checks.concrete(learning_rate) is None
+
+    def apply(z, step, count):
+        del count
+        out = prox(z, step)
+        if runtime:  # a bad run-time learning rate (NaN here) makes the update NaN
+            out = jax.tree.map(lambda x: jnp.where(jnp.isnan(step), jnp.nan, x), out)
+        return out, None
+
+    return _counted_prox(apply, learning_rate, mask, ProximalState, "proximal")
 
 
 def l1_prox(

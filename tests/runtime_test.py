@@ -1,0 +1,178 @@
+"""The run-time policy: a hyperparameter known only at run time (a schedule's value, one set
+through ``optax.inject_hyperparams``) that is negative, NaN or infinite makes the update NaN,
+and every proximal map propagates NaN from its input and its threshold; never a
+plausible-looking wrong result."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_l1
+
+PARAMS = {"w": jnp.array([[1.0, -0.5], [0.05, 2.0]]), "b": jnp.array([0.3, -0.2])}
+GRADS = {"w": jnp.array([[0.1, -0.2], [0.3, 0.4]]), "b": jnp.array([0.1, 0.1])}
+MASK = {"w": True, "b": False}
+
+# name -> (factory, keyword arguments, the argument set at run time, its rule's bad values)
+INJECTED = {
+    "l1_prox": (optax_l1.l1_prox, dict(strength=0.1, learning_rate=0.1), "strength"),
+    "l1_prox lr": (optax_l1.l1_prox, dict(strength=0.1, learning_rate=0.1), "learning_rate"),
+    "l1_prox l2": (optax_l1.l1_prox, dict(strength=0.1, learning_rate=0.1, l2=0.1), "l2"),
+    "group_l1_prox": (
+        lambda strength, learning_rate: optax_l1.group_l1_prox(
+            strength, learning_rate=learning_rate, axis=0, mask=MASK
+        ),
+        dict(strength=0.1, learning_rate=0.1),
+        "strength",
+    ),
+    "proximal_adam": (optax_l1.proximal_adam, dict(learning_rate=0.1, strength=0.1), "strength"),
+    "proximal_adagrad": (
+        optax_l1.proximal_adagrad,
+        dict(learning_rate=0.1, strength=0.1),
+        "strength",
+    ),
+    "ftrl": (optax_l1.ftrl, dict(learning_rate=0.1, strength=0.1), "learning_rate"),
+    "ftrl power": (
+        optax_l1.ftrl,
+        dict(learning_rate=0.1, strength=0.1, learning_rate_power=-0.5),
+        "learning_rate_power",
+    ),
+    "add_l1_subgradient": (optax_l1.add_l1_subgradient, dict(strength=0.1), "strength"),
+    "sparsity_target": (
+        lambda target: optax_l1.sparsity_target(target, ramp_steps=1, mask=MASK),
+        dict(target=0.5),
+        "target",
+    ),
+}
+
+
+def _bad_values(arg):
+    if arg == "learning_rate_power":
+        return [0.5, np.nan, -np.inf]
+    if arg == "target":
+        return [-0.1, 1.0, np.nan, np.inf]
+    return [-0.1, np.nan, np.inf]
+
+
+def _two_steps(tx, set_value=None):
+    state = tx.init(PARAMS)
+    if set_value is not None:
+        state.hyperparams.update(set_value)
+    params = PARAMS
+    for _ in range(2):
+        u, state = jax.jit(tx.update)(GRADS, state, params)
+        params = optax.apply_updates(params, u)
+    return u
+
+
+@pytest.mark.parametrize("name", sorted(INJECTED))
+def test_a_bad_hyperparameter_set_at_run_time_makes_the_update_nan(name):
+    factory, kwargs, arg = INJECTED[name]
+    tx = optax.inject_hyperparams(factory)(**kwargs)
+    good = _two_steps(tx)
+    want = _two_steps(factory(**kwargs))  # the same values, known at construction
+    for k in good:
+        np.testing.assert_allclose(good[k], want[k], rtol=1e-4, atol=1e-6)  # f32 vs Python
+    assert all(np.all(np.isfinite(good[k])) for k in good)
+    for bad in _bad_values(arg):
+        u = _two_steps(tx, {arg: jnp.asarray(bad, jnp.float32)})
+        assert np.all(np.isnan(u["w"])), (name, bad, u)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: optax_l1.l1_prox(s, learning_rate=0.1),
+        lambda s: optax_l1.group_l1_prox(s, learning_rate=0.1, axis=0),
+        lambda s: optax_l1.proximal_adam(0.1, strength=s),
+        lambda s: optax_l1.with_preconditioned_l1(optax.adam(0.1), strength=s, learning_rate=0.1),
+    ],
+    ids=["l1_prox", "group_l1_prox", "proximal_adam", "with_preconditioned_l1"],
+)
+def test_a_schedule_that_turns_negative_makes_the_update_nan(make):
+    schedule = optax.linear_schedule(0.1, -0.1, transition_steps=2)  # 0.1, 0.0, -0.1
+    tx = make(schedule)
+    state, params = tx.init(PARAMS["w"]), PARAMS["w"]
+    finite = []
+    for _ in range(3):
+        u, state = tx.update(GRADS["w"], state, params)
+        finite.append(bool(np.all(np.isfinite(u))))
+        params = optax.apply_updates(params, u)
+    assert finite[:2] == [True, True]
+    assert np.all(np.isnan(u))
+
+
+def test_a_nan_gradient_entry_makes_its_group_nan_never_a_silent_zero():
+    tx = optax.chain(optax.adam(0.1), optax_l1.group_l1_prox(0.5, learning_rate=0.1, axis=0))
+    params = jnp.ones((3, 4))
+    grads = jnp.ones((3, 4)).at[1, 2].set(jnp.nan)
+    u, _ = tx.update(grads, tx.init(params), params)
+    new = np.asarray(optax.apply_updates(params, u))
+    assert np.all(np.isnan(new[:, 2]))  # the column (group) with the NaN
+    assert np.all(np.isfinite(np.delete(new, 2, axis=1)))
+
+
+def test_prox_maps_propagate_nan_from_input_and_threshold():
+    x = jnp.ones((2, 2))
+    nan = jnp.asarray(jnp.nan)
+    with pytest.raises(ValueError, match="`threshold` must be finite"):  # known now: raises
+        optax_l1.group_soft_threshold(x, nan, axis=0)
+    # Traced (known only inside the step): NaN out.
+    assert np.all(np.isnan(jax.jit(lambda t: optax_l1.group_soft_threshold(x, t, axis=0))(nan)))
+    assert np.all(np.isnan(jax.jit(optax_l1.soft_threshold)(x, nan)))
+    assert np.all(np.isnan(jax.jit(optax_l1.soft_threshold)(x.astype(jnp.complex64), nan)))
+    assert np.all(np.isnan(jax.jit(optax_l1.elastic_net_threshold)(x, nan, 0.0)))
+    assert np.all(np.isnan(jax.jit(optax_l1.elastic_net_threshold)(x, 0.1, nan)))
+    y = x.at[0, 0].set(jnp.nan)
+    g = np.asarray(optax_l1.group_soft_threshold(y, 0.1, axis=0))
+    assert np.all(np.isnan(g[:, 0])) and np.all(np.isfinite(g[:, 1]))
+    c = np.asarray(optax_l1.soft_threshold(y.astype(jnp.complex64), 0.1))
+    assert np.isnan(c[0, 0]) and np.all(np.isfinite(c.ravel()[1:]))
+
+
+def test_proximal_lands_an_integer_or_bf16_result_exactly():
+    params = {"w": jnp.array([1.3, -0.2, 2.4])}
+    updates = {"w": jnp.array([0.4, 0.1, 0.2])}  # z = [1.7, -0.1, 2.6]
+    for prox, want in (
+        (lambda z, step: jax.tree.map(lambda x: jnp.round(x).astype(jnp.int32), z), [2, 0, 3]),
+        (
+            lambda z, step: jax.tree.map(
+                lambda x: jnp.where(jnp.abs(x) < 0.5, 0, x).astype(jnp.bfloat16), z
+            ),
+            np.asarray(jnp.asarray([1.7, 0.0, 2.6], jnp.bfloat16), np.float32),
+        ),
+    ):
+        tx = optax_l1.proximal(prox, learning_rate=0.1)
+        u, _ = tx.update(updates, tx.init(params), params)
+        new = optax.apply_updates(params, u)["w"]
+        assert new.dtype == jnp.float32
+        np.testing.assert_array_equal(new, np.float32(want))
+    tx = optax_l1.proximal(lambda z, step: jax.tree.map(lambda x: x * 1j, z), learning_rate=0.1)
+    with pytest.raises(ValueError, match="`proximal`: .* complex64 values for real float32"):
+        tx.update(updates, tx.init(params), params)
+
+
+def test_proximal_with_a_bad_run_time_learning_rate_is_nan():
+    tx = optax_l1.proximal(lambda z, step: z, learning_rate=lambda count: -0.1 * count)
+    params = jnp.ones(3)
+    u, state = tx.update(jnp.ones(3), tx.init(params), params)  # lr 0 at count 0: fine
+    assert np.all(np.isfinite(u))
+    u, _ = tx.update(jnp.ones(3), state, params)
+    assert np.all(np.isnan(u))
+
+
+def test_sparsity_target_step_count_past_int32_is_refused():
+    with pytest.raises(ValueError, match="`begin_step \\+ ramp_steps` must be < 2\\*\\*31"):
+        optax_l1.sparsity_target(0.5, ramp_steps=2**30, begin_step=2**30)
+
+
+def test_public_operators_with_a_traced_negative_threshold_give_nan():
+    x = jnp.array([1.0, -0.5, 0.05])
+    bad = jnp.float32(-0.1)
+    assert np.all(np.isnan(jax.jit(optax_l1.soft_threshold)(x, bad)))
+    assert np.all(np.isnan(jax.jit(lambda t: optax_l1.group_soft_threshold(x, t, axis=0))(bad)))
+    assert np.all(np.isnan(jax.jit(optax_l1.elastic_net_threshold)(x, 0.1, bad)))
+    ok = jax.jit(optax_l1.soft_threshold)(x, jnp.float32(0.1))
+    np.testing.assert_allclose(ok, [0.9, -0.4, 0.0], rtol=1e-6)
