@@ -49,20 +49,40 @@ def inexact_only(tree: Any) -> Any:
     return jax.tree.map(lambda x: x if _tree.is_inexact(x) else None, tree)
 
 
+def _is_masked(x: Any) -> bool:
+    return isinstance(x, optax.MaskedNode)
+
+
+def _merge_partitions(trees: list[Any]) -> Any:
+    """One tree from the accumulators of the partitions of an ``optax.multi_transform`` (each
+    a tree like params with ``optax.MaskedNode`` outside its partition, at a leaf or a whole
+    subtree for prefix labels); None unless every leaf is held by exactly one of them."""
+    live = [t for t in trees if not _is_masked(t)]
+    if len(live) <= 1:
+        return live[0] if live else optax.MaskedNode()
+    one_level = [jax.tree.flatten(t, is_leaf=lambda x, t=t: x is not t) for t in live]
+    treedef = one_level[0][1]
+    if jax.tree_util.treedef_is_leaf(treedef) or any(d != treedef for _, d in one_level):
+        return None  # one leaf held twice, or containers that differ
+    kids = [_merge_partitions(list(c)) for c in zip(*(k for k, _ in one_level), strict=True)]
+    return None if any(k is None for k in kids) else treedef.unflatten(kids)
+
+
 def find_accumulator(accumulator: Accumulator, inner_state: Any, name: str) -> Any:
     """The diagonal accumulator in a wrapped optimizer's state: by name (the first of several
     names found) or through a callable ``state -> tree``."""
     if callable(accumulator):
         return accumulator(inner_state)
     for key in (accumulator,) if isinstance(accumulator, str) else accumulator:
-        try:
-            acc = optax.tree_utils.tree_get(inner_state, key)
-        except KeyError:
+        found = [v for _, v in optax.tree_utils.tree_get_all_with_path(inner_state, key)]
+        acc = found[0] if len(found) == 1 else _merge_partitions(found) if found else None
+        if len(found) > 1 and acc is None:
             raise ValueError(
                 f"`{name}`: the state of `optimizer` holds several fields named "
-                f"{key!r}; wrap a single diagonal optimizer or pass `accumulator` as a "
-                "callable `state -> tree`"
-            ) from None
+                f"{key!r} that are not the partitions of one optax.multi_transform (each "
+                "leaf in exactly one); wrap a single diagonal optimizer or pass "
+                "`accumulator` as a callable `state -> tree`"
+            )
         if acc is not None:
             return acc
     fields = repr(accumulator) if isinstance(accumulator, str) else f"among {accumulator!r}"

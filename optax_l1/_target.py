@@ -192,7 +192,9 @@ def _target_prox(
         d_leaves = [None] * len(z_leaves) if scale is None else scale
         w_leaves = z_leaves if sources is None else sources
         live = [
-            (w, d) for w, x, d in zip(w_leaves, z_leaves, d_leaves, strict=True) if x is not None
+            (w, d)
+            for w, x, d in zip(w_leaves, z_leaves, d_leaves, strict=True)
+            if x is not None and x.size  # a zero-size leaf has nothing to count
         ]
         if scale is not None and any(d is None for _, d in live):
             raise ValueError(

@@ -689,3 +689,45 @@ def test_a_step_needs_at_most_one_temporary_of_the_params_size(latent):
         compiled = step.lower(params, tx.init(params), params).compile()
         temp = compiled.memory_analysis().temp_size_in_bytes
         assert leaf_bytes // 2 < temp <= leaf_bytes + 8 * _select._CHUNK * 4, temp
+
+
+def test_a_zero_size_regularized_leaf_is_counted_as_nothing():
+    params = {"w": jnp.arange(1.0, 13.0).reshape(3, 4), "e": jnp.ones((0, 4))}
+    grads = jax.tree.map(jnp.zeros_like, params)
+    for quantile in ("radix", "bisect", "sort"):
+        tx = optax_l1.sparsity_target(0.5, ramp_steps=1, quantile=quantile)
+        state = tx.init(params)
+        for _ in range(2):
+            u, state = tx.update(grads, state, params)
+        new = optax.apply_updates(params, u)
+        np.testing.assert_array_equal(new["w"].ravel()[:6], 0.0)  # the 6 smallest of 12
+        assert new["e"].shape == (0, 4)
+        assert float(state.sparsity) == 0.5
+
+
+def test_optimizer_may_be_a_multi_transform_of_diagonal_optimizers():
+    # Two adam partitions with the same settings are adam: the same scores, the same step.
+    params = {"enc": {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)}, "dec": jnp.ones(5)}
+    grads = jax.tree.map(lambda p: jnp.cos(3.0 * p), params)
+    split = optax.multi_transform(
+        {"a": optax.adam(0.1), "b": optax.adam(0.1)},
+        {"enc": "a", "dec": "b"},  # prefix labels
+    )
+    outs = []
+    for opt in (split, optax.adam(0.1)):
+        tx = optax_l1.sparsity_target(0.5, ramp_steps=2, optimizer=opt)
+        state, p = tx.init(params), params
+        for _ in range(3):
+            u, state = tx.update(grads, state, p)
+            p = optax.apply_updates(p, u)
+        outs.append(p)
+    for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True):
+        np.testing.assert_array_equal(a == 0, b == 0)
+        np.testing.assert_allclose(a, b, rtol=1e-6)  # fused differently: an ulp apart
+    both = optax.multi_transform(
+        {"a": optax.adam(0.1), "b": optax.chain(optax.adam(0.1), optax.adam(0.1))},
+        {"enc": "a", "dec": "b"},
+    )
+    tx = optax_l1.sparsity_target(0.5, ramp_steps=2, optimizer=both)
+    with pytest.raises(ValueError, match="several fields named 'nu' that are not the partitions"):
+        tx.init(params)
