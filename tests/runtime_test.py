@@ -176,3 +176,28 @@ def test_public_operators_with_a_traced_negative_threshold_give_nan():
     assert np.all(np.isnan(jax.jit(optax_l1.elastic_net_threshold)(x, 0.1, bad)))
     ok = jax.jit(optax_l1.soft_threshold)(x, jnp.float32(0.1))
     np.testing.assert_allclose(ok, [0.9, -0.4, 0.0], rtol=1e-6)
+
+
+def test_bf16_params_round_the_shrink_away_and_float32_master_weights_do_not():
+    # The documented behaviour (docs/guides/faults.rst): a per-step threshold below half the
+    # bf16 spacing of a weight is rounded away when the update is applied in bf16, so w = 1
+    # never moves; float32 master weights (cast to bf16 only for the forward pass) shrink it.
+    def run(dtype, steps=1100):
+        w = jnp.array([1.0, 0.01], dtype)
+        tx = optax.chain(optax.sgd(0.1), optax_l1.l1_prox(0.01, learning_rate=0.1))
+        state = tx.init(w)
+
+        @jax.jit
+        def step(w, state):
+            grads = jax.grad(lambda v: jnp.sum(v.astype(jnp.bfloat16) * 0).astype(jnp.float32))(w)
+            u, state = tx.update(grads, state, w)
+            return optax.apply_updates(w, u), state
+
+        for _ in range(steps):
+            w, state = step(w, state)
+        return np.asarray(w, np.float32)
+
+    bf16 = run(jnp.bfloat16)
+    assert bf16[0] == 1.0  # 1e-3 a step, against a bf16 spacing of 2**-7 at 1.0: never moves
+    assert bf16[1] == 0.0  # small weights still reach exact zero
+    np.testing.assert_array_equal(run(jnp.float32), [0.0, 0.0])  # 1 - 1100 * 1e-3 < 0
