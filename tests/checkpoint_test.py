@@ -2,7 +2,6 @@
 with an ``eval_shape`` target) inside ``optax.chain``, ``optax.inject_hyperparams`` and
 ``optax.MultiSteps``, and training resumes bit for bit."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np

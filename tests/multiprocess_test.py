@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import jax.numpy as jnp
+import multiprocess_worker as worker
 import numpy as np
 import pytest
-
-import multiprocess_worker as worker
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT_S = 240
