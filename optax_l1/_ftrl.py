@@ -35,7 +35,9 @@ def _ftrl_leaf(g, w, n, z, *, lr, l1, l2, shrinkage, power, beta):
             return jnp.sqrt(x) if power == 0.5 else jnp.power(x, power)
         return jnp.where(power == 0.5, jnp.sqrt(x), jnp.power(x, power))
 
-    n_new = n + g * g
+    # Saturate rather than overflow: a finite gradient whose square exceeds the dtype (1e20 in
+    # float32) would make n' inf and w NaN; optax.adagrad stays finite there. NaN stays NaN.
+    n_new = jnp.minimum(n + g * g, jnp.finfo(n.dtype).max)
     sigma = (pow_(n_new) - pow_(n)) / lr
     z_new = z + (g + 2 * shrinkage * w) - sigma * w
     quadratic = (pow_(n_new) + beta) / lr + 2 * l2
@@ -101,7 +103,9 @@ def ftrl(
     TensorFlow's ``l2`` is half the paper's :math:`\lambda_2`; ``l2_shrinkage`` adds
     :math:`\ell_{2,s}\|w\|_2^2` to the loss (the accumulator :math:`n` still uses the raw
     gradient). The new weights come from :math:`z` and :math:`n` only; the update returned
-    is :math:`w_{new} - w`, so zeroed weights are exactly ``0.0``.
+    is :math:`w_{new} - w`, so zeroed weights are exactly ``0.0``. :math:`n'` saturates at
+    the largest finite value of its dtype: a finite gradient whose square overflows (above
+    about 1.8e19 in float32) gives a finite step (not the exact one) instead of NaN.
 
     Args:
       learning_rate: :math:`\eta_t > 0`, number or schedule.

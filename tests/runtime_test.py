@@ -201,3 +201,18 @@ def test_bf16_params_round_the_shrink_away_and_float32_master_weights_do_not():
     assert bf16[0] == 1.0  # 1e-3 a step, against a bf16 spacing of 2**-7 at 1.0: never moves
     assert bf16[1] == 0.0  # small weights still reach exact zero
     np.testing.assert_array_equal(run(jnp.float32), [0.0, 0.0])  # 1 - 1100 * 1e-3 < 0
+
+
+def test_ftrl_stays_finite_on_a_gradient_whose_square_overflows_float32():
+    params = jnp.array([1.0, -0.5, 0.0])
+    grads = [jnp.array([1e20, 0.1, -0.2]), jnp.array([0.3, -0.1, 0.2])]
+    for tx in (optax_l1.ftrl(0.1, strength=0.01), optax.adagrad(0.1)):
+        state, p = tx.init(params), params
+        for g in grads:
+            u, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, u)
+        assert np.all(np.isfinite(p)), (tx, p)
+    # NaN still shows.
+    tx = optax_l1.ftrl(0.1, strength=0.01)
+    u, _ = tx.update(jnp.array([jnp.nan, 0.1, 0.1]), tx.init(params), params)
+    assert np.isnan(u[0]) and np.all(np.isfinite(u[1:]))
