@@ -65,6 +65,15 @@ def _chunk_counts(counts: jax.Array, b: jax.Array, prefix: jax.Array, shift: int
     return counts.at[digit].add(1, mode="promise_in_bounds")
 
 
+def _pack_small(bits: list[jax.Array]) -> list[jax.Array]:
+    """The leaves under one chunk concatenated into one flat array (one scatter for all of
+    them: the compiled step stays small for a tree of thousands of small leaves); larger
+    leaves as they are (never concatenated, so a sharded leaf is not gathered)."""
+    small = [b.reshape(-1) for b in bits if b.size < _CHUNK]
+    large = [b for b in bits if b.size >= _CHUNK]
+    return large + ([jnp.concatenate(small)] if len(small) > 1 else small)
+
+
 def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int) -> jax.Array:
     """How many entries have the bits above ``shift + 16`` equal to ``prefix``, per value of
     the 16-bit digit at ``shift``: one pass of a 65,536-bin count (a scatter-add of 1s).
@@ -73,7 +82,7 @@ def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int) -> jax.A
     adds are chunk-sized: no temporary of the leaf's size.
     """
     counts = jnp.zeros(2**_DIGIT_BITS + 1, jnp.int32)  # the last bin: entries off the prefix
-    for b in bits:
+    for b in _pack_small(bits):
         flat = b.reshape(-1)
         whole = flat.size // _CHUNK
 

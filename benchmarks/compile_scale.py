@@ -1,0 +1,95 @@
+"""Python-side scale: trace + compile time of one training step on a tree of many leaves.
+
+The step is ``params, state = step(params, state, grads)`` (jit, donated), for adamw alone and
+for adamw followed by optax_l1 transforms, on ``--leaves`` small kernels and biases (a
+Flax-like tree: ``layer_i/kernel`` of ``--dim x --dim`` and ``layer_i/bias``). Each
+transform is timed ``--reps`` times (fresh tracing each time), interleaved with adamw, and
+the ratio to adamw's time is reported (median of the per-repetition ratios).
+
+    python benchmarks/compile_scale.py --quick                     # smoke run, seconds
+    python benchmarks/compile_scale.py --leaves 5000 --reps 1      # the issue's setting
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _common import header, markdown_table, write_json
+
+import optax_l1
+
+
+def make_params(leaves: int, dim: int) -> dict[str, Any]:
+    n = max(leaves // 2, 1)
+    return {
+        f"layer_{i:05d}": {
+            "kernel": jax.ShapeDtypeStruct((dim, dim), jnp.float32),
+            "bias": jax.ShapeDtypeStruct((dim,), jnp.float32),
+        }
+        for i in range(n)
+    }
+
+
+def transforms() -> dict[str, Any]:
+    mask = optax_l1.kernel_mask
+    return {
+        "adamw": lambda: optax.adamw(1e-3),
+        "adamw + l1_prox": lambda: optax.chain(
+            optax.adamw(1e-3), optax_l1.l1_prox(1e-4, learning_rate=1e-3, mask=mask)
+        ),
+        "adamw + sparsity_target": lambda: optax.chain(
+            optax.adamw(1e-3), optax_l1.sparsity_target(0.9, ramp_steps=100, mask=mask)
+        ),
+    }
+
+
+def compile_seconds(make, shapes) -> float:
+    tx = make()
+    t0 = time.perf_counter()
+    state_shapes = jax.eval_shape(tx.init, shapes)
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    jax.jit(step, donate_argnums=(0, 1)).lower(shapes, state_shapes, shapes).compile()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="60 leaves, 1 rep (CI smoke run)")
+    p.add_argument("--leaves", type=int, default=5000, help="number of leaves (kernels + biases)")
+    p.add_argument("--dim", type=int, default=8)
+    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.leaves, args.reps = 60, 1
+    shapes = make_params(args.leaves, args.dim)
+    info = header("compile_scale", leaves=2 * len(shapes), dim=args.dim, reps=args.reps)
+    rows = transforms()
+    times: dict[str, list[float]] = {k: [] for k in rows}
+    for _ in range(args.reps):
+        for name, make in rows.items():  # interleaved: adamw, then each transform
+            times[name].append(compile_seconds(make, shapes))
+            print(f"{name:>28}: {times[name][-1]:.1f} s", flush=True)
+    base = np.array(times["adamw"])
+    table = [
+        [name, f"{np.median(t):.1f}", f"{np.median(np.array(t) / base):.2f}"]
+        for name, t in times.items()
+    ]
+    print(markdown_table(["step", "trace + compile (s)", "ratio to adamw"], table))
+    out = {"info": info, "seconds": times}
+    write_json(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
