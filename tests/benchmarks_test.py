@@ -173,3 +173,11 @@ def test_transformer_lm_quick(tmp_path):
     assert all(v == pytest.approx(0.5, abs=1e-6) for v in runs["gmp"]["per_tensor_zeros"].values())
     for r in runs.values():  # bits/byte of a byte model that learned something: under 8
         assert r["finite"] and 0 < r["bits_per_byte"] < 8
+
+
+def test_compile_scale_quick(tmp_path):
+    stdout, data = run_script("compile_scale", tmp_path)
+    assert_header(stdout, "compile_scale")
+    assert data["info"]["sizes"]["leaves"] == 60
+    assert set(data["seconds"]) == {"adamw", "adamw + l1_prox", "adamw + sparsity_target"}
+    assert all(finite_positive(t) for ts in data["seconds"].values() for t in ts)
