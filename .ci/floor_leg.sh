@@ -37,6 +37,7 @@ CORE_TESTS=(
   tests/adaptive_test.py
   tests/target_test.py
   tests/step_test.py
+  tests/runtime_test.py
   tests/checks_test.py
   tests/architecture_test.py
   tests/gauntlet_test.py
