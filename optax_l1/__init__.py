@@ -2,6 +2,8 @@
 
 import importlib.metadata
 
+from optax_l1._freeze import FreezeSupportState as FreezeSupportState
+from optax_l1._freeze import freeze_support as freeze_support
 from optax_l1._ftrl import FtrlState as FtrlState
 from optax_l1._ftrl import ftrl as ftrl
 from optax_l1._masks import kernel_mask as kernel_mask
@@ -37,6 +39,7 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
 
 __all__ = (
     "AddL1SubgradientState",
+    "FreezeSupportState",
     "FtrlState",
     "GroupL1ProxState",
     "L1ProxState",
@@ -47,6 +50,7 @@ __all__ = (
     "SparsityTargetState",
     "add_l1_subgradient",
     "elastic_net_threshold",
+    "freeze_support",
     "ftrl",
     "group_l1_penalty",
     "group_l1_prox",

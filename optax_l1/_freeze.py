@@ -1,0 +1,139 @@
+r"""Freezing the support of any proximal step: from a chosen step, zeros stay zero and the
+other weights take the optimizer's update unshrunk (the fine-tuning phase of pruning)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_l1 import _checks, _ftrl, _preconditioned, _target, _transforms, _tree
+
+_NAME = "freeze_support"
+# States of transforms that contain their optimizer: after the freeze their input is a
+# gradient, not a step, so it cannot be applied "unshrunk".
+_WHOLE_OPTIMIZERS = (
+    _preconditioned.PreconditionedL1State,
+    _preconditioned.ProximalAdamState,
+    _preconditioned.ProximalAdagradState,
+    _ftrl.FtrlState,
+)
+
+
+class FreezeSupportState(NamedTuple):
+    """State of :func:`freeze_support`: the count and the wrapped transform's state."""
+
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
+    inner_state: Any
+
+
+def _check_inner(inner_state: Any) -> None:
+    whole = isinstance(inner_state, _WHOLE_OPTIMIZERS) or (
+        isinstance(inner_state, _target.SparsityTargetState)
+        and not isinstance(inner_state.inner_state, optax.EmptyState)
+    )
+    if whole:
+        raise TypeError(
+            f"`{_NAME}` wraps the proximal step placed after an optimizer (l1_prox, "
+            f"group_l1_prox, proximal, ...); {type(inner_state).__name__} contains its "
+            "optimizer, so its input is a gradient that cannot be applied unshrunk"
+        )
+
+
+def _frozen_updates(aligned: _tree.Aligned, inner: Any, frozen: jax.Array) -> Any:
+    """The wrapped step's updates before the freeze; after it, the incoming update, zero
+    where the weight is zero. ``frozen`` may be NaN (a bad run-time ``begin_step``): then
+    the selected updates are NaN."""
+    bad = jnp.isnan(frozen)
+    leaves = zip(
+        aligned.updates,
+        aligned.treedef.flatten_up_to(inner),
+        aligned.params,
+        aligned.selected,
+        strict=True,
+    )
+    return aligned.merge(
+        [
+            jnp.where(bad, jnp.nan, jnp.where(frozen > 0, jnp.where(p == 0, 0, u), s))
+            if sel
+            else None
+            for u, s, p, sel in leaves
+        ]
+    )
+
+
+def freeze_support(
+    transform: optax.GradientTransformation,
+    *,
+    begin_step: jax.typing.ArrayLike,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""From ``begin_step`` on, zeros stay zero and the others train unshrunk.
+
+    Wraps the proximal step placed last in a chain (:func:`l1_prox`, :func:`group_l1_prox`,
+    :func:`proximal`, ...). Before ``begin_step`` the update is the wrapped step's; from
+    ``begin_step`` on it is the incoming update (the optimizer's step) where the weight is
+    not zero, and 0 where it is:
+
+    .. math::
+
+      u'_t = \begin{cases} \text{transform}(u_t) & t < t_0 \\
+        u_t \odot \mathbb{1}[p_t \ne 0] & t \ge t_0 \end{cases}
+
+    so the set of zeros is fixed at step :math:`t_0` and the survivors are no longer shrunk
+    (the fine-tuning phase of gradual magnitude pruning). Without it, a decaying learning
+    rate schedule shrinks the threshold and zeros come back at the end of training. The
+    wrapped state keeps being updated (its count goes on).
+
+    Args:
+      transform: the proximal step; not one that contains its optimizer
+        (:func:`proximal_adam`, :func:`with_preconditioned_l1`, :func:`proximal_adagrad`,
+        :func:`ftrl`, ``sparsity_target(optimizer=...)``: a TypeError at ``init``).
+        :func:`sparsity_target` holds its own support (``hold="support"``).
+      begin_step: :math:`t_0 \ge 0`, the count from which the support is frozen.
+      mask: a pytree of bools (prefix of params; True = frozen) or a callable
+        ``params -> mask``; elsewhere the wrapped step's update passes as it is.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state
+      :class:`FreezeSupportState`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> tx = optax.chain(
+      ...     optax.sgd(0.1),
+      ...     optax_l1.freeze_support(optax_l1.l1_prox(1.0, learning_rate=0.1), begin_step=1),
+      ... )
+      >>> params = jnp.array([0.05, 1.0])
+      >>> state = tx.init(params)
+      >>> grads = jnp.zeros(2)
+      >>> for g in (grads, jnp.array([-5.0, 0.0])):  # the second step would revive w[0]
+      ...     updates, state = tx.update(g, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> params  # zeroed at step 0, frozen from step 1; w[1] shrunk once, then not
+      Array([0. , 0.9], dtype=float32)
+    """
+    _checks.check_number("begin_step", begin_step, _checks.at_least(0), integer=True)
+    _checks.check_optimizer("transform", transform)
+    _checks.check_mask(mask)
+    inner = optax.with_extra_args_support(transform)
+    begin = _checks.as_schedule(begin_step)
+
+    def init_fn(params):
+        inner_state = inner.init(params)
+        _check_inner(inner_state)
+        return FreezeSupportState(_transforms.zero_count(), inner_state)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        _checks.check_params(_NAME, params)
+        shrunk, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+        aligned = _tree.align(_NAME, updates, params, mask)
+        start = jnp.asarray(begin(state.count), jnp.float32)  # NaN: a bad run-time value
+        frozen = jnp.where(jnp.isnan(start), jnp.nan, (state.count >= start) * 1.0)
+        out = _frozen_updates(aligned, shrunk, frozen)
+        count = _transforms.next_count(state.count)
+        return out, FreezeSupportState(count, inner_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,105 @@
+"""Tests for `optax_l1.freeze_support`: a fixed set of zeros and unshrunk survivors after
+the freeze, the wrapped step before it, for any proximal step placed last."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_l1
+
+
+def _problem():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((64, 20)), jnp.float32)
+    w_true = jnp.asarray(rng.standard_normal((20, 3)) * (rng.random((20, 3)) < 0.3), jnp.float32)
+    y = x @ w_true
+    params = {"w": jnp.asarray(rng.standard_normal((20, 3)), jnp.float32), "b": jnp.zeros(3)}
+
+    def loss(p):
+        return jnp.mean((x @ p["w"] + p["b"][None, :] - y) ** 2)
+
+    return params, loss
+
+
+MASK = {"w": True, "b": False}
+PROX = {
+    "l1_prox": lambda lr: optax_l1.l1_prox(0.3, learning_rate=lr, mask=MASK),
+    "group_l1_prox": lambda lr: optax_l1.group_l1_prox(1.0, learning_rate=lr, axis=1, mask=MASK),
+    "proximal": lambda lr: optax_l1.proximal(
+        lambda z, step: optax_l1.soft_threshold(z, 0.3 * step), learning_rate=lr, mask=MASK
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROX))
+def test_after_the_freeze_zeros_stay_and_survivors_take_the_optimizer_step(name):
+    # A warmup-cosine schedule: without the freeze the threshold decays and zeros come back.
+    lr = optax.warmup_cosine_decay_schedule(0.0, 0.05, 10, 200)
+    params, loss = _problem()
+    begin = 120
+    tx = optax.chain(optax.adam(lr), optax_l1.freeze_support(PROX[name](lr), begin_step=begin))
+    adam = optax.adam(lr)
+    state, adam_state = tx.init(params), adam.init(params)
+    zeros_at_begin = None
+    for t in range(200):
+        grads = jax.grad(loss)(params)
+        adam_u, adam_state = adam.update(grads, adam_state, params)
+        u, state = tx.update(grads, state, params)
+        if t >= begin:
+            w = np.asarray(params["w"])
+            if zeros_at_begin is None:
+                zeros_at_begin = w == 0
+                assert zeros_at_begin.mean() > 0.1  # the run made zeros to freeze
+            np.testing.assert_array_equal(w == 0, zeros_at_begin)  # the set is fixed
+            uw = np.asarray(u["w"])
+            np.testing.assert_array_equal(uw[w == 0], 0.0)
+            np.testing.assert_array_equal(uw[w != 0], np.asarray(adam_u["w"])[w != 0])
+        params = optax.apply_updates(params, u)
+    np.testing.assert_array_equal(np.asarray(params["w"]) == 0, zeros_at_begin)
+
+
+def test_before_the_freeze_it_is_the_wrapped_step_bit_for_bit():
+    params, loss = _problem()
+    lr = 0.05
+    plain = optax.chain(optax.adam(lr), PROX["l1_prox"](lr))
+    frozen = optax.chain(
+        optax.adam(lr), optax_l1.freeze_support(PROX["l1_prox"](lr), begin_step=50)
+    )
+    sp, sf, pp, pf = plain.init(params), frozen.init(params), params, params
+    for _ in range(50):
+        up, sp = plain.update(jax.grad(loss)(pp), sp, pp)
+        uf, sf = frozen.update(jax.grad(loss)(pf), sf, pf)
+        pp, pf = optax.apply_updates(pp, up), optax.apply_updates(pf, uf)
+    for k in pp:
+        np.testing.assert_array_equal(pp[k], pf[k])
+    assert int(sf[1].count) == 50 and int(sf[1].inner_state.count) == 50
+
+
+def test_freeze_support_refuses_transforms_that_contain_their_optimizer():
+    params = {"w": jnp.ones(3)}
+    for tx in (
+        optax_l1.proximal_adam(0.1, strength=0.1),
+        optax_l1.ftrl(0.1, strength=0.1),
+        optax_l1.sparsity_target(0.5, ramp_steps=3, optimizer=optax.adam(0.1)),
+    ):
+        with pytest.raises(TypeError, match="`freeze_support` wraps the proximal step"):
+            optax_l1.freeze_support(tx, begin_step=3).init(params)
+    with pytest.raises(ValueError, match="`begin_step` must be"):
+        optax_l1.freeze_support(optax_l1.l1_prox(0.1, learning_rate=0.1), begin_step=-1)
+    with pytest.raises(TypeError, match="`transform` must be an optax GradientTransformation"):
+        optax_l1.freeze_support(lambda u: u, begin_step=3)
+
+
+def test_a_bad_run_time_begin_step_makes_the_update_nan():
+    tx = optax.inject_hyperparams(
+        lambda begin_step: optax_l1.freeze_support(
+            optax_l1.l1_prox(0.1, learning_rate=0.1), begin_step=begin_step
+        )
+    )(begin_step=2)
+    params = jnp.ones(3)
+    state = tx.init(params)
+    state.hyperparams["begin_step"] = jnp.asarray(-1, jnp.int32)
+    u, _ = jax.jit(tx.update)(jnp.ones(3), state, params)
+    assert np.all(np.isnan(u))
