@@ -242,9 +242,7 @@ def runtime_checked(value: Any, rule: Rule) -> jax.Array:
     return jnp.where(ok, x, jnp.asarray(jnp.nan, x.dtype))
 
 
-def as_schedule(
-    value: optax.ScalarOrSchedule, rule: Rule | None = NONNEGATIVE
-) -> Callable[[Any], Any]:
+def as_schedule(value: Any, rule: Rule | None = NONNEGATIVE) -> Callable[[Any], Any]:
     """A callable ``count -> value`` for a number or a schedule.
 
     The run-time policy: a value known now was checked at construction and is returned as
