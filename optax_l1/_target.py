@@ -119,7 +119,12 @@ def _score(x: jax.Array, d: jax.Array | None, dtype: Any) -> jax.Array:
 
 
 def _threshold(
-    scores: Callable[[], list[jax.Array]], phase: _Phase, state: SparsityTargetState, cfg: _Config
+    scores: Callable[[], list[jax.Array]],
+    n: int,
+    dtype: Any,
+    phase: _Phase,
+    state: SparsityTargetState,
+    cfg: _Config,
 ) -> tuple[jax.Array, jax.Array]:
     """The threshold of a due search and the fraction of scores at most it (the zeros it
     gives), else the last search's. The threshold is the k-th smallest score,
@@ -127,15 +132,12 @@ def _threshold(
     the last search); with ``k = 0`` nothing is zeroed (``-inf``). A NaN score is not
     zeroed (it stays visible in the weights).
 
-    ``scores`` is called inside the search's branch, so a step without a search never
-    computes them; the zero count comes with the selection (one more pass only with
-    ``smoothing``).
+    ``scores`` (``n`` entries of ``dtype`` in all) is called inside the search's branch, so a
+    step without a search never computes them; the zero count comes with the selection (one
+    more pass only with ``smoothing``).
     """
-    shapes = jax.eval_shape(scores)
-    n = sum(int(s.size) for s in shapes)
     if n >= 2**31:
         raise ValueError(f"`sparsity_target` counts in int32: {n} regularized entries is too many")
-    dtype = shapes[0].dtype
     # At most n - 1 zeros: a target just under 1 may round up to 1 in float32.
     k = jnp.minimum(jnp.floor(phase.scheduled * n).astype(jnp.int32), n - 1)
     smoothed = not _checks.is_literal_zero(cfg.smoothing)
@@ -179,7 +181,7 @@ def _target_prox(
     state: SparsityTargetState,
     cfg: _Config,
 ) -> _step.ProxMap:
-    """The map of one step: ``z -> (thresholded z, (tau, zeroed fraction))``.
+    """The map of one step: ``z -> (thresholded z, (tau, zeroed fraction, z))``.
 
     The search scores ``z``, or ``sources`` (the params before this step's update) when
     given: a buffer that exists already, so that a step without a search writes no
@@ -203,13 +205,15 @@ def _target_prox(
                 "with `mask`"
             )
         if sum(int(w.size) for w, _ in live) == 0:
-            return z, (jnp.zeros([], jnp.float32), state.sparsity)
+            return z, (jnp.zeros([], jnp.float32), state.sparsity, z)
         wide = any(jnp.result_type(w) in (jnp.float64, jnp.complex128) for w, _ in live)
         sdt = jnp.float64 if wide else jnp.float32
-        tau, zeroed = _threshold(lambda: [_score(w, d, sdt) for w, d in live], phase, state, cfg)
+        n = sum(int(w.size) for w, _ in live)
+        scores = lambda: [_score(w, d, sdt) for w, d in live]  # noqa: E731
+        tau, zeroed = _threshold(scores, n, sdt, phase, state, cfg)
         triples = zip(z_leaves, w_leaves, d_leaves, strict=True)
         new = [None if x is None else _shrink(x, w, d, tau, cfg.shrink) for x, w, d in triples]
-        return z_def.unflatten(new), (tau, zeroed)
+        return z_def.unflatten(new), (tau, zeroed, z)
 
     return prox
 
@@ -314,7 +318,7 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     if precondition:
         scale = _preconditioner(state.inner_state if before else inner_state, aligned.treedef)
     prox = _target_prox(aligned.params if before else None, scale, phase, state, cfg)
-    shrunk, (tau, zeroed) = _step.prox_update(
+    shrunk, (tau, zeroed, z) = _step.prox_update(
         prox, aligned, jnp.float32(0), state.count, name=_NAME, base=base
     )
     bad = _runtime_bad(cfg)
@@ -323,7 +327,7 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
         tau = jnp.where(bad, jnp.nan, tau)
     latent = None
     if base is not None:
-        latent = _next_latent(aligned, out, _step.points(aligned, base), cfg.shrink)
+        latent = _next_latent(aligned, out, z, cfg.shrink)
     return out, _next_state(state, phase, tau, zeroed, latent, inner_state)
 
 

@@ -123,7 +123,7 @@ def test_threshold_is_the_kth_score_and_counts_its_zeros_on_a_search_else_held()
     state = _target.SparsityTargetState(zero, jnp.float32(0.05), jnp.float32(0.25), zero, None, ())
 
     def run(phase, cfg=CFG):
-        tau, zeroed = _target._threshold(scores, phase, state, cfg)
+        tau, zeroed = _target._threshold(scores, 6, jnp.float32, phase, state, cfg)
         return float(tau), float(zeroed)
 
     assert run(_phase()) == (pytest.approx(0.3), pytest.approx(3 / 6))  # k = 3, and 0.3 twice
