@@ -12,6 +12,7 @@ from optax_l1._metrics import sparsity as sparsity
 from optax_l1._metrics import sparsity_report as sparsity_report
 from optax_l1._operators import elastic_net_threshold as elastic_net_threshold
 from optax_l1._operators import group_soft_threshold as group_soft_threshold
+from optax_l1._operators import n_of_m_projection as n_of_m_projection
 from optax_l1._operators import soft_threshold as soft_threshold
 from optax_l1._penalty import group_l1_penalty as group_l1_penalty
 from optax_l1._penalty import l1_penalty as l1_penalty
@@ -58,6 +59,7 @@ __all__ = (
     "kernel_mask",
     "l1_penalty",
     "l1_prox",
+    "n_of_m_projection",
     "path_mask",
     "proximal",
     "proximal_adagrad",

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+import optax
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -349,3 +350,62 @@ def test_group_prox_is_the_identity_at_zero_threshold_for_tiny_groups(magnitude)
     np.testing.assert_array_equal(np.asarray(optax_l1.group_soft_threshold(z, 0.0, axis=0)), z)
     zeroed = np.asarray(optax_l1.group_soft_threshold(z, 1e-3, axis=0))
     np.testing.assert_array_equal(zeroed, np.zeros_like(z))
+
+
+def _np_n_of_m(z, n, m, axis):
+    """NumPy reference: per block of m along axis, keep the n largest |z| (stable: earlier
+    entry first on ties)."""
+    x = np.ascontiguousarray(np.moveaxis(np.asarray(z, np.float64), axis, -1))
+    flat = x.reshape(-1, m)
+    res = np.zeros_like(flat)
+    for b in range(flat.shape[0]):
+        order = sorted(range(m), key=lambda i: (-abs(flat[b, i]), i))
+        for i in order[:n]:
+            res[b, i] = flat[b, i]
+    return np.moveaxis(res.reshape(x.shape), -1, axis)
+
+
+@pytest.mark.parametrize("n,m,axis", [(2, 4, 0), (1, 4, 1), (4, 8, 0), (0, 2, 1), (3, 3, 1)])
+def test_n_of_m_projection_matches_numpy_and_leaves_n_per_block(n, m, axis):
+    rng = np.random.default_rng(n * 10 + m)
+    z = rng.standard_normal((24, 24)).astype(np.float32)
+    z[0, :6] = 0.5  # ties
+    z[1, :4] = 0.0
+    got = np.asarray(optax_l1.n_of_m_projection(jnp.asarray(z), n, m, axis=axis))
+    np.testing.assert_array_equal(got, _np_n_of_m(z, n, m, axis).astype(np.float32))
+    blocks = np.moveaxis(got, axis, -1).reshape(-1, m)
+    assert np.all(np.sum(blocks != 0, axis=1) <= n)
+    both = optax_l1.n_of_m_projection({"a": jnp.asarray(z), "i": jnp.arange(3)}, n, m, axis=axis)
+    np.testing.assert_array_equal(both["i"], np.arange(3))  # integer leaves pass
+
+
+def test_n_of_m_projection_keeps_nan_and_checks_its_arguments():
+    z = jnp.array([0.1, jnp.nan, 0.5, 2.0])
+    got = np.asarray(optax_l1.n_of_m_projection(z, 2, 4, axis=0))
+    assert np.isnan(got[1]) and got[3] == 2.0
+    with pytest.raises(ValueError, match="not a multiple of `m`=4"):
+        optax_l1.n_of_m_projection(jnp.ones(6), 2, 4, axis=0)
+    with pytest.raises(ValueError, match="`n` must be at most `m`"):
+        optax_l1.n_of_m_projection(jnp.ones(8), 5, 4, axis=0)
+    with pytest.raises(ValueError, match="`m` must be"):
+        optax_l1.n_of_m_projection(jnp.ones(8), 0, 0, axis=0)
+    with pytest.raises(ValueError, match="`axis`=2 does not exist"):
+        optax_l1.n_of_m_projection(jnp.ones((4, 4)), 2, 4, axis=2)
+
+
+def test_n_of_m_through_proximal_keeps_every_block_n_sparse_while_training():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((64, 16)), jnp.float32)
+    y = x @ jnp.asarray(rng.standard_normal((16, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((16, 4)), jnp.float32)
+    prox = optax_l1.proximal(
+        lambda z, step: optax_l1.n_of_m_projection(z, 2, 4, axis=0), learning_rate=0.05
+    )
+    tx = optax.chain(optax.adam(0.05), prox)
+    state = tx.init(w)
+    for _ in range(50):
+        g = jax.grad(lambda v: jnp.mean((x @ v - y) ** 2))(w)
+        u, state = tx.update(g, state, w)
+        w = optax.apply_updates(w, u)
+        blocks = np.moveaxis(np.asarray(w), 0, -1).reshape(-1, 4)
+        assert np.all(np.sum(blocks != 0, axis=1) <= 2)
