@@ -301,7 +301,7 @@ def n_of_m_projection(tree: Any, n: int, m: int, *, axis: int) -> Any:
           >>> import jax.numpy as jnp, optax, optax_l1
           >>> w = jnp.array([0.1, -3.0, 0.5, 2.0, 1.0, 1.0, -1.0, 0.0])
           >>> optax_l1.n_of_m_projection(w, 2, 4, axis=0)
-          Array([ 0., -3.,  0.,  2.,  1.,  1., -0.,  0.], dtype=float32)
+          Array([ 0., -3.,  0.,  2.,  1.,  1.,  0.,  0.], dtype=float32)
           >>> tx = optax_l1.proximal(
           ...     lambda z, step: optax_l1.n_of_m_projection(z, 2, 4, axis=0), learning_rate=0.1
           ... )
