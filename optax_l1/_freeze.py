@@ -42,11 +42,12 @@ def _check_inner(inner_state: Any) -> None:
         )
 
 
-def _frozen_updates(aligned: _tree.Aligned, inner: Any, frozen: jax.Array) -> Any:
-    """The wrapped step's updates before the freeze; after it, the incoming update, zero
-    where the weight is zero. ``frozen`` may be NaN (a bad run-time ``begin_step``): then
-    the selected updates are NaN."""
-    bad = jnp.isnan(frozen)
+def _frozen_updates(
+    aligned: _tree.Aligned, inner: Any, frozen: jax.Array, bad: jax.Array | None
+) -> Any:
+    """On the frozen leaves: the wrapped step's updates before the freeze, and after it the
+    incoming update, zero where the weight is zero (NaN when ``bad``: a bad run-time
+    ``begin_step``). Elsewhere the wrapped step's updates as they are."""
     leaves = zip(
         aligned.updates,
         aligned.treedef.flatten_up_to(inner),
@@ -54,14 +55,24 @@ def _frozen_updates(aligned: _tree.Aligned, inner: Any, frozen: jax.Array) -> An
         aligned.selected,
         strict=True,
     )
-    return aligned.merge(
-        [
-            jnp.where(bad, jnp.nan, jnp.where(frozen > 0, jnp.where(p == 0, 0, u), s))
-            if sel
-            else None
-            for u, s, p, sel in leaves
-        ]
-    )
+    out = []
+    for u, s, p, sel in leaves:
+        if sel:
+            s = jnp.where(frozen, jnp.where(p == 0, jnp.zeros_like(u), u), s)
+            s = s if bad is None else jnp.where(bad, jnp.nan, s)
+        out.append(s)
+    return aligned.treedef.unflatten(out)
+
+
+def _start(begin_step: Any, count: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    """Whether ``count`` is at or past ``begin_step``, compared in integers when it is one;
+    and, for a value known only at run time, whether it breaks the rule (>= 0, finite)."""
+    if _checks.concrete(begin_step) is not None:
+        return count >= int(begin_step), None
+    raw = jnp.asarray(begin_step)
+    if jnp.issubdtype(raw.dtype, jnp.integer):
+        return count >= raw, raw < 0
+    return count >= raw, jnp.isnan(_checks.runtime_checked(raw, _checks.NONNEGATIVE))
 
 
 def freeze_support(
@@ -94,7 +105,9 @@ def freeze_support(
         :func:`sparsity_target` holds its own support (``hold="support"``).
       begin_step: :math:`t_0 \ge 0`, the count from which the support is frozen.
       mask: a pytree of bools (prefix of params; True = frozen) or a callable
-        ``params -> mask``; elsewhere the wrapped step's update passes as it is.
+        ``params -> mask``; elsewhere the wrapped step's update passes as it is. Give the
+        wrapped step's mask: by default every float leaf is frozen, so a leaf it does not
+        regularize (a zero-initialized bias) would stay at its zeros.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state
@@ -119,7 +132,6 @@ def freeze_support(
     _checks.check_optimizer("transform", transform)
     _checks.check_mask(mask)
     inner = optax.with_extra_args_support(transform)
-    begin = _checks.as_schedule(begin_step)
 
     def init_fn(params):
         inner_state = inner.init(params)
@@ -130,9 +142,8 @@ def freeze_support(
         _checks.check_params(_NAME, params)
         shrunk, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         aligned = _tree.align(_NAME, updates, params, mask)
-        start = jnp.asarray(begin(state.count), jnp.float32)  # NaN: a bad run-time value
-        frozen = jnp.where(jnp.isnan(start), jnp.nan, (state.count >= start) * 1.0)
-        out = _frozen_updates(aligned, shrunk, frozen)
+        frozen, bad = _start(begin_step, state.count)
+        out = _frozen_updates(aligned, shrunk, frozen, bad)
         count = _transforms.next_count(state.count)
         return out, FreezeSupportState(count, inner_state)
 

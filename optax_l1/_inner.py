@@ -53,19 +53,26 @@ def _is_masked(x: Any) -> bool:
     return isinstance(x, optax.MaskedNode)
 
 
+class _Clash:
+    """A leaf held by two partitions: the trees are not one multi_transform's partitions."""
+
+
 def _merge_partitions(trees: list[Any]) -> Any:
     """One tree from the accumulators of the partitions of an ``optax.multi_transform`` (each
     a tree like params with ``optax.MaskedNode`` outside its partition, at a leaf or a whole
-    subtree for prefix labels); None unless every leaf is held by exactly one of them."""
-    live = [t for t in trees if not _is_masked(t)]
+    subtree for prefix labels, and None where params are not floats); a :class:`_Clash`
+    unless every array leaf is held by exactly one of them."""
+    live = [t for t in trees if not _is_masked(t) and t is not None]
     if len(live) <= 1:
-        return live[0] if live else optax.MaskedNode()
+        return live[0] if live else trees[0]
     one_level = [jax.tree.flatten(t, is_leaf=lambda x, t=t: x is not t) for t in live]
     treedef = one_level[0][1]
     if jax.tree_util.treedef_is_leaf(treedef) or any(d != treedef for _, d in one_level):
-        return None  # one leaf held twice, or containers that differ
+        return _Clash()  # one leaf held twice, or containers that differ
+    if treedef.num_leaves == 0:
+        return live[0]  # the same empty container everywhere
     kids = [_merge_partitions(list(c)) for c in zip(*(k for k, _ in one_level), strict=True)]
-    return None if any(k is None for k in kids) else treedef.unflatten(kids)
+    return _Clash() if any(isinstance(k, _Clash) for k in kids) else treedef.unflatten(kids)
 
 
 def find_accumulator(accumulator: Accumulator, inner_state: Any, name: str) -> Any:
@@ -76,7 +83,7 @@ def find_accumulator(accumulator: Accumulator, inner_state: Any, name: str) -> A
     for key in (accumulator,) if isinstance(accumulator, str) else accumulator:
         found = [v for _, v in optax.tree_utils.tree_get_all_with_path(inner_state, key)]
         acc = found[0] if len(found) == 1 else _merge_partitions(found) if found else None
-        if len(found) > 1 and acc is None:
+        if isinstance(acc, _Clash):
             raise ValueError(
                 f"`{name}`: the state of `optimizer` holds several fields named "
                 f"{key!r} that are not the partitions of one optax.multi_transform (each "

@@ -145,11 +145,14 @@ def _threshold(
     def search():
         leaves = scores()
         kth, at_most = _select.kth_smallest(leaves, jnp.maximum(k, 1), cfg.quantile)
+        # A non-finite k-th score (more NaN or inf scores than survivors) zeroes nothing: the
+        # faulty entries stay visible, and the count and the threshold say so (0 zeroed).
+        ok = (k > 0) & jnp.isfinite(kth)
         if not smoothed:
-            tau = jnp.where(k > 0, kth, -jnp.inf)
-            return tau, jnp.where(k > 0, at_most, 0).astype(jnp.float32) / n
+            return jnp.where(ok, kth, -jnp.inf), jnp.where(ok, at_most, 0).astype(jnp.float32) / n
         beta = jnp.where(phase.last, 0.0, jnp.asarray(cfg.smoothing, dtype)).astype(dtype)
-        tau = beta * state.threshold.astype(dtype) + (1 - beta) * jnp.where(k > 0, kth, 0)
+        tau = beta * state.threshold.astype(dtype) + (1 - beta) * jnp.where(ok, kth, 0)
+        tau = jnp.where(ok, tau, -jnp.inf)
         zeroed = sum((jnp.sum(x <= tau, dtype=jnp.int32) for x in leaves), jnp.int32(0))
         return tau, zeroed.astype(jnp.float32) / n
 
@@ -196,7 +199,7 @@ def _target_prox(
         live = [
             (w, d)
             for w, x, d in zip(w_leaves, z_leaves, d_leaves, strict=True)
-            if x is not None and x.size  # a zero-size leaf has nothing to count
+            if x is not None and jnp.size(x)  # a zero-size leaf has nothing to count
         ]
         if scale is not None and any(d is None for _, d in live):
             raise ValueError(
@@ -204,11 +207,11 @@ def _target_prox(
                 "leaves (e.g. they are masked out of an optax.multi_transform); exclude them "
                 "with `mask`"
             )
-        if sum(int(w.size) for w, _ in live) == 0:
+        if sum(int(jnp.size(w)) for w, _ in live) == 0:
             return z, (jnp.zeros([], jnp.float32), state.sparsity, z)
         wide = any(jnp.result_type(w) in (jnp.float64, jnp.complex128) for w, _ in live)
         sdt = jnp.float64 if wide else jnp.float32
-        n = sum(int(w.size) for w, _ in live)
+        n = sum(int(jnp.size(w)) for w, _ in live)
         scores = lambda: [_score(w, d, sdt) for w, d in live]  # noqa: E731
         tau, zeroed = _threshold(scores, n, sdt, phase, state, cfg)
         triples = zip(z_leaves, w_leaves, d_leaves, strict=True)

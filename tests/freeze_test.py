@@ -103,3 +103,23 @@ def test_a_bad_run_time_begin_step_makes_the_update_nan():
     state.hyperparams["begin_step"] = jnp.asarray(-1, jnp.int32)
     u, _ = jax.jit(tx.update)(jnp.ones(3), state, params)
     assert np.all(np.isnan(u))
+
+
+def test_leaves_outside_the_mask_take_the_wrapped_step():
+    tx = optax_l1.freeze_support(
+        optax_l1.l1_prox(1.0, learning_rate=0.1), begin_step=0, mask={"w": True, "b": False}
+    )
+    params = {"w": jnp.array([1.0, 0.05]), "b": jnp.array([1.0, 0.05])}
+    grads = jax.tree.map(jnp.zeros_like, params)
+    u, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, u)
+    np.testing.assert_array_equal(new["w"], params["w"])  # frozen from step 0: unshrunk
+    np.testing.assert_allclose(new["b"], [0.9, 0.0])  # not frozen: the l1_prox step
+
+
+def test_begin_step_is_compared_in_integers():
+    tx = optax_l1.freeze_support(optax_l1.l1_prox(1.0, learning_rate=0.1), begin_step=2**24 + 1)
+    params = jnp.array([1.0])
+    state = optax_l1.FreezeSupportState(jnp.asarray(2**24, jnp.int32), tx.init(params).inner_state)
+    u, _ = tx.update(jnp.zeros(1), state, params)
+    np.testing.assert_allclose(u, [-0.1], rtol=1e-6)  # count 2**24 < 2**24 + 1: not frozen

@@ -731,3 +731,51 @@ def test_optimizer_may_be_a_multi_transform_of_diagonal_optimizers():
     tx = optax_l1.sparsity_target(0.5, ramp_steps=2, optimizer=both)
     with pytest.raises(ValueError, match="several fields named 'nu' that are not the partitions"):
         tx.init(params)
+
+
+def test_python_scalar_params_with_latent_false():
+    params = {"a": jnp.arange(1.0, 5.0), "s": 1.5}
+    tx = optax_l1.sparsity_target(0.5, ramp_steps=1, latent=False)
+    state = tx.init(params)
+    grads = {"a": jnp.zeros(4), "s": 0.0}
+    for _ in range(2):
+        u, state = tx.update(grads, state, params)
+    new = optax.apply_updates(params, u)
+    # 2 of the 5 entries: the smallest are a[0] = 1.0 and s = 1.5
+    np.testing.assert_array_equal(new["a"], [0.0, 2.0, 3.0, 4.0])
+    assert float(new["s"]) == 0.0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_kth_score_zeroes_nothing_and_says_so(bad):
+    # More non-finite scores than the survivors: no threshold exists; nothing is zeroed, the
+    # faulty entries stay visible, and the state reports 0 zeros and threshold 0.
+    w = jnp.array([bad] * 5 + [1.0, 2.0, 3.0])
+    for smoothing in (0.0, 0.5):
+        tx = optax_l1.sparsity_target(0.5, ramp_steps=1, latent=False, smoothing=smoothing)
+        state = tx.init(w)
+        for _ in range(2):
+            u, state = tx.update(jnp.zeros(8), state, w)
+        new = np.asarray(optax.apply_updates(w, u))
+        np.testing.assert_array_equal(new[5:], [1.0, 2.0, 3.0])
+        assert not np.any(np.isfinite(new[:5]))
+        assert float(state.sparsity) == 0.0 and float(state.threshold) == 0.0
+
+
+def test_multi_transform_partitions_with_an_integer_leaf():
+    params = {
+        "a": jnp.array([0.1, -0.3, 0.5, -0.7, 0.9, 1.1]),
+        "b": jnp.arange(2.0, 6.0),
+        "i": jnp.arange(2),
+    }
+    split = optax.multi_transform(
+        {"x": optax.adam(0.1), "y": optax.adam(0.1)}, {"a": "x", "b": "y", "i": "x"}
+    )
+    tx = optax_l1.sparsity_target(
+        0.5, ramp_steps=1, optimizer=split, mask={"a": True, "b": True, "i": False}
+    )
+    state = tx.init(params)
+    grads = {"a": jnp.zeros(6), "b": jnp.zeros(4), "i": jnp.zeros(2, jnp.int32)}
+    for _ in range(2):
+        u, state = tx.update(grads, state, params)
+    assert float(state.sparsity) == 0.5  # 5 of the 10 float entries (no ties: zero grads)
