@@ -273,38 +273,38 @@ def _n_of_m_array(z: jax.Array, n: int, m: int, axis: int) -> jax.Array:
 
 def n_of_m_projection(tree: Any, n: int, m: int, *, axis: int) -> Any:
     r"""Keeps the ``n`` largest-magnitude entries of every block of ``m`` consecutive entries
-        along ``axis`` and zeroes the others: the projection onto N:M sparsity (2:4 for sparse
-        tensor cores).
+    along ``axis`` and zeroes the others: the projection onto N:M sparsity (2:4 for sparse
+    tensor cores).
 
-        .. math::
+    .. math::
 
-          \operatorname{proj}(z)_i = z_i \, \mathbb{1}\left[\operatorname{rank}_{B(i)}(|z_i|) \le n
-    ight]
+      \operatorname{proj}(z)_i = z_i \,
+      \mathbb{1}\left[\operatorname{rank}_{B(i)}(|z_i|) \le n\right]
 
-        where :math:`B(i)` is the block of ``m`` holding entry :math:`i` and ties are broken by
-        position (the earlier entry is kept), so every block has exactly ``n`` entries left
-        (fewer non-zeros if some were 0). NaN entries are kept (a fault shows). Use ``axis`` =
-        the reduction axis of the matmul (0 for a Dense kernel of shape ``(in, out)``). With
-        :func:`proximal` it is the N:M constraint on every step (iterative hard thresholding).
+    where :math:`B(i)` is the block of ``m`` holding entry :math:`i` and ties are broken by
+    position (the earlier entry is kept), so every block has exactly ``n`` entries left
+    (fewer non-zeros if some were 0). NaN entries are kept (a fault shows). Use ``axis`` =
+    the reduction axis of the matmul (0 for a Dense kernel of shape ``(in, out)``). With
+    :func:`proximal` it is the N:M constraint on every step (iterative hard thresholding).
 
-        Args:
-          tree: a pytree of arrays; every inexact leaf's ``axis`` must have a length that is a
-            multiple of ``m``.
-          n: entries kept per block, ``0 <= n <= m``.
-          m: the block length, ``m >= 1``.
-          axis: the axis the blocks run along.
+    Args:
+      tree: a pytree of arrays; every inexact leaf's ``axis`` must have a length that is a
+        multiple of ``m``.
+      n: entries kept per block, ``0 <= n <= m``.
+      m: the block length, ``m >= 1``.
+      axis: the axis the blocks run along.
 
-        Returns:
-          A pytree like ``tree`` with at most ``n`` non-zeros in every block.
+    Returns:
+      A pytree like ``tree`` with at most ``n`` non-zeros in every block.
 
-        Examples:
-          >>> import jax.numpy as jnp, optax, optax_l1
-          >>> w = jnp.array([0.1, -3.0, 0.5, 2.0, 1.0, 1.0, -1.0, 0.0])
-          >>> optax_l1.n_of_m_projection(w, 2, 4, axis=0)
-          Array([ 0., -3.,  0.,  2.,  1.,  1.,  0.,  0.], dtype=float32)
-          >>> tx = optax_l1.proximal(
-          ...     lambda z, step: optax_l1.n_of_m_projection(z, 2, 4, axis=0), learning_rate=0.1
-          ... )
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> w = jnp.array([0.1, -3.0, 0.5, 2.0, 1.0, 1.0, -1.0, 0.0])
+      >>> optax_l1.n_of_m_projection(w, 2, 4, axis=0)
+      Array([ 0., -3.,  0.,  2.,  1.,  1.,  0.,  0.], dtype=float32)
+      >>> tx = optax_l1.proximal(
+      ...     lambda z, step: optax_l1.n_of_m_projection(z, 2, 4, axis=0), learning_rate=0.1
+      ... )
     """
     _checks.check_number("n", n, _checks.at_least(0), integer=True, scalar=True)
     _checks.check_number("m", m, _checks.at_least(1), integer=True, scalar=True)
