@@ -246,11 +246,15 @@ def group_soft_threshold(tree: Any, threshold: Any, *, axis: Axis) -> Any:
 def group_threshold_tree(tree: Any, threshold: Any, *, axis: Axis) -> Any:
     """:func:`group_soft_threshold` without the threshold check (``axis`` is checked)."""
     t = _tree.broadcast_prefix("threshold", threshold, tree)
-    axes = [
+    return map_inexact(_group_threshold_array, tree, t, _leaf_axes(tree, axis))
+
+
+def _leaf_axes(tree: Any, axis: Axis) -> list[Any]:
+    """``axis`` normalized for each inexact leaf of ``tree`` (None for the other leaves)."""
+    return [
         None if (z is None or not _tree.is_inexact(z)) else normalize_axis(axis, jnp.ndim(z))
         for z in jax.tree.leaves(tree, is_leaf=_tree.is_none)
     ]
-    return map_inexact(_group_threshold_array, tree, t, axes)
 
 
 def _n_of_m_array(z: jax.Array, n: int, m: int, axis: int) -> jax.Array:
@@ -311,9 +315,4 @@ def n_of_m_projection(tree: Any, n: int, m: int, *, axis: int) -> Any:
     n, m = int(n), int(m)  # static: they shape the blocks
     if n > m:
         raise ValueError(f"`n` must be at most `m`, got n={n}, m={m}")
-    leaves = jax.tree.leaves(tree, is_leaf=_tree.is_none)
-    axes = [
-        None if (z is None or not _tree.is_inexact(z)) else normalize_axis(axis, jnp.ndim(z))
-        for z in leaves
-    ]
-    return map_inexact(lambda z, a: _n_of_m_array(z, n, m, a[0]), tree, axes)
+    return map_inexact(lambda z, a: _n_of_m_array(z, n, m, a[0]), tree, _leaf_axes(tree, axis))

@@ -207,11 +207,11 @@ def _target_prox(
                 "leaves (e.g. they are masked out of an optax.multi_transform); exclude them "
                 "with `mask`"
             )
-        if sum(int(jnp.size(w)) for w, _ in live) == 0:
+        n = sum(int(jnp.size(w)) for w, _ in live)
+        if n == 0:
             return z, (jnp.zeros([], jnp.float32), state.sparsity, z)
         wide = any(jnp.result_type(w) in (jnp.float64, jnp.complex128) for w, _ in live)
         sdt = jnp.float64 if wide else jnp.float32
-        n = sum(int(jnp.size(w)) for w, _ in live)
         scores = lambda: [_score(w, d, sdt) for w, d in live]  # noqa: E731
         tau, zeroed = _threshold(scores, n, sdt, phase, state, cfg)
         triples = zip(z_leaves, w_leaves, d_leaves, strict=True)
@@ -268,13 +268,12 @@ def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any, shrink: str) -> A
     ``z``: no pass over the landed params.
     """
     z_leaves = aligned.treedef.flatten_up_to(z)
+    pairs = zip(z_leaves, aligned.params, strict=True)
+    if shrink == "hard" and all(x is None or jnp.result_type(p) == x.dtype for x, p in pairs):
+        return z  # the common case: nothing to land, nothing to trace
     out = [
-        None
-        if w is None
-        else x
-        if shrink == "hard" and jnp.result_type(p) == x.dtype
-        else jnp.where(w == 0, x, w.astype(x.dtype))
-        for w, x, p in zip(_step.landed(aligned, updates), z_leaves, aligned.params, strict=True)
+        None if w is None else jnp.where(w == 0, x, w.astype(x.dtype))
+        for w, x in zip(_step.landed(aligned, updates), z_leaves, strict=True)
     ]
     return aligned.treedef.unflatten(out)
 
