@@ -393,20 +393,26 @@ class Runner:
     def init_state(self, params):
         return make_tx(self.method, jnp.float32(0.5), self.kmask, self.cfg).init(params)
 
-    def run(self, value: float, seed: int) -> dict[str, Any]:
+    def train_steps(self, value: float, seed: int, steps: int) -> tuple[Any, Any, list[Any]]:
+        """The first ``steps`` steps of seed ``seed``'s run: params, optimizer state, losses."""
         cfg = self.cfg
-        t0 = time.perf_counter()
         params = init_params(jax.random.key(seed), cfg)
         opt_state = self.init_state(params)
         rng = np.random.default_rng(seed)
         width = cfg.context + 1
         v = jnp.float32(value)
         losses = []
-        for _ in range(cfg.steps):
+        for _ in range(steps):
             starts = rng.integers(0, self.train.size - width + 1, cfg.batch)
             batch = self.train[starts[:, None] + np.arange(width)[None, :]].astype(np.int32)
             params, opt_state, loss = self.step(params, opt_state, batch, v)
             losses.append(loss)
+        return params, opt_state, losses
+
+    def run(self, value: float, seed: int) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        params, _, losses = self.train_steps(value, seed, cfg.steps)
         bpb = float(self.evaluate(params, self.evals)) / math.log(2)
         train_s = time.perf_counter() - t0
         zeros, per = zero_fractions(params, self.kmask)

@@ -21,7 +21,9 @@ from optax_l1._preconditioned import ProximalAdagradState as ProximalAdagradStat
 from optax_l1._preconditioned import ProximalAdamState as ProximalAdamState
 from optax_l1._preconditioned import proximal_adagrad as proximal_adagrad
 from optax_l1._preconditioned import proximal_adam as proximal_adam
+from optax_l1._preconditioned import proximal_adamw as proximal_adamw
 from optax_l1._preconditioned import with_preconditioned_l1 as with_preconditioned_l1
+from optax_l1._suggest import suggest_strength as suggest_strength
 from optax_l1._target import SparsityTargetState as SparsityTargetState
 from optax_l1._target import sparsity_target as sparsity_target
 from optax_l1._transforms import AddL1SubgradientState as AddL1SubgradientState
@@ -29,6 +31,7 @@ from optax_l1._transforms import GroupL1ProxState as GroupL1ProxState
 from optax_l1._transforms import L1ProxState as L1ProxState
 from optax_l1._transforms import ProximalState as ProximalState
 from optax_l1._transforms import add_l1_subgradient as add_l1_subgradient
+from optax_l1._transforms import chain_l1_prox as chain_l1_prox
 from optax_l1._transforms import group_l1_prox as group_l1_prox
 from optax_l1._transforms import l1_prox as l1_prox
 from optax_l1._transforms import proximal as proximal
@@ -50,6 +53,7 @@ __all__ = (
     "ProximalState",
     "SparsityTargetState",
     "add_l1_subgradient",
+    "chain_l1_prox",
     "elastic_net_threshold",
     "freeze_support",
     "ftrl",
@@ -64,9 +68,11 @@ __all__ = (
     "proximal",
     "proximal_adagrad",
     "proximal_adam",
+    "proximal_adamw",
     "soft_threshold",
     "sparsity",
     "sparsity_report",
     "sparsity_target",
+    "suggest_strength",
     "with_preconditioned_l1",
 )

@@ -32,12 +32,13 @@ def path_name(path: Sequence[Any]) -> str:
     return "/".join(parts)
 
 
-# A path component named exactly "bias" or "scale" (Flax's Dense bias, LayerNorm scale).
-DEFAULT_EXCLUDE = r"(^|/)(bias|scale)(/|$)"
-
-
-def kernel_mask(params: Any, *, min_ndim: int = 2, exclude: str | None = DEFAULT_EXCLUDE) -> Any:
-    """True for weight matrices and kernels; False for biases, norm scales and the rest.
+def kernel_mask(
+    params: Any,
+    *,
+    min_ndim: int = 2,
+    exclude: str | None = r"(?i)(^|/)(bias|scale|[^/]*embed[^/]*|wte|wpe)(/|$)",
+) -> Any:
+    """True for weight matrices and kernels; False for biases, norm scales, embeddings, the rest.
 
     A leaf is regularized when it is a float/complex array with at least ``min_ndim``
     dimensions and its '/'-joined path (as in :func:`sparsity_report`) does not match the
@@ -50,8 +51,12 @@ def kernel_mask(params: Any, *, min_ndim: int = 2, exclude: str | None = DEFAULT
       params: any pytree of arrays.
       min_ndim: the fewest dimensions a regularized leaf has (2: matrices and conv kernels).
       exclude: a regular expression; matching leaves are never regularized. The default
-        excludes any path component named ``bias`` or ``scale``; to also exclude
-        embeddings, ``exclude=r"(^|/)(bias|scale|embedding)(/|$)"``. ``None``: no exclusion.
+        (case-insensitive) excludes any path component named ``bias`` or ``scale`` and
+        embedding tables: a component that contains ``embed`` (``Embed_0/embedding``,
+        ``embed_tokens``, ``word_embeddings``) or is ``wte``/``wpe``. An embedding row
+        that has had no gradient yet is pruned at once by :func:`proximal_adam`, and
+        embeddings are rarely what one wants to shrink. To include them,
+        ``exclude=r"(^|/)(bias|scale)(/|$)"``; ``None``: no exclusion.
 
     Returns:
       A pytree of Python bools like ``params``.
@@ -62,6 +67,8 @@ def kernel_mask(params: Any, *, min_ndim: int = 2, exclude: str | None = DEFAULT
       ...           "norm": {"scale": jnp.ones(2)}}
       >>> optax_l1.kernel_mask(params)
       {'dense': {'bias': False, 'kernel': True}, 'norm': {'scale': False}}
+      >>> optax_l1.kernel_mask({"Embed_0": {"embedding": jnp.ones((5, 2))}})
+      {'Embed_0': {'embedding': False}}
     """
     if not isinstance(min_ndim, int) or isinstance(min_ndim, bool):
         raise TypeError(f"`min_ndim` must be an int, got {min_ndim!r}")

@@ -9,7 +9,7 @@ accumulator from its state, and apply the proximal step with the per-coordinate 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,26 +42,28 @@ class ProximalAdamState(NamedTuple):
     inner_state: optax.OptState
 
 
-def _step_scale(acc: jax.Array, count: jax.Array, eps, eps_root, decay) -> jax.Array:
+Unseen = Literal["shrink", "keep"]
+UNSEEN = ("shrink", "keep")
+
+
+def _step_scale(acc: jax.Array, count: jax.Array, eps, eps_root, decay, unseen) -> jax.Array:
     r"""``1 / D`` with :math:`D = \sqrt{\hat a + \epsilon_{root}} + \epsilon` (0 where D = 0).
 
-    :math:`\hat a = a / (1 - \beta^t)` when a bias-correction decay is given. With a literal
-    ``eps == 0`` the scale is 0 where :math:`a = 0`, as ``optax.scale_by_rss`` (Adagrad) does
-    with its ``eps`` inside the root: a coordinate with no gradient yet is not shrunk.
-    Computed in at least float32.
+    :math:`\hat a = a / (1 - \beta^t)` when a bias-correction decay is given. With
+    ``unseen="keep"`` the scale is 0 where :math:`a = 0`, as ``optax.scale_by_rss``
+    (Adagrad) leaves such a coordinate (no gradient yet) where it is. Computed in at least
+    float32.
     """
     a = jnp.real(acc)
     a = a.astype(_tree.compute_dtype(a.dtype))
     if decay is not None:
         a = a / (1 - decay**count)
     d = jnp.sqrt(a + eps_root) + eps
+    keep = a > 0 if unseen == "keep" else d > 0
     eps_value = _checks.scalar_value(eps)
-    if eps_value is not None and eps_value > 0:  # D > 0 everywhere: no guard needed
-        return 1.0 / d
-    if eps_value == 0:  # optax scale_by_rss: where(a > 0, rsqrt(a + eps_root), 0)
-        return jnp.where(a > 0, 1.0 / jnp.where(a > 0, d, 1.0), 0.0)
-    positive = d > 0
-    return jnp.where(positive, 1.0 / jnp.where(positive, d, 1.0), 0.0)
+    if unseen == "shrink" and eps_value is not None and eps_value > 0:
+        return 1.0 / d  # D > 0 everywhere: no guard needed
+    return jnp.where(keep, 1.0 / jnp.where(keep, d, 1.0), 0.0)
 
 
 def _preconditioned_prox(acc, count, strength_at, l2_at, no_l2, step_scale) -> _step.ProxMap:
@@ -99,6 +101,7 @@ def _preconditioned_l1(
     eps: Any,
     eps_root: Any,
     bias_correction_decay: Any,
+    unseen: Unseen,
     l2: optax.ScalarOrSchedule,
     mask: Any,
     state_cls: Callable[..., Any],
@@ -117,13 +120,14 @@ def _preconditioned_l1(
     _checks.check_number("eps_root", eps_root)
     if bias_correction_decay is not None:
         _checks.check_number("bias_correction_decay", bias_correction_decay, _checks.DECAY)
+    _checks.check_choice("unseen", unseen, UNSEEN)
     _checks.check_mask(mask)
     optimizer = optax.with_extra_args_support(optimizer)
     strength_at, l2_at = _checks.as_schedule(strength), _checks.as_schedule(l2)
     lr_at, no_l2 = _checks.as_schedule(learning_rate), _checks.is_literal_zero(l2)
 
     def step_scale(acc, count):
-        return _step_scale(acc, count, eps, eps_root, bias_correction_decay)
+        return _step_scale(acc, count, eps, eps_root, bias_correction_decay, unseen)
 
     def init_fn(params):
         inner_state = optimizer.init(_inner.inexact_only(params))
@@ -151,10 +155,11 @@ def with_preconditioned_l1(
     *,
     strength: optax.ScalarOrSchedule,
     learning_rate: optax.ScalarOrSchedule,
+    eps: float,
+    eps_root: float,
+    bias_correction_decay: float | None,
+    unseen: Unseen,
     accumulator: _inner.Accumulator = "nu",
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    bias_correction_decay: float | None = None,
     l2: optax.ScalarOrSchedule = 0.0,
     mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -172,19 +177,27 @@ def with_preconditioned_l1(
       D_i = \sqrt{\frac{a_i}{1 - \beta^t} + \epsilon_{root}} + \epsilon,
 
     where :math:`u_t` is the wrapped optimizer's update and :math:`a` its accumulator,
-    read from its state by name with ``optax.tree_utils.tree_get``. Set ``eps``,
-    ``eps_root`` and ``bias_correction_decay`` as the wrapped optimizer uses them:
+    read from its state by name with ``optax.tree_utils.tree_get``. The wrapper cannot
+    read the wrapped optimizer's ``eps`` or bias correction, so they are required
+    arguments (no default can match every optimizer; a mismatch changes every threshold,
+    for example 31.6x at Adam's first step with ``b2=0.999`` and no bias correction).
+    For optax's optimizers:
 
-    - ``optax.adam(lr, b1, b2, eps)`` and ``optax.adamw``: ``accumulator="nu"``,
-      ``eps=eps``, ``eps_root=0``, ``bias_correction_decay=b2``;
-    - ``optax.rmsprop(lr, eps=eps)``: ``accumulator="nu"``, ``eps=0``, ``eps_root=eps``;
-    - ``optax.adagrad(lr, eps=eps)``: ``accumulator="sum_of_squares"``, ``eps=0``,
-      ``eps_root=eps``.
+    - ``optax.adam(lr, b1, b2, eps)`` and ``optax.adamw``: ``eps=eps, eps_root=0.0,
+      bias_correction_decay=b2, unseen="shrink"`` (``accumulator="nu"``);
+    - ``optax.rmsprop(lr, decay, eps)``: ``eps=0.0, eps_root=eps,
+      bias_correction_decay=None, unseen="shrink"`` (``accumulator="nu"``);
+    - ``optax.adagrad(lr, eps=eps)``: ``eps=0.0, eps_root=eps, bias_correction_decay=None,
+      unseen="keep"``, ``accumulator="sum_of_squares"``;
 
-    With ``eps=0`` (a literal number) the threshold is 0 where the accumulator is 0, as
-    ``optax.adagrad`` leaves such a coordinate (no gradient yet) where it is. With
-    ``eps > 0`` a coordinate whose accumulator is 0 gets the threshold
-    :math:`\eta_t \lambda / \epsilon` and is zeroed at once (see :func:`proximal_adam`).
+    or use the presets that build both from one set of arguments: :func:`proximal_adam`,
+    :func:`proximal_adamw`, :func:`proximal_adagrad`.
+
+    ``unseen`` is what happens to a coordinate whose accumulator is still 0 (no gradient
+    yet). ``"shrink"``: it gets the threshold :math:`\eta_t \lambda /
+    (\sqrt{\epsilon_{root}} + \epsilon)` (Adam and RMSProp step there with that scale)
+    and is usually zeroed at once; ``"keep"``: threshold 0, as ``optax.adagrad`` leaves
+    such a coordinate where it is. Where :math:`D = 0` the threshold is 0.
 
     A plain ``optax.chain(optax.adam(lr), optax_l1.l1_prox(...))`` cannot do this: a
     transform in a chain does not see its siblings' states, so the wrapper runs the
@@ -198,13 +211,15 @@ def with_preconditioned_l1(
       strength: :math:`\lambda \ge 0`, number or schedule.
       learning_rate: the wrapped optimizer's learning rate :math:`\eta_t` (same number or
         schedule).
+      eps: :math:`\epsilon \ge 0`, added outside the square root.
+      eps_root: :math:`\epsilon_{root} \ge 0`, added inside the square root.
+      bias_correction_decay: :math:`\beta` (Adam's ``b2``) to bias-correct the accumulator
+        with at count :math:`t` (this wrapper's count, incremented), or ``None`` (no
+        bias correction).
+      unseen: ``"shrink"`` or ``"keep"``: the threshold where the accumulator is 0 (above).
       accumulator: the name of the diagonal accumulator in the wrapped state, a tuple of
         names (the first one present is used), or a callable
         ``inner_state -> tree like params``.
-      eps: :math:`\epsilon`, added outside the square root.
-      eps_root: :math:`\epsilon_{root}`, added inside the square root.
-      bias_correction_decay: :math:`\beta` (Adam's ``b2``) to bias-correct the accumulator
-        with at count :math:`t` (this wrapper's count, incremented), or ``None``.
       l2: ridge strength :math:`\ell_2 \ge 0`, number or schedule.
       mask: a pytree of bools (prefix of params; True = regularized) or a callable
         ``params -> mask``.
@@ -216,7 +231,8 @@ def with_preconditioned_l1(
     Examples:
       >>> import jax.numpy as jnp, optax, optax_l1
       >>> tx = optax_l1.with_preconditioned_l1(
-      ...     optax.adam(0.1), strength=1.0, learning_rate=0.1, bias_correction_decay=0.999)
+      ...     optax.adam(0.1), strength=1.0, learning_rate=0.1,
+      ...     eps=1e-8, eps_root=0.0, bias_correction_decay=0.999, unseen="shrink")
       >>> params = {"w": jnp.array([1.0, 0.05, 0.5])}
       >>> grads = {"w": jnp.array([1.0, 1.0, -2.0])}
       >>> updates, state = tx.update(grads, tx.init(params), params)
@@ -237,6 +253,7 @@ def with_preconditioned_l1(
         eps=eps,
         eps_root=eps_root,
         bias_correction_decay=bias_correction_decay,
+        unseen=unseen,
         l2=l2,
         mask=mask,
         state_cls=PreconditionedL1State,
@@ -300,20 +317,94 @@ def proximal_adam(
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, 2014.
     """
+    return _adam_preset(
+        optax.adam, learning_rate, strength, b1, b2, eps, mask, {}, name="proximal_adam"
+    )
+
+
+def proximal_adamw(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    strength: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: optax.ScalarOrSchedule = 1e-4,
+    weight_decay_mask: Any = None,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AdamW (decoupled weight decay) with an L1 proximal step at Adam's step sizes.
+
+    .. math::
+
+      z = p_t - \eta_t \left(\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+        + \omega_t p_t\right), \qquad
+      p_{t+1} = S_{\tau_t}(z), \qquad
+      \tau_t = \frac{\eta_t \lambda_t}{\sqrt{\hat v_t} + \epsilon},
+
+    that is ``optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay,
+    mask=weight_decay_mask)``'s step (weight decay :math:`\omega_t` scaled by the learning
+    rate, as optax does) followed by the prox of :func:`proximal_adam`. The defaults are
+    ``optax.adamw``'s, so replacing ``optax.adamw(lr)`` by ``optax_l1.proximal_adamw(lr,
+    strength=...)`` changes nothing but the L1 step. The weight decay and the L1 step have
+    separate masks: ``weight_decay_mask`` is ``optax.adamw``'s ``mask``, ``mask`` chooses
+    the leaves the prox shrinks.
+
+    Args:
+      learning_rate: :math:`\eta_t`, number or schedule.
+      strength: :math:`\lambda \ge 0`, number or schedule.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{\hat v_t}`.
+      weight_decay: :math:`\omega_t \ge 0`, number or schedule (``optax.adamw``'s).
+      weight_decay_mask: ``optax.adamw``'s ``mask`` (which leaves decay), or ``None``.
+      mask: a pytree of bools (prefix of params; True = regularized) or a callable
+        ``params -> mask``; masked-out leaves follow plain AdamW.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state
+      :class:`ProximalAdamState`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> tx = optax_l1.proximal_adamw(0.1, strength=1.0, weight_decay=0.5)
+      >>> params = {"w": jnp.array([1.0, 0.05, 0.5])}
+      >>> grads = {"w": jnp.array([1.0, 1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> # z = p - 0.1 (sign(g) + 0.5 p), thresholds 0.1 / |g|
+      >>> [round(float(w), 4) for w in optax.apply_updates(params, updates)["w"]]
+      [0.75, 0.0, 0.525]
+
+    References:
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019; and those of :func:`proximal_adam`.
+    """
+    _checks.check_number("weight_decay", weight_decay, schedule=True)
+    _checks.check_mask(weight_decay_mask)
+    decay = {"weight_decay": weight_decay, "mask": weight_decay_mask}
+    return _adam_preset(
+        optax.adamw, learning_rate, strength, b1, b2, eps, mask, decay, name="proximal_adamw"
+    )
+
+
+def _adam_preset(adam, learning_rate, strength, b1, b2, eps, mask, extra, *, name: str):
+    """``optax.adam`` or ``optax.adamw`` wrapped with the prox in its own metric."""
     _checks.check_number("b1", b1, _checks.DECAY)
     _checks.check_number("b2", b2, _checks.DECAY)
+    _checks.check_number("eps", eps)
     return _preconditioned_l1(
-        optax.adam(learning_rate, b1=b1, b2=b2, eps=eps),
+        adam(learning_rate, b1=b1, b2=b2, eps=eps, **extra),
         strength,
         learning_rate,
         accumulator="nu",
         eps=eps,
         eps_root=0.0,
         bias_correction_decay=b2,
+        unseen="shrink",
         l2=0.0,
         mask=mask,
         state_cls=ProximalAdamState,
-        name="proximal_adam",
+        name=name,
     )
 
 
@@ -382,6 +473,7 @@ def proximal_adagrad(
         eps=0.0,
         eps_root=0.0,
         bias_correction_decay=None,
+        unseen="keep",
         l2=l2,
         mask=mask,
         state_cls=ProximalAdagradState,

@@ -443,9 +443,9 @@ def sparsity_target(
     optimizer's step to within rounding (bit for bit with ``latent=False``).
 
     ``shrink="soft"`` soft-thresholds the survivors by :math:`\tau_t / d` instead (the
-    L1 proximal step whose strength is the smallest that reaches :math:`s_t`, the 0.1
-    behaviour). It biases every survivor toward zero on every search step and is the weaker
-    method at high sparsity (digits at 95-98% zeros, ``benchmarks/RESULTS.md``).
+    L1 proximal step whose strength is the smallest that reaches :math:`s_t`). It biases
+    every survivor toward zero on every search step and is the weaker method at high
+    sparsity (digits at 95-98% zeros, ``benchmarks/RESULTS.md``).
 
     Cost: a search is ``quantile="radix"`` (default): an exact radix select over the float
     bits, 2 passes of a 65,536-bin count for float32 (4 for float64), which also give the

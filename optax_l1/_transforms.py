@@ -188,6 +188,57 @@ def l1_prox(
     return _counted_prox(prox, learning_rate, mask, L1ProxState, "l1_prox")
 
 
+def chain_l1_prox(
+    optimizer: Callable[..., optax.GradientTransformation],
+    *,
+    learning_rate: optax.ScalarOrSchedule,
+    strength: optax.ScalarOrSchedule,
+    l2: optax.ScalarOrSchedule = 0.0,
+    nonnegative: bool = False,
+    mask: Any = None,
+    **optimizer_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    r"""An optimizer followed by :func:`l1_prox`, with the learning rate given once.
+
+    ``chain_l1_prox(optax.sgd, learning_rate=lr, strength=s, momentum=0.9)`` is
+    ``optax.chain(optax.sgd(learning_rate=lr, momentum=0.9), l1_prox(s,
+    learning_rate=lr))``: the threshold :math:`\eta_t \lambda` uses the very number or
+    schedule the optimizer steps with, so the two cannot drift apart (a chain written by
+    hand takes it twice, and nothing can check that the two match: a transform in a chain
+    does not see its siblings).
+
+    Args:
+      optimizer: an optax optimizer *factory* (``optax.sgd``, ``optax.adamw``, ...) that
+        takes ``learning_rate`` as a keyword; not an optimizer already built.
+      learning_rate: number or schedule, passed to both.
+      strength: :math:`\lambda \ge 0`, number or schedule (:func:`l1_prox`'s).
+      l2: :func:`l1_prox`'s ridge strength.
+      nonnegative: :func:`l1_prox`'s ``nonnegative``.
+      mask: :func:`l1_prox`'s ``mask`` (what is shrunk).
+      **optimizer_kwargs: the optimizer's other arguments.
+
+    Returns:
+      The ``optax.chain`` of the two, an :class:`optax.GradientTransformationExtraArgs`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> tx = optax_l1.chain_l1_prox(optax.sgd, learning_rate=0.5, strength=1.0)
+      >>> params = {"w": jnp.array([1.0, -0.25, 0.75])}
+      >>> updates, state = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      {'w': Array([0.5 , 0.  , 0.25], dtype=float32)}
+    """
+    if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
+        raise TypeError(
+            "`optimizer` must be an optax optimizer factory such as optax.adam (it is "
+            f"called with the learning rate), got {optimizer!r}"
+        )
+    prox = l1_prox(strength, learning_rate=learning_rate, l2=l2, nonnegative=nonnegative, mask=mask)
+    built = optimizer(learning_rate=learning_rate, **optimizer_kwargs)
+    _checks.check_optimizer("optimizer", built)
+    return optax.chain(built, prox)
+
+
 def group_l1_prox(
     strength: optax.ScalarOrSchedule,
     *,

@@ -26,6 +26,11 @@ SHAPE = (4, 6)
 STEPS = 80
 
 
+# with_preconditioned_l1 around optax.adam / optax.adamw with their defaults.
+ADAM = {"eps": 1e-8, "eps_root": 0.0, "bias_correction_decay": 0.999, "unseen": "shrink"}
+NO_BIAS_CORRECTION = {**ADAM, "bias_correction_decay": None}
+
+
 def _problem(seed, steps=STEPS, shape=SHAPE):
     """Initial weights, a sparse target and per-step noise: g_t = (w - target) + noise_t."""
     rng = np.random.default_rng(seed)
@@ -247,7 +252,9 @@ def test_proximal_adam_is_the_wrapper_around_adam():
         strength=0.3,
         learning_rate=0.05,
         eps=1e-6,
+        eps_root=0.0,
         bias_correction_decay=0.99,
+        unseen="shrink",
     )
     b = _run_optax(wrapped, w0, target, noise)
     np.testing.assert_array_equal(a, b)
@@ -256,6 +263,109 @@ def test_proximal_adam_is_the_wrapper_around_adam():
         optax.adam(0.05, 0.8, 0.99, 1e-6), optax_l1.l1_prox(0.3, learning_rate=0.05)
     )
     assert np.max(np.abs(_run_optax(plain, w0, target, noise) - a)) > 1e-3
+
+
+def proxgen_adamw(w, g, slots, *, lr, strength, b1, b2, eps, wd):
+    """AdamW's step (decay scaled by lr), then soft-thresholding at lr * strength / D."""
+    m, v, t = slots
+    t += 1
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    denom = np.sqrt(v / (1 - b2**t)) + eps
+    z = w - lr * (m / (1 - b1**t) / denom + wd * w)
+    return _soft(z, lr * strength / denom).astype(np.float32), (m, v, t)
+
+
+@pytest.mark.parametrize("strength, wd", [(0.5, 0.1), (0.0, 0.3), (1.0, 0.0)])
+def test_proximal_adamw_matches_numpy_and_optax_adamw(strength, wd):
+    lr, b1, b2, eps = 0.05, 0.9, 0.99, 1e-8
+    w0, target, noise = _problem(8)
+    tx = optax_l1.proximal_adamw(lr, strength=strength, b1=b1, b2=b2, eps=eps, weight_decay=wd)
+    ours = _run_optax(tx, w0, target, noise)
+    step = functools.partial(proxgen_adamw, lr=lr, strength=strength, b1=b1, b2=b2, eps=eps, wd=wd)
+    zeros = np.zeros(SHAPE, np.float64)
+    ref = _run_reference(step, w0.astype(np.float64), target, noise, (zeros, zeros, 0))
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(ours == 0, ref == 0)
+    if strength == 0:  # nothing but optax.adamw
+        plain = _run_optax(optax.adamw(lr, b1, b2, eps, weight_decay=wd), w0, target, noise)
+        np.testing.assert_allclose(ours, plain, rtol=1e-6, atol=1e-7)
+    else:
+        assert (ours == 0).sum() >= 3
+    if wd == 0:  # and nothing but proximal_adam without the decay
+        adam = optax_l1.proximal_adam(lr, strength=strength, b1=b1, b2=b2, eps=eps)
+        np.testing.assert_array_equal(ours, _run_optax(adam, w0, target, noise))
+
+
+def test_proximal_adamw_masks_decay_and_prox_separately():
+    params = {"w": jnp.full((2, 2), 0.5), "b": jnp.full((2,), 0.5)}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 1.0), params)
+    tx = optax_l1.proximal_adamw(
+        0.1,
+        strength=0.0,
+        weight_decay=1.0,
+        weight_decay_mask={"w": False, "b": True},
+        mask={"w": True, "b": False},
+    )
+    new = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
+    np.testing.assert_allclose(new["w"], 0.4, rtol=1e-5)  # adam's sign step, no decay
+    np.testing.assert_allclose(new["b"], 0.5 - 0.1 * (1 + 0.5), rtol=1e-5)  # and decay
+    strong = optax_l1.proximal_adamw(
+        0.1, strength=10.0, weight_decay=0.0, mask={"w": True, "b": False}
+    )
+    new = optax.apply_updates(params, strong.update(grads, strong.init(params), params)[0])
+    assert (np.asarray(new["w"]) == 0).all()
+    np.testing.assert_allclose(new["b"], 0.4, rtol=1e-5)  # masked out: plain adamw
+
+
+@pytest.mark.parametrize("kind", ["adam", "rmsprop", "adagrad"])
+def test_each_documented_recipe_shrinks_at_the_optimizers_own_step(kind):
+    """The threshold is lr * strength times the optimizer's own scale, seen or not."""
+    lr, strength = 0.1, 0.05
+    recipes = {  # the with_preconditioned_l1 docstring's table
+        "adam": (optax.adam(lr, eps=1e-8), "nu", ADAM),
+        "rmsprop": (
+            optax.rmsprop(lr, eps=1e-8),
+            "nu",
+            {**NO_BIAS_CORRECTION, "eps": 0.0, "eps_root": 1e-8},
+        ),
+        "adagrad": (
+            optax.adagrad(lr, initial_accumulator_value=0.0, eps=1e-7),
+            "sum_of_squares",
+            {**NO_BIAS_CORRECTION, "eps": 0.0, "eps_root": 1e-7, "unseen": "keep"},
+        ),
+    }
+    inner, name, metric = recipes[kind]
+    tx = optax_l1.with_preconditioned_l1(
+        inner, strength=strength, learning_rate=lr, accumulator=name, **metric
+    )
+    p = jnp.array([1.0, 1.0, 1.0, 0.02])
+    g = jnp.array([0.0, 1e-3, -2.0, 0.5])  # coordinate 0 has had no gradient
+    u_plain, _ = inner.update(g, inner.init(p), p)
+    z = np.asarray(p + u_plain, np.float64)
+    g64 = np.asarray(g, np.float64)
+    scale = np.abs(np.asarray(u_plain, np.float64)) / (lr * np.abs(np.where(g64 == 0, 1, g64)))
+    scale[0] = {"adam": 1 / 1e-8, "rmsprop": 1 / np.sqrt(1e-8), "adagrad": 0.0}[kind]
+    want = _soft(z, lr * strength * scale)
+    got = np.asarray(optax.apply_updates(p, tx.update(g, tx.init(p), p)[0]))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert (got[0] == 0) == (kind != "adagrad")  # rmsprop steps there; adagrad does not
+
+
+def test_rmsprop_recipe_zeroes_what_the_formula_zeroes():
+    """The issue's case: optax.rmsprop still steps where nu = 0, so the prox shrinks there."""
+    tx = optax_l1.with_preconditioned_l1(
+        optax.rmsprop(0.1, eps=1e-8),
+        strength=1.0,
+        learning_rate=0.1,
+        eps=0.0,
+        eps_root=1e-8,
+        bias_correction_decay=None,
+        unseen="shrink",
+    )
+    p = jnp.array([1.0, 1.0])
+    u, _ = tx.update(jnp.array([0.0, 1e-3]), tx.init(p), p)
+    np.testing.assert_array_equal(optax.apply_updates(p, u), [0.0, 0.0])
 
 
 def preconditioned_reference(w, g, acc, *, kind, lr, strength, l2):
@@ -276,8 +386,10 @@ def test_preconditioned_wrapper_matches_numpy(kind):
     lr, strength, l2 = 0.05, 0.5, 0.2
     if kind == "adagrad":
         inner, name, eps_root, acc0 = optax.adagrad(lr), "sum_of_squares", 1e-7, 0.1
+        unseen = "keep"
     else:
         inner, name, eps_root, acc0 = optax.rmsprop(lr), "nu", 1e-8, 0.0
+        unseen = "shrink"
     tx = optax_l1.with_preconditioned_l1(
         inner,
         strength=strength,
@@ -285,6 +397,8 @@ def test_preconditioned_wrapper_matches_numpy(kind):
         accumulator=name,
         eps=0.0,
         eps_root=eps_root,
+        bias_correction_decay=None,
+        unseen=unseen,
         l2=l2,
     )
     w0, target, noise = _problem(6)
@@ -299,23 +413,37 @@ def test_preconditioned_wrapper_matches_numpy(kind):
 def test_preconditioned_wrapper_accumulator_errors_and_callable():
     params = {"w": jnp.full(3, 5.0)}
     with pytest.raises(ValueError, match="no field 'nu'"):
-        optax_l1.with_preconditioned_l1(optax.sgd(0.1), strength=0.1, learning_rate=0.1).init(
-            params
-        )
+        optax_l1.with_preconditioned_l1(
+            optax.sgd(0.1), strength=0.1, learning_rate=0.1, **ADAM
+        ).init(params)
     two = optax.chain(optax.scale_by_adam(), optax.scale_by_rms(), optax.scale(-0.1))
     with pytest.raises(ValueError, match="several fields named 'nu'"):
-        optax_l1.with_preconditioned_l1(two, strength=0.1, learning_rate=0.1).init(params)
+        optax_l1.with_preconditioned_l1(two, strength=0.1, learning_rate=0.1, **ADAM).init(params)
     with pytest.raises(TypeError, match="accumulator"):
         optax_l1.with_preconditioned_l1(
-            optax.adam(0.1), strength=0.1, learning_rate=0.1, accumulator=3
+            optax.adam(0.1), strength=0.1, learning_rate=0.1, accumulator=3, **ADAM
         )
     with pytest.raises(ValueError, match="bias_correction_decay"):
         optax_l1.with_preconditioned_l1(
-            optax.adam(0.1), strength=0.1, learning_rate=0.1, bias_correction_decay=1.0
+            optax.adam(0.1),
+            strength=0.1,
+            learning_rate=0.1,
+            **{**ADAM, "bias_correction_decay": 1.0},
+        )
+    with pytest.raises(ValueError, match="`unseen`"):
+        optax_l1.with_preconditioned_l1(
+            optax.adam(0.1), strength=0.1, learning_rate=0.1, **{**ADAM, "unseen": "zero"}
+        )
+    with pytest.raises(TypeError, match="eps_root"):
+        optax_l1.with_preconditioned_l1(  # the metric is required: no default can match
+            optax.adam(0.1),
+            strength=0.1,
+            learning_rate=0.1,
+            eps=1e-8,  # pyright: ignore[reportCallIssue]
         )
     # A callable picks Adam's `nu` out of the ambiguous chain (no bias correction here).
     tx = optax_l1.with_preconditioned_l1(
-        two, strength=0.5, learning_rate=0.1, accumulator=lambda s: s[0].nu
+        two, strength=0.5, learning_rate=0.1, accumulator=lambda s: s[0].nu, **NO_BIAS_CORRECTION
     )
     g = np.array([1.0, -0.2, 3.0])
     updates, _ = tx.update({"w": jnp.asarray(g)}, tx.init(params), params)
@@ -334,7 +462,7 @@ def test_adamw_with_mask_in_a_chain():
         optax.adamw(0.1, weight_decay=1e-4),
         strength=10.0,
         learning_rate=0.1,
-        bias_correction_decay=0.999,
+        **ADAM,
         mask=optax_l1.kernel_mask,
     )
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
@@ -358,6 +486,8 @@ def _wrapped_adagrad(learning_rate, strength, mask=None):
         accumulator="sum_of_squares",
         eps=0.0,
         eps_root=1e-7,
+        bias_correction_decay=None,
+        unseen="keep",
         mask=mask,
     )
 
@@ -366,6 +496,10 @@ FACTORIES = {
     "proximal_adagrad": (optax_l1.proximal_adagrad, dict(learning_rate=0.3, strength=0.1, l2=0.05)),
     "ftrl": (optax_l1.ftrl, dict(learning_rate=0.3, strength=0.3, l2=0.05, l2_shrinkage=0.01)),
     "proximal_adam": (optax_l1.proximal_adam, dict(learning_rate=0.1, strength=0.3)),
+    "proximal_adamw": (
+        optax_l1.proximal_adamw,
+        dict(learning_rate=0.1, strength=0.3, weight_decay=0.05),
+    ),
     "wrapped_adagrad": (_wrapped_adagrad, dict(learning_rate=0.3, strength=0.1)),
 }
 NAMES = sorted(FACTORIES)
@@ -519,6 +653,7 @@ BAD_ARGS = {
     + [("initial_accumulator_value", -1.0), ("beta", float("inf"))],
     "proximal_adam": [("learning_rate", -1.0), ("strength", float("nan"))]
     + [("b1", 1.0), ("b2", -0.1), ("eps", -1e-8)],
+    "proximal_adamw": [("weight_decay", -0.1), ("b1", 1.0), ("eps", float("nan"))],
     "wrapped_adagrad": [("learning_rate", float("nan")), ("strength", -0.5)],
 }
 
@@ -565,7 +700,7 @@ SHARDING_SCRIPT = textwrap.dedent(
             "b": rng.normal(size=(6,)).astype(np.float32)}
     wrapped = optax_l1.with_preconditioned_l1(
         optax.adagrad(0.3), strength=0.1, learning_rate=0.3, accumulator="sum_of_squares",
-        eps=0.0, eps_root=1e-7)
+        eps=0.0, eps_root=1e-7, bias_correction_decay=None, unseen="keep")
     txs = {"proximal_adagrad": optax_l1.proximal_adagrad(0.3, strength=0.1, l2=0.05),
            "ftrl": optax_l1.ftrl(0.3, strength=0.3, l2=0.05, l2_shrinkage=0.01),
            "proximal_adam": optax_l1.proximal_adam(0.1, strength=0.3),
@@ -717,7 +852,14 @@ def test_adagrad_recipe_leaves_unseen_coordinates_like_optax():
     """eps=0, eps_root=eps as optax.adagrad: no gradient yet (sum 0), no move, no shrink."""
     inner = optax.adagrad(0.1, initial_accumulator_value=0.0)
     tx = optax_l1.with_preconditioned_l1(
-        inner, strength=0.5, learning_rate=0.1, accumulator="sum_of_squares", eps=0.0, eps_root=1e-7
+        inner,
+        strength=0.5,
+        learning_rate=0.1,
+        accumulator="sum_of_squares",
+        eps=0.0,
+        eps_root=1e-7,
+        bias_correction_decay=None,
+        unseen="keep",
     )
     params = jnp.array([0.5, 0.5, 0.12])
     grads = jnp.array([0.0, 1.0, 1.0])
@@ -732,9 +874,15 @@ def test_adagrad_recipe_leaves_unseen_coordinates_like_optax():
 def test_preconditioned_accumulator_tuple_of_names():
     params = {"w": jnp.array([1.0, 0.05, 0.5])}
     grads = {"w": jnp.array([1.0, 1.0, -2.0])}
-    by_name = optax_l1.with_preconditioned_l1(optax.adam(0.1), strength=1.0, learning_rate=0.1)
+    by_name = optax_l1.with_preconditioned_l1(
+        optax.adam(0.1), strength=1.0, learning_rate=0.1, **ADAM
+    )
     by_tuple = optax_l1.with_preconditioned_l1(
-        optax.adam(0.1), strength=1.0, learning_rate=0.1, accumulator=("sum_of_squares", "nu")
+        optax.adam(0.1),
+        strength=1.0,
+        learning_rate=0.1,
+        accumulator=("sum_of_squares", "nu"),
+        **ADAM,
     )
     a, _ = by_name.update(grads, by_name.init(params), params)
     b, _ = by_tuple.update(grads, by_tuple.init(params), params)
@@ -742,9 +890,9 @@ def test_preconditioned_accumulator_tuple_of_names():
     for bad in ((), ("nu", 3)):
         with pytest.raises(TypeError, match="accumulator"):
             optax_l1.with_preconditioned_l1(
-                optax.adam(0.1), strength=1.0, learning_rate=0.1, accumulator=bad
+                optax.adam(0.1), strength=1.0, learning_rate=0.1, accumulator=bad, **ADAM
             )
     with pytest.raises(ValueError, match="no field"):
         optax_l1.with_preconditioned_l1(
-            optax.sgd(0.1), strength=1.0, learning_rate=0.1, accumulator=("a", "b")
+            optax.sgd(0.1), strength=1.0, learning_rate=0.1, accumulator=("a", "b"), **ADAM
         ).init(params)

@@ -26,7 +26,13 @@ TRANSFORMS = {
     ),
     "proximal_adam": lambda: optax_l1.proximal_adam(0.05, strength=0.5),
     "with_preconditioned_l1": lambda: optax_l1.with_preconditioned_l1(
-        optax.adam(0.05), strength=0.5, learning_rate=0.05
+        optax.adam(0.05),
+        strength=0.5,
+        learning_rate=0.05,
+        eps=1e-8,
+        eps_root=0.0,
+        bias_correction_decay=0.999,
+        unseen="shrink",
     ),
     "proximal_adagrad": lambda: optax_l1.proximal_adagrad(0.05, strength=0.5),
     "ftrl": lambda: optax_l1.ftrl(0.05, strength=5.0),

@@ -24,7 +24,13 @@ TRANSFORMS = {
     "proximal_adagrad": lambda v: optax_l1.proximal_adagrad(0.1, strength=v),
     "ftrl": lambda v: optax_l1.ftrl(0.1, strength=v),
     "with_preconditioned_l1": lambda v: optax_l1.with_preconditioned_l1(
-        optax.adam(0.1), strength=0.1, learning_rate=0.1, eps=v
+        optax.adam(0.1),
+        strength=0.1,
+        learning_rate=0.1,
+        eps=v,
+        eps_root=0.0,
+        bias_correction_decay=0.999,
+        unseen="shrink",
     ),
     "sparsity_target": lambda v: optax_l1.sparsity_target(v, ramp_steps=3),
 }

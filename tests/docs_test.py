@@ -8,22 +8,37 @@
    that does not exist fails; one that needs a missing optional package (flax, equinox,
    scikit-learn) is skipped with the package named.
 4. When Sphinx is installed, the docs build with ``-W`` (warnings are errors); skipped otherwise.
+   That one build (shared by the xdist workers) is then checked for what a reader sees:
+   math renders offline (a local MathJax, no CDN); the API page names no private module or
+   type; its summary tables show every required parameter; and the code shown in the guides
+   (snippet regions and inline blocks) defines every name it uses, carries no lint comments
+   and fits the page (88 characters a line).
+5. Install lines in the docs work from a checkout (``pip install .``): the package is not on
+   PyPI.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import contextlib
+import dataclasses
 import doctest
+import html
 import importlib
 import importlib.util
+import inspect
 import io
+import json
 import os
+import pickle
 import pkgutil
 import re
 import runpy
 import subprocess
+import symtable
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -169,16 +184,331 @@ def test_guide_snippet_runs(path: Path):
 # ----------------------------------------------------------------------------- build
 
 
-def test_sphinx_build_has_no_warnings(tmp_path: Path):
+@dataclasses.dataclass(frozen=True)
+class DocsBuild:
+    returncode: int
+    output: str
+    html: Path
+    doctrees: Path
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    import fcntl  # only called where it exists (see docs_build)
+
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def docs_build(tmp_path_factory: pytest.TempPathFactory) -> DocsBuild:
+    """The docs built once with ``-W``; under xdist the workers share one build."""
     if importlib.util.find_spec("sphinx") is None:
-        pytest.skip("sphinx is not installed (pip install 'optax_l1[docs]')")
-    env = dict(os.environ)
-    env.pop("OPTAX_L1_DOCS_INTERSPHINX", None)  # offline: no inventories to fetch
-    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
-    cmd += ["-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"sphinx-build -W failed:\n{proc.stdout}\n{proc.stderr}"
-    assert (tmp_path / "html" / "api.html").is_file()
+        pytest.skip('sphinx is not installed (pip install ".[docs]")')
+    root = tmp_path_factory.getbasetemp()
+    shared = os.environ.get("PYTEST_XDIST_WORKER") and importlib.util.find_spec("fcntl")
+    if shared:
+        root = root.parent  # this run's base directory, common to its workers
+    out = root / "sphinx_build"
+    lock = _exclusive(root / "sphinx_build.lock") if shared else contextlib.nullcontext()
+    with lock:
+        result = out / "result.json"
+        if not result.is_file():
+            env = dict(os.environ)
+            env.pop("OPTAX_L1_DOCS_INTERSPHINX", None)  # offline: no inventories to fetch
+            cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
+            cmd += ["-d", str(out / "doctrees"), str(DOCS), str(out / "html")]
+            proc = subprocess.run(
+                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+            )
+            out.mkdir(parents=True, exist_ok=True)
+            output = f"{proc.stdout}\n{proc.stderr}"
+            result.write_text(json.dumps({"returncode": proc.returncode, "output": output}))
+        done = json.loads(result.read_text())
+    return DocsBuild(done["returncode"], done["output"], out / "html", out / "doctrees")
+
+
+def _built(build: DocsBuild) -> DocsBuild:
+    if build.returncode != 0:
+        pytest.fail(f"sphinx-build -W failed:\n{build.output}")
+    return build
+
+
+def test_sphinx_build_has_no_warnings(docs_build: DocsBuild):
+    assert docs_build.returncode == 0, f"sphinx-build -W failed:\n{docs_build.output}"
+    assert (docs_build.html / "api.html").is_file()
+
+
+def _text(markup: str) -> str:
+    """What a reader sees of some HTML: no tags, entities decoded, no-break spaces plain."""
+    return html.unescape(re.sub(r"<[^>]+>", "", markup)).replace("\xa0", " ")
+
+
+def test_math_renders_offline(docs_build: DocsBuild):
+    build = _built(docs_build)
+    pages = sorted(build.html.rglob("*.html"))
+    with_math = [page for page in pages if 'class="math' in page.read_text()]
+    names = {page.relative_to(build.html).as_posix() for page in with_math}
+    assert {"index.html", "api.html"} <= names, f"math not found where expected: {names}"
+    for page in with_math:
+        source = page.read_text()
+        scripts = re.findall(r"<script\b[^>]*\bsrc=\"([^\"]+)\"", source)
+        where = page.relative_to(build.html)
+        remote = [s for s in scripts if re.match(r"(?i)(https?:)?//", s)]
+        assert not remote, f"{where} loads scripts over the network: {remote}"
+        assert "cdn." not in source.lower(), f"{where} names a CDN"
+        mathjax = [s for s in scripts if "mathjax" in s.lower()]
+        assert mathjax, f"{where} has math but loads no MathJax script: {scripts}"
+        for src in mathjax:
+            local = (page.parent / src.split("?")[0]).resolve()
+            assert local.is_file(), f"{where} loads {src}, which is not in the build"
+            assert build.html.resolve() in local.parents
+
+
+# Private modules of the package, and the spellings of jax/Sphinx internals, that a reader
+# cannot import or look up.
+PRIVATE_MODULES = sorted(
+    info.name for info in pkgutil.iter_modules(optax_l1.__path__) if info.name[0] == "_"
+)
+PRIVATE = re.compile(
+    r"(?<!\w)(?:" + "|".join(map(re.escape, PRIVATE_MODULES)) + r")\."
+    r"|TypeAliasForwardRef|jaxlib|_jax\.Array"
+)
+
+
+def test_api_page_shows_no_private_names(docs_build: DocsBuild):
+    assert {"_operators", "_inner", "_select", "_target"} <= set(PRIVATE_MODULES)
+    text = _text((_built(docs_build).html / "api.html").read_text())
+    found = sorted({m.group(0) for m in PRIVATE.finditer(text)})
+    contexts = [text[max(0, m.start() - 60) : m.end() + 20] for m in PRIVATE.finditer(text)]
+    assert not found, f"api.html shows private names {found}, e.g.: {contexts[:3]}"
+    assert "docs_test" not in text, "a note for maintainers is rendered on the API page"
+
+
+def _summary_rows(page: str) -> list[tuple[str, str]]:
+    """``(name, shown parameters)`` for every row of the page's autosummary tables."""
+    rows = []
+    for table in re.findall(r'<table class="autosummary.*?</table>', page, re.S):
+        for cell in re.findall(r"<tr[^>]*>\s*<td>(.*?)</td>", table, re.S):
+            m = re.fullmatch(r"\s*(\w+)\((.*)\)\s*", _text(cell), re.S)
+            assert m, f"unexpected autosummary entry: {_text(cell)!r}"
+            rows.append((m.group(1), m.group(2)))
+    return rows
+
+
+def summary_signature_errors(obj: object, shown: str) -> list[str]:
+    """How the parameters shown in a summary table, ``a, b[, c], *, d[, ...]``, differ from
+    ``inspect.signature(obj)``: every required parameter (and ``*`` before keyword-only
+    ones) must be shown in order, outside brackets; bracketed names must be optional ones,
+    all of them unless ``...`` stands for the rest."""
+    tokens, depth, current = [], 0, ""
+    for char in shown + ",":
+        if char in "[],":
+            if current.strip():
+                tokens.append((current.strip(), depth > 0))
+            current = ""
+            depth += (char == "[") - (char == "]")
+        else:
+            current += char
+    params = inspect.signature(obj).parameters.values()
+    kind = inspect.Parameter
+    required = []
+    for p in params:
+        if p.kind is kind.VAR_POSITIONAL:
+            required.append(f"*{p.name}")
+        elif p.kind is kind.VAR_KEYWORD:
+            required.append(f"**{p.name}")
+        elif p.kind is kind.KEYWORD_ONLY and not any(n.startswith("*") for n in required):
+            required.append("*")
+        if p.default is p.empty and p.kind not in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD):
+            required.append(p.name)
+    optional = {p.name for p in params if p.default is not p.empty}
+    errors = []
+    if [name for name, opt in tokens if not opt] != required:
+        errors.append(f"required {required}, shown {[n for n, o in tokens if not o]}")
+    bracketed = [name for name, opt in tokens if opt]
+    if not set(bracketed) <= optional | {"..."}:
+        errors.append(f"bracketed {sorted(set(bracketed) - optional)} are not optional")
+    if "..." not in bracketed and set(bracketed) != optional:
+        errors.append(f"optional {sorted(optional - set(bracketed))} missing, no '...'")
+    return errors
+
+
+def test_summary_signature_check_catches_a_missing_required_parameter():
+    # What Sphinx's own autosummary showed for group_l1_penalty: no `axis`.
+    assert summary_signature_errors(optax_l1.group_l1_penalty, "params[, strength, mask]")
+    assert not summary_signature_errors(
+        optax_l1.group_l1_penalty, "params[, strength], *, axis[, mask]"
+    )
+    assert not summary_signature_errors(optax_l1.l1_prox, "strength, *, learning_rate[, ...]")
+
+
+def test_summary_tables_show_the_real_signatures(docs_build: DocsBuild):
+    rows = _summary_rows((_built(docs_build).html / "api.html").read_text())
+    assert {"group_l1_penalty", "l1_prox", "L1ProxState"} <= {name for name, _ in rows}
+    # Which names the tables list is test_api_page_documents_every_public_name's business.
+    public = [(name, shown) for name, shown in rows if name in optax_l1.__all__]
+    wrong = {
+        f"{name}({shown})": errors
+        for name, shown in public
+        if (errors := summary_signature_errors(getattr(optax_l1, name), shown))
+    }
+    assert not wrong, f"summary tables in api.html disagree with the signatures: {wrong}"
+
+
+# ----------------------------------------------------------------------------- shown code
+
+SHOWN_LINE_MAX = 88  # longer lines are clipped (scrolled) in the rendered pages
+LINT_COMMENT = re.compile(r"#.*\b(?:noqa\b|type:\s*ignore|pyright:|fmt:|ruff:)")
+PYTHON = {"python", "python3", "py"}
+LANGUAGES = PYTHON | {"bash", "console", "text", "none"}
+MODULE_NAMES = {"__name__", "__file__", "__doc__"}
+
+
+def undefined_names(code: str) -> set[str]:
+    """Names that ``code``, run as a module, reads without ever binding at module level.
+
+    A stand-in for pyflakes' undefined-name check, from the symbol tables: the names read at
+    module level or as globals inside functions and classes, less those the module assigns,
+    imports, defines or declares global and assigns in a function, and the builtins.
+    """
+    top = symtable.symtable(code, "<shown code>", "exec")
+    bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    read = set()
+
+    def visit(table: symtable.SymbolTable) -> None:
+        for symbol in table.get_symbols():
+            if symbol.is_declared_global() and symbol.is_assigned():
+                bound.add(symbol.get_name())
+            if symbol.is_referenced() and (table.get_type() == "module" or symbol.is_global()):
+                read.add(symbol.get_name())
+        for child in table.get_children():
+            visit(child)
+
+    visit(top)
+    return read - bound - set(dir(builtins)) - MODULE_NAMES
+
+
+def test_undefined_name_check_catches_what_was_reported():
+    assert undefined_names("import jax\nprint(jax.numpy.zeros(3) + zero)\n") == {"zero"}
+    code = """
+def train(tx):
+    return data_loss(tx) + [i for i in range(3) if i < n][0]
+
+
+class Model(Base):
+    size = 3
+    twice = size * 2
+
+    def __call__(self, x):
+        return x * size
+
+
+with open(__file__) as handle:
+    first = handle.readline()
+try:
+    pass
+except ValueError as error:
+    print(error, first, train, Model)
+"""
+    assert undefined_names(code) == {"data_loss", "n", "Base", "size"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShownBlock:
+    page: str  # the document, "guides/masks"
+    where: str  # for messages: the included file, or the line of the .rst
+    program: str  # blocks of one program share it: a page's regions of one snippet file
+    language: str | None
+    code: str
+
+
+def _shown_blocks(build: DocsBuild) -> list[ShownBlock]:
+    """Every code block of the built pages (not docstrings) as the reader sees it."""
+    from docutils import nodes
+
+    blocks = []
+    for path in sorted(build.doctrees.rglob("*.doctree")):
+        page = path.relative_to(build.doctrees).with_suffix("").as_posix()
+        doctree = pickle.loads(path.read_bytes())
+        for node in doctree.findall(nodes.literal_block):
+            if "docstring of" in (node.source or ""):
+                continue  # autodoc: checked by the doctests, not shown code of the guides
+            included = node.get("source")
+            if included:
+                where = Path(included).resolve().relative_to(ROOT).as_posix()
+                program = f"{page}: {where}"
+            else:
+                where = f"{Path(node.source or page).name}, line {node.line}"
+                program = f"{page}: {where}"
+            blocks.append(ShownBlock(page, where, program, node.get("language"), node.astext()))
+    return blocks
+
+
+def test_shown_code_blocks_were_found(docs_build: DocsBuild):
+    blocks = _shown_blocks(_built(docs_build))
+    assert {b.page for b in blocks} >= {"index", "guides/masks", "guides/migrating"}
+    no_language = [f"{b.page} ({b.where})" for b in blocks if b.language not in LANGUAGES]
+    assert not no_language, f"state the language (.. code-block:: python): {no_language}"
+
+
+def test_shown_python_defines_every_name_it_uses(docs_build: DocsBuild):
+    programs: dict[str, list[str]] = {}
+    for block in _shown_blocks(_built(docs_build)):
+        if block.language in PYTHON:
+            programs.setdefault(block.program, []).append(block.code)
+    assert len(programs) >= 10
+    problems = {}
+    for program, codes in programs.items():
+        code = "\n\n".join(codes)
+        try:
+            ast.parse(code)
+        except SyntaxError as error:
+            problems[program] = f"does not parse: {error}"
+            continue
+        if names := undefined_names(code):
+            problems[program] = f"uses names it never defines or imports: {sorted(names)}"
+    assert not problems, (
+        "code shown in the docs must run as shown (the regions of one snippet on a page, "
+        f"read in order, or an inline block alone): {problems}"
+    )
+
+
+def test_shown_code_has_no_lint_comments(docs_build: DocsBuild):
+    shown = [
+        f"{b.page} ({b.where}): {line.strip()}"
+        for b in _shown_blocks(_built(docs_build))
+        for line in b.code.splitlines()
+        if LINT_COMMENT.search(line)
+    ]
+    assert not shown, f"lint comments in the rendered docs (keep them out of view): {shown}"
+
+
+def test_shown_code_fits_the_page(docs_build: DocsBuild):
+    long = [
+        f"{b.page} ({b.where}): {len(line)} chars: {line.strip()[:60]}"
+        for b in _shown_blocks(_built(docs_build))
+        for line in b.code.splitlines()
+        if len(line) > SHOWN_LINE_MAX
+    ]
+    assert not long, f"shown code lines over {SHOWN_LINE_MAX} characters: {long}"
+
+
+def test_install_lines_work_from_a_checkout():
+    # optax_l1 is not on PyPI: it installs from a checkout (`pip install .`, `".[docs]"`).
+    by_name = re.compile(r"pip install\b[^\n#]*?(?<![\w./-])[\"']?optax_l1\b")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted(DOCS.rglob("*"))
+        if path.suffix in {".rst", ".py"} and "_build" not in path.parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if by_name.search(line)
+    ]
+    assert not found, f"install lines that ask PyPI for optax_l1: {found}"
 
 
 def test_readme_quick_start_runs_and_finds_the_three_features():

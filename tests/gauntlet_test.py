@@ -114,6 +114,9 @@ def wrapped_adagrad_l1(learning_rate, strength):
         learning_rate=learning_rate,
         accumulator="sum_of_squares",
         eps=0.0,
+        eps_root=0.0,
+        bias_correction_decay=None,
+        unseen="keep",
     )
 
 

@@ -228,16 +228,16 @@ def test_kernel_mask_options_on_plain_dicts():
     }
     m = optax_l1.kernel_mask(params)
     assert m["conv"] == {"kernel": True, "bias": False}
-    assert m["embedding"]["table"] is True and m["vector"] is False
+    assert m["embedding"]["table"] is False and m["vector"] is False  # embeddings: out
     assert m["count"] is False and m["none"] is None
-    m = optax_l1.kernel_mask(params, exclude=r"(^|/)(embedding|bias)(/|$)")
-    assert m["embedding"]["table"] is False and m["conv"]["kernel"] is True
+    m = optax_l1.kernel_mask(params, exclude=r"(^|/)(bias|scale)(/|$)")  # the way back in
+    assert m["embedding"]["table"] is True and m["conv"]["kernel"] is True
     assert optax_l1.kernel_mask(params, min_ndim=1, exclude=None)["conv"]["bias"] is True
     # A component match, not a substring: a leaf named "bias_scale_table" stays regularized.
     assert optax_l1.kernel_mask({"bias_scale_table": jnp.ones((2, 2))})["bias_scale_table"]
     m = optax_l1.kernel_mask(params, min_ndim=1)
     assert m["vector"] is True and m["conv"]["bias"] is False
-    m = optax_l1.kernel_mask(params, min_ndim=3)
+    m = optax_l1.kernel_mask(params, min_ndim=3, exclude=None)
     assert m["embedding"]["table"] is False and m["conv"]["kernel"] is True
     with pytest.raises(ValueError, match="`min_ndim`"):
         optax_l1.kernel_mask(params, min_ndim=-1)
@@ -245,6 +245,32 @@ def test_kernel_mask_options_on_plain_dicts():
         optax_l1.kernel_mask(params, exclude=("embedding", "bias"))  # the 0.1 form: refused
     with pytest.raises(ValueError, match="`exclude` must be a valid regular expression"):
         optax_l1.path_mask(params, exclude="(")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["Embed_0/embedding", "embedding", "tok_embeddings/weight", "model/embed_tokens", "wte",
+     "transformer/wpe", "bert/word_embeddings", "PosEmbed/table"],
+)
+def test_kernel_mask_leaves_embedding_tables_out(path):
+    *outer, last = path.split("/")
+    table = {last: jnp.ones((4, 3))}
+    for key in reversed(outer):
+        table = {key: table}
+    params = {**table, "Dense_0": {"kernel": jnp.ones((3, 3))}}
+    m = optax_l1.kernel_mask(params)
+    leaf = m
+    for key in path.split("/"):
+        leaf = leaf[key]
+    assert leaf is False
+    assert jax.tree.leaves(m).count(True) == 1  # the Dense kernel beside it is still in
+
+
+def test_kernel_mask_keeps_kernels_whose_names_only_resemble_embeddings():
+    params = {"mlp_wte_proj": {"kernel": jnp.ones((2, 2))}, "Scale": {"kernel": jnp.ones((2, 2))}}
+    m = optax_l1.kernel_mask(params)
+    assert m["mlp_wte_proj"]["kernel"] is True  # "wte" only as a whole component
+    assert m["Scale"]["kernel"] is False  # case-insensitive component "scale"
 
 
 def test_path_mask_on_plain_and_frozen_dicts():

@@ -87,7 +87,15 @@ def test_a_bad_hyperparameter_set_at_run_time_makes_the_update_nan(name):
         lambda s: optax_l1.l1_prox(s, learning_rate=0.1),
         lambda s: optax_l1.group_l1_prox(s, learning_rate=0.1, axis=0),
         lambda s: optax_l1.proximal_adam(0.1, strength=s),
-        lambda s: optax_l1.with_preconditioned_l1(optax.adam(0.1), strength=s, learning_rate=0.1),
+        lambda s: optax_l1.with_preconditioned_l1(
+            optax.adam(0.1),
+            strength=s,
+            learning_rate=0.1,
+            eps=1e-8,
+            eps_root=0.0,
+            bias_correction_decay=0.999,
+            unseen="shrink",
+        ),
     ],
     ids=["l1_prox", "group_l1_prox", "proximal_adam", "with_preconditioned_l1"],
 )

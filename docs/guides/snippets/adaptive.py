@@ -1,5 +1,6 @@
 """Adaptive optimizers with L1: proximal Adam, proximal Adagrad, FTRL."""
 
+# [start compare]
 import jax
 import jax.numpy as jnp
 import optax
@@ -30,15 +31,17 @@ def train(tx, steps=3000):
     return run(jnp.zeros(50))
 
 
-# [start compare]
 strength = 0.05  # the same objective for all: loss_fn(w) + strength * ||w||_1
+# ISTA, the reference: plain SGD with the prox step.
 reference = train(
     optax.chain(optax.sgd(0.1), optax_l1.l1_prox(strength, learning_rate=0.1))
-)  # ISTA
+)
 
 runs = {
     # Adam's step, then a shrink by lr * strength that ignores Adam's scaling.
-    "adam + l1_prox": optax.chain(optax.adam(1e-2), optax_l1.l1_prox(strength, learning_rate=1e-2)),
+    "adam + l1_prox": optax.chain(
+        optax.adam(1e-2), optax_l1.l1_prox(strength, learning_rate=1e-2)
+    ),
     # The shrink at Adam's own per-coordinate step: lr * strength / (sqrt(v_hat) + eps).
     "proximal_adam": optax_l1.proximal_adam(1e-2, strength=strength),
     # TensorFlow's ProximalAdagrad: the shrink at Adagrad's step lr / sqrt(accumulator).
@@ -68,8 +71,10 @@ tx = optax_l1.with_preconditioned_l1(
     strength=strength,
     learning_rate=learning_rate,
     accumulator="nu",  # adam/adamw/rmsprop keep it in `nu`; adagrad in `sum_of_squares`
-    eps=1e-8,
+    eps=1e-8,  # adamw's eps (rmsprop, adagrad: 0.0, and their eps as eps_root)
+    eps_root=0.0,
     bias_correction_decay=0.999,  # Adam's b2; None for rmsprop and adagrad
+    unseen="shrink",  # "keep" for adagrad, which leaves a never-seen coordinate alone
     mask=optax_l1.kernel_mask,  # as for every transform here
 )
 # [end wrap]
@@ -80,7 +85,7 @@ updates, _ = tx.update(grads, tx.init(params), params)
 assert jax.tree.structure(updates) == jax.tree.structure(params)
 
 # [start ftrl]
-# FTRL-Proximal for a stream of examples, each seen once (e.g. click-through prediction).
+# FTRL-Proximal for a stream of examples, each seen once (click-through prediction).
 n_features, batch = 100, 32
 w_star = jnp.zeros(n_features).at[:10].set(2.0)
 

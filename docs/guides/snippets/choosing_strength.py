@@ -1,5 +1,6 @@
 """Choosing the strength: lambda_max, a warm-started sweep, schedules and warm-up."""
 
+# [start lambda_max]
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +10,8 @@ from sklearn.linear_model import Lasso
 
 import optax_l1
 
-# [start lambda_max]
 X_np, y_np = load_diabetes(return_X_y=True)
-X_np = (X_np - X_np.mean(0)) / X_np.std(0)  # standardized features: one scale for all
+X_np = (X_np - X_np.mean(0)) / X_np.std(0)  # standardized: one scale for all features
 X, y = jnp.asarray(X_np, jnp.float32), jnp.asarray(y_np, jnp.float32)
 n = X.shape[0]
 
@@ -35,7 +35,8 @@ def loss_fn(params):
 def fit(alpha, params):
     # Built inside jit with a traced alpha: one compilation serves the whole sweep.
     tx = optax.chain(
-        optax.sgd(step_size), optax_l1.l1_prox(alpha, learning_rate=step_size, mask=mask)
+        optax.sgd(step_size),
+        optax_l1.l1_prox(alpha, learning_rate=step_size, mask=mask),
     )
 
     def body(_, carry):
@@ -47,9 +48,9 @@ def fit(alpha, params):
     return params
 
 
+zero = {"w": jnp.zeros(X.shape[1]), "b": jnp.zeros(())}  # the all-zero start
 alphas = alpha_max * np.geomspace(1.0, 1e-3, 12)  # from all-zero to nearly unpenalized
-params = {"w": jnp.zeros(X.shape[1]), "b": jnp.zeros(())}
-path = []
+params, path = zero, []
 for alpha in alphas:
     params = fit(alpha, params)  # warm start from the previous (larger) alpha
     path.append(params["w"])
@@ -58,10 +59,9 @@ for alpha in alphas:
 
 # At alpha_max the solution is all zero; just below it, one coefficient enters.
 assert int(jnp.sum(path[0] != 0)) == 0
-zero = {"w": jnp.zeros(X.shape[1]), "b": jnp.zeros(())}
 assert int(jnp.sum(fit(0.99 * alpha_max, zero)["w"] != 0)) == 1
 assert int(jnp.sum(path[-1] != 0)) == X.shape[1]
-# The same minimizer as scikit-learn's Lasso (loss 1/(2n)||y - Xw - b||^2 + alpha ||w||_1).
+# The same minimizer as scikit-learn's Lasso (1/(2n)||y - Xw - b||^2 + alpha ||w||_1).
 i = 6
 ref = Lasso(alpha=alphas[i], tol=1e-10, max_iter=100_000).fit(X_np, y_np)
 np.testing.assert_allclose(np.asarray(path[i]), ref.coef_, atol=0.05)
@@ -71,7 +71,9 @@ total_steps, warmup_steps, strength = 1000, 200, 0.3 * alpha_max
 learning_rate = optax.cosine_decay_schedule(step_size, total_steps, alpha=0.1)
 # No shrinkage for the first 200 steps, then a linear ramp to full strength: the model
 # learns which weights matter before small ones are zeroed.
-strength_schedule = optax.linear_schedule(0.0, strength, 300, transition_begin=warmup_steps)
+strength_schedule = optax.linear_schedule(
+    0.0, strength, 300, transition_begin=warmup_steps
+)
 tx = optax.chain(
     optax.sgd(learning_rate),
     # The threshold at step t is learning_rate(t) * strength_schedule(t).
@@ -87,9 +89,10 @@ def schedule_step(carry, _):
     return (params, state), jnp.sum(params["w"] == 0)
 
 
-zero = {"w": jnp.zeros(X.shape[1]), "b": jnp.zeros(())}
-_, zeros_per_step = jax.lax.scan(schedule_step, (zero, tx.init(zero)), length=total_steps)
-assert int(jnp.max(zeros_per_step[1:warmup_steps])) == 0  # no zeros made during warm-up
+_, zeros_per_step = jax.lax.scan(
+    schedule_step, (zero, tx.init(zero)), length=total_steps
+)
+assert int(jnp.max(zeros_per_step[1:warmup_steps])) == 0  # no zeros during warm-up
 assert int(zeros_per_step[-1]) > 0
 print("zeros at the end of the scheduled run:", int(zeros_per_step[-1]))
 
@@ -108,7 +111,8 @@ def train_step(params, opt_state):
 
 params, opt_state = zero, tx.init(zero)
 params, opt_state = train_step(params, opt_state)
-opt_state[1].hyperparams["strength"] = jnp.asarray(0.2, jnp.float32)  # same dtype: no retrace
+# The same dtype as before: no retrace.
+opt_state[1].hyperparams["strength"] = jnp.asarray(0.2, jnp.float32)
 params, opt_state = train_step(params, opt_state)
 # [end inject]
 
@@ -116,8 +120,9 @@ assert train_step._cache_size() == 1
 assert float(opt_state[1].hyperparams["strength"]) == np.float32(0.2)
 
 # [start target]
-# Ask for a sparsity instead of a strength: at each step the smallest weights are zeroed so
-# that the fraction of exact zeros follows a ramp to the target (the threshold is logged).
+# Ask for a sparsity instead of a strength: at each step the smallest weights are
+# zeroed so that the fraction of exact zeros follows a ramp to the target (the
+# threshold is logged).
 tx = optax.chain(
     optax.sgd(step_size),
     optax_l1.sparsity_target(0.6, ramp_steps=500, mask=mask),
@@ -130,8 +135,11 @@ def target_step(carry, _):
     return (optax.apply_updates(params, updates), state), state[1].threshold
 
 
-(params, opt_state), thresholds = jax.lax.scan(target_step, (zero, tx.init(zero)), length=1000)
-print("sparsity:", opt_state[1].sparsity, "scheduled:", opt_state[1].scheduled)  # 0.6, 0.6
+(params, opt_state), thresholds = jax.lax.scan(
+    target_step, (zero, tx.init(zero)), length=1000
+)
+print("sparsity:", opt_state[1].sparsity)  # 0.6
+print("scheduled:", opt_state[1].scheduled)  # 0.6
 print("threshold at the end of the ramp:", thresholds[499])
 # [end target]
 

@@ -1,24 +1,27 @@
-"""Structured sparsity: group lasso switches off whole input features or output units."""
+"""Structured sparsity: group lasso switches off whole input features, output units."""
 
+# [start axis]
 import jax
 import jax.numpy as jnp
 import optax
 
 import optax_l1
 
-# [start axis]
-kernel = jnp.array([[3.0, 0.1, 0.0], [4.0, 0.1, 0.0]])  # a Dense kernel, shape (in=2, out=3)
+# A Dense kernel, shape (in=2, out=3).
+kernel = jnp.array([[3.0, 0.1, 0.0], [4.0, 0.1, 0.0]])
 
-# axis=0 reduces over inputs: one group per output unit (a column). Column norms 5, 0.14, 0.
+# axis=0 reduces over inputs: one group per output unit (a column).
+# Column norms 5, 0.14, 0.
 print(optax_l1.group_l1_penalty(kernel, 1.0, axis=0))  # 5.1414
 print(optax_l1.group_soft_threshold(kernel, 1.0, axis=0))
 # [[2.4 0.  0. ]
 #  [3.2 0.  0. ]]    column 0 scaled by 1 - 1/5; the others are switched off
 
-# axis=1 reduces over outputs: one group per input feature (a row). Row norms ~3.0, ~4.0.
+# axis=1 reduces over outputs: one group per input feature (a row).
+# Row norms ~3.0, ~4.0.
 print(optax_l1.group_soft_threshold(kernel, 3.5, axis=1))
 # [[0.     0.     0.    ]
-#  [0.501  0.0125 0.    ]]    input 0 is switched off; input 1 is scaled by 1 - 3.5/4.001
+#  [0.501  0.0125 0.    ]]    input 0 is off; input 1 is scaled by 1 - 3.5/4.001
 # [end axis]
 
 assert jnp.allclose(optax_l1.group_l1_penalty(kernel, 1.0, axis=0), 5.0 + 0.1 * 2**0.5)
@@ -59,7 +62,9 @@ tx = optax.chain(
 
 
 def loss_fn(params):
-    return 0.5 * jnp.mean(jnp.sum((X @ params["kernel"] + params["bias"] - Y) ** 2, axis=1))
+    return 0.5 * jnp.mean(
+        jnp.sum((X @ params["kernel"] + params["bias"] - Y) ** 2, axis=1)
+    )
 
 
 @jax.jit
@@ -93,5 +98,7 @@ new_w = optax.apply_updates(w, updates)
 # [end sparse group]
 
 z = w["kernel"] - lr * grads["kernel"]
-expected = optax_l1.group_soft_threshold(optax_l1.soft_threshold(z, lr * 0.5), lr * 2.0, axis=1)
+expected = optax_l1.group_soft_threshold(
+    optax_l1.soft_threshold(z, lr * 0.5), lr * 2.0, axis=1
+)
 assert jnp.allclose(new_w["kernel"], expected, atol=1e-6)

@@ -1,12 +1,15 @@
-"""Masks: regularize kernels, not biases or norm scales, in Flax linen, NNX and Equinox."""
+"""Masks: regularize kernels, not biases or norm scales, in Flax linen, NNX, Equinox."""
 
+# Each framework is imported in the section of the guide that shows it:
+# ruff: noqa: E402
+
+# [start plain]
 import jax
 import jax.numpy as jnp
 import optax
 
 import optax_l1
 
-# [start plain]
 params = {
     "Dense_0": {"kernel": jnp.ones((4, 8)), "bias": jnp.ones(8)},
     "LayerNorm_0": {"scale": jnp.ones(8), "bias": jnp.zeros(8)},
@@ -31,12 +34,12 @@ assert optax_l1.path_mask(params, include=r"kernel$", exclude=r"^head/") == {
     "head": {"bias": False, "kernel": False},
 }
 
-x = jax.random.normal(jax.random.key(0), (32, 4))
-y = x[:, :1]
-
 # [start linen]
-import flax.linen as nn  # noqa: E402
-from flax.training import train_state  # noqa: E402
+import flax.linen as nn
+from flax.training import train_state
+
+x = jax.random.normal(jax.random.key(0), (32, 4))  # toy data for the three frameworks
+y = x[:, :1]
 
 
 class MLP(nn.Module):
@@ -50,10 +53,12 @@ model = MLP()
 variables = model.init(jax.random.key(0), x)
 tx = optax.chain(
     optax.adam(1e-2),
-    # A callable mask is applied to the params at each update: no structure to keep in sync.
+    # A callable mask is applied to the params at each update: nothing to keep in sync.
     optax_l1.l1_prox(0.3, learning_rate=1e-2, mask=optax_l1.kernel_mask),
 )
-state = train_state.TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx)
+state = train_state.TrainState.create(
+    apply_fn=model.apply, params=variables["params"], tx=tx
+)
 
 
 @jax.jit
@@ -61,7 +66,8 @@ def linen_step(state):
     def loss_fn(params):
         return jnp.mean((state.apply_fn({"params": params}, x) - y) ** 2)
 
-    return state.apply_gradients(grads=jax.grad(loss_fn)(state.params))  # passes params
+    # apply_gradients passes the params to tx.update, as the prox step needs.
+    return state.apply_gradients(grads=jax.grad(loss_fn)(state.params))
 
 
 for _ in range(200):
@@ -76,7 +82,7 @@ assert float(optax_l1.sparsity(state.params["Dense_0"]["kernel"])) > 0.0
 assert float(optax_l1.sparsity(state.params["Dense_0"]["bias"])) == 0.0
 
 # [start nnx]
-from flax import nnx  # noqa: E402
+from flax import nnx
 
 
 class NnxMLP(nnx.Module):
@@ -91,9 +97,11 @@ class NnxMLP(nnx.Module):
 
 model = NnxMLP(nnx.Rngs(0))
 tx = optax.chain(
-    optax.adam(1e-2), optax_l1.l1_prox(0.3, learning_rate=1e-2, mask=optax_l1.kernel_mask)
+    optax.adam(1e-2),
+    optax_l1.l1_prox(0.3, learning_rate=1e-2, mask=optax_l1.kernel_mask),
 )
-optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)  # hands the nnx.State of params to tx
+# nnx.Optimizer hands tx the nnx.State of the parameters.
+optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
 @nnx.jit
@@ -105,7 +113,7 @@ def nnx_step(model, optimizer):
 for _ in range(200):
     nnx_step(model, optimizer)
 params = nnx.state(model, nnx.Param)
-# kernel_mask(params) is an nnx.State of bools: True for hidden/kernel and out/kernel only.
+# kernel_mask(params) is an nnx.State of bools: True for hidden/kernel, out/kernel.
 print(optax_l1.sparsity_report(params, mask=optax_l1.kernel_mask))
 # [end nnx]
 
@@ -119,12 +127,19 @@ assert set(optax_l1.sparsity_report(params, mask=optax_l1.kernel_mask)) == {
 }
 
 # [start equinox]
-import equinox as eqx  # noqa: E402
+import equinox as eqx
 
 model = eqx.nn.MLP(4, 1, width_size=16, depth=2, key=jax.random.key(0))
-first_layer = lambda p: optax_l1.path_mask(p, include=r"^layers/0/weight$")  # noqa: E731
-# Only the first layer's weight matrix (input feature selection), matched on its path.
-tx = optax.chain(optax.adam(1e-2), optax_l1.l1_prox(0.3, learning_rate=1e-2, mask=first_layer))
+
+
+def first_layer(params):
+    # Only the first layer's weight matrix (input feature selection), by its path.
+    return optax_l1.path_mask(params, include=r"^layers/0/weight$")
+
+
+tx = optax.chain(
+    optax.adam(1e-2), optax_l1.l1_prox(0.3, learning_rate=1e-2, mask=first_layer)
+)
 opt_state = tx.init(eqx.filter(model, eqx.is_array))
 
 

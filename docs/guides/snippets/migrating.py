@@ -1,16 +1,12 @@
-"""Migrating: Keras, PyTorch, jaxopt and TensorFlow L1 code, mapped onto optax_l1 and checked."""
+"""Migrating: Keras, PyTorch, jaxopt and TensorFlow L1 code, mapped onto optax_l1."""
 
+# [start setup]
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import optax_l1
-
-
-def close(actual, desired):
-    np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-6)
-
 
 rng = np.random.default_rng(0)
 X = jnp.asarray(rng.normal(size=(64, 8)), jnp.float32)
@@ -23,23 +19,30 @@ params = {
 }
 
 
-def data_loss(params):  # the per-sample mean, as Keras losses and PyTorch's default reduction
-    return jnp.mean((X @ params["dense"]["kernel"] + params["dense"]["bias"] - Y) ** 2)
+def data_loss(params):
+    # The per-sample mean, as Keras losses and PyTorch's default reduction.
+    prediction = X @ params["dense"]["kernel"] + params["dense"]["bias"]
+    return jnp.mean((prediction - Y) ** 2)
 
+
+# [end setup]
 
 # [start keras]
 lam, learning_rate = 0.01, 0.1
 
 
-# Keras: Dense(4, kernel_regularizer=regularizers.l1(l1=lam)) adds lam * sum|kernel| to the
-# batch-mean loss. The same objective, with the same lam:
+# Keras: Dense(4, kernel_regularizer=regularizers.l1(l1=lam)) adds lam * sum|kernel|
+# to the batch-mean loss. The same objective, with the same lam:
 def keras_objective(params):
-    return data_loss(params) + optax_l1.l1_penalty(params, lam, mask=optax_l1.kernel_mask)
+    return data_loss(params) + optax_l1.l1_penalty(
+        params, lam, mask=optax_l1.kernel_mask
+    )
 
 
 # Porting as is (same gradients, same dynamics, no exact zeros):
 as_is = optax.chain(
-    optax_l1.add_l1_subgradient(lam, mask=optax_l1.kernel_mask), optax.sgd(learning_rate)
+    optax_l1.add_l1_subgradient(lam, mask=optax_l1.kernel_mask),
+    optax.sgd(learning_rate),
 )
 # Switching to the proximal step (same objective, exact zeros):
 proximal = optax.chain(
@@ -48,6 +51,11 @@ proximal = optax.chain(
 )
 # [end keras]
 
+
+def close(actual, desired):
+    np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-6)
+
+
 g = jax.grad(data_loss)(params)
 u_as_is, _ = as_is.update(g, as_is.init(params), params)  # exactly Keras' SGD step
 expected = jax.tree.map(lambda x: -learning_rate * x, jax.grad(keras_objective)(params))
@@ -55,14 +63,23 @@ jax.tree.map(close, u_as_is, expected)
 u_prox, _ = proximal.update(g, proximal.init(params), params)
 new = optax.apply_updates(params, u_prox)
 z = jax.tree.map(lambda w, gi: w - learning_rate * gi, params, g)
-close(new["dense"]["kernel"], optax_l1.soft_threshold(z["dense"]["kernel"], learning_rate * lam))
+close(
+    new["dense"]["kernel"],
+    optax_l1.soft_threshold(z["dense"]["kernel"], learning_rate * lam),
+)
 close(new["dense"]["bias"], z["dense"]["bias"])
 
+
 # [start pytorch]
-# PyTorch: loss = criterion(out, y) + lam * sum(p.abs().sum() for p in model.parameters())
+# PyTorch: criterion(out, y) + lam * sum(p.abs().sum() for p in model.parameters())
 # penalizes every parameter, biases included: mask=None is the literal port.
-torch_objective = lambda p: data_loss(p) + optax_l1.l1_penalty(p, lam)  # noqa: E731
-literal = optax.chain(optax.sgd(learning_rate), optax_l1.l1_prox(lam, learning_rate=learning_rate))
+def torch_objective(params):
+    return data_loss(params) + optax_l1.l1_penalty(params, lam)
+
+
+literal = optax.chain(
+    optax.sgd(learning_rate), optax_l1.l1_prox(lam, learning_rate=learning_rate)
+)
 # [end pytorch]
 
 subgradient = optax.chain(optax_l1.add_l1_subgradient(lam), optax.sgd(learning_rate))
@@ -78,12 +95,19 @@ jax.tree.map(
 
 
 def jaxopt_prox_lasso(x, l1reg, scaling=1.0):  # jaxopt.prox.prox_lasso, transcribed
-    return jax.tree.map(lambda v: jnp.sign(v) * jnp.maximum(jnp.abs(v) - l1reg * scaling, 0), x)
+    return jax.tree.map(
+        lambda v: jnp.sign(v) * jnp.maximum(jnp.abs(v) - l1reg * scaling, 0), x
+    )
 
 
-def jaxopt_prox_elastic_net(x, hyperparams, scaling=1.0):  # jaxopt.prox.prox_elastic_net
+def jaxopt_prox_elastic_net(
+    x, hyperparams, scaling=1.0
+):  # jaxopt.prox.prox_elastic_net
     l1reg, l2reg = hyperparams  # penalty l1reg * (|y|_1 + l2reg / 2 * |y|^2)
-    shrink = lambda v: jnp.sign(v) * jnp.maximum(jnp.abs(v) - scaling * l1reg, 0)  # noqa: E731
+
+    def shrink(v):
+        return jnp.sign(v) * jnp.maximum(jnp.abs(v) - scaling * l1reg, 0)
+
     return jax.tree.map(lambda v: shrink(v) / (1 + scaling * l1reg * l2reg), x)
 
 
@@ -91,7 +115,7 @@ def jaxopt_prox_elastic_net(x, hyperparams, scaling=1.0):  # jaxopt.prox.prox_el
 l1reg, l2reg, scaling, eta = 0.3, 0.5, 0.1, 0.1
 # prox_lasso(params, l1reg, scaling)
 lasso = optax_l1.soft_threshold(params, l1reg * scaling)
-# prox_elastic_net(params, (l1reg, l2reg), scaling): jaxopt multiplies its L2 term by l1reg
+# prox_elastic_net(params, (l1reg, l2reg), scaling): jaxopt's L2 term is times l1reg
 enet = optax_l1.elastic_net_threshold(params, scaling * l1reg, scaling * l1reg * l2reg)
 # ProximalGradient(fun, prox=prox_lasso, stepsize=eta, acceleration=False) with
 # hyperparams_prox=l1reg, one step per tx.update:
@@ -122,7 +146,9 @@ def run_reference(step_fn, steps=5):
 
 
 ref = run_reference(
-    lambda p, g: jaxopt_prox_lasso(jax.tree.map(lambda w, gi: w - eta * gi, p, g), l1reg, eta)
+    lambda p, g: jaxopt_prox_lasso(
+        jax.tree.map(lambda w, gi: w - eta * gi, p, g), l1reg, eta
+    )
 )
 jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), run(ista), ref)
 ref = run_reference(
@@ -130,7 +156,9 @@ ref = run_reference(
         jax.tree.map(lambda w, gi: w - eta * gi, p, g), (l1reg, l2reg), eta
     )
 )
-jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), run(ista_enet), ref)
+jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), run(ista_enet), ref
+)
 
 # [start tf]
 a, l1, l2 = 0.1, 0.5, 0.01
@@ -140,10 +168,13 @@ pgd = optax.chain(optax.sgd(a), optax_l1.l1_prox(l1, learning_rate=a, l2=l2))
 # tf.compat.v1.train.ProximalAdagradOptimizer(
 #     a, initial_accumulator_value=0.1, l1_regularization_strength=l1,
 #     l2_regularization_strength=l2)
-adagrad = optax_l1.proximal_adagrad(a, strength=l1, l2=l2, initial_accumulator_value=0.1)
-# tf.compat.v1.train.FtrlOptimizer(a, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+adagrad = optax_l1.proximal_adagrad(
+    a, strength=l1, l2=l2, initial_accumulator_value=0.1
+)
+# tf.compat.v1.train.FtrlOptimizer(  (tf.keras.optimizers.Ftrl takes the same)
+#     a, learning_rate_power=-0.5, initial_accumulator_value=0.1,
 #     l1_regularization_strength=l1, l2_regularization_strength=l2,
-#     l2_shrinkage_regularization_strength=0.02, beta=0.5)   (also tf.keras.optimizers.Ftrl)
+#     l2_shrinkage_regularization_strength=0.02, beta=0.5)
 ftrl = optax_l1.ftrl(
     a,
     strength=l1,
@@ -190,7 +221,9 @@ def tf_ftrl(n0=0.1, shrinkage=0.02, beta=0.5, power=0.5):
     return step
 
 
-def run_leafwise(make_step, steps=5):  # leaves have distinct shapes: state keyed by shape
+def run_leafwise(
+    make_step, steps=5
+):  # leaves have distinct shapes: state keyed by shape
     step, p = make_step(), jax.tree.map(lambda w: np.asarray(w, np.float64), params)
     for _ in range(steps):
         g = jax.tree.map(lambda w: np.asarray(w, np.float64), jax.grad(data_loss)(p))

@@ -1,12 +1,12 @@
 """Quick start: sparse linear regression with an L1 proximal step after SGD."""
 
+# [start quickstart]
 import jax
 import jax.numpy as jnp
 import optax
 
 import optax_l1
 
-# [start quickstart]
 key_x, key_noise = jax.random.split(jax.random.key(0))
 X = jax.random.normal(key_x, (200, 50))
 w_true = jnp.zeros(50).at[:5].set(jnp.array([3.0, -2.0, 1.5, 1.0, -1.0]))
@@ -16,8 +16,10 @@ params = {"w": jnp.zeros(50), "b": jnp.zeros(())}
 learning_rate = 0.1
 tx = optax.chain(
     optax.sgd(learning_rate),
-    # Last in the chain; the threshold is learning_rate * strength. The bias is not penalized.
-    optax_l1.l1_prox(strength=0.05, learning_rate=learning_rate, mask={"w": True, "b": False}),
+    # Last in the chain; the threshold is learning_rate * strength. No bias penalty.
+    optax_l1.l1_prox(
+        strength=0.05, learning_rate=learning_rate, mask={"w": True, "b": False}
+    ),
 )
 
 
@@ -28,7 +30,8 @@ def loss_fn(params):
 @jax.jit
 def train_step(params, opt_state):
     grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)  # the prox step needs params
+    # The prox step needs the params: pass them to tx.update.
+    updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
 

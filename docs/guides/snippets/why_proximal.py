@@ -1,5 +1,6 @@
-"""Why proximal: the same objective, trained with a loss penalty and with a prox step."""
+"""Why proximal: one objective, trained with a loss penalty and with a prox step."""
 
+# [start compare]
 import jax
 import jax.numpy as jnp
 import optax
@@ -16,12 +17,13 @@ def data_loss(w):
     return 0.5 * jnp.mean((X @ w - y) ** 2)
 
 
-# [start compare]
 strength, learning_rate, steps = 0.05, 0.1, 300
 
 # (a) The loss penalty, as Keras regularizers.l1 or a PyTorch loop: gradient of
 #     data_loss(w) + strength * sum|w|. add_l1_subgradient(strength) is that gradient.
-penalty_tx = optax.chain(optax_l1.add_l1_subgradient(strength), optax.sgd(learning_rate))
+penalty_tx = optax.chain(
+    optax_l1.add_l1_subgradient(strength), optax.sgd(learning_rate)
+)
 
 # (b) The proximal step of the same penalty, placed after the optimizer.
 prox_tx = optax.chain(
@@ -43,13 +45,17 @@ def train(tx):
     return run(jnp.zeros(50))
 
 
+def objective(w):
+    return data_loss(w) + optax_l1.l1_penalty(w, strength)
+
+
 w_penalty, w_prox = train(penalty_tx), train(prox_tx)
-objective = lambda w: data_loss(w) + optax_l1.l1_penalty(w, strength)  # noqa: E731
 print("exact zeros, penalty:", int(jnp.sum(w_penalty == 0)))  # 0
 print("exact zeros, prox:   ", int(jnp.sum(w_prox == 0)))  # 45
 print("objective, penalty:", objective(w_penalty))
 print("objective, prox:   ", objective(w_prox))  # lower
-print("largest |w| off the support, penalty:", jnp.max(jnp.abs(w_penalty[5:])))  # ~ lr*strength
+# About learning_rate * strength: the size of the oscillation around zero.
+print("largest |w| off the support, penalty:", jnp.max(jnp.abs(w_penalty[5:])))
 # [end compare]
 
 assert int(jnp.sum(w_penalty == 0)) == 0

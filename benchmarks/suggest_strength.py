@@ -1,0 +1,218 @@
+"""Does ``optax_l1.suggest_strength`` land near the wanted sparsity? Digits MLP and transformer.
+
+For each seed: a short dense Adam run (``--warm-frac`` of the steps, the same schedule and
+batches as the full run), then ``suggest_strength`` for each wanted fraction of kernel zeros,
+then full runs from the same init at the suggested strength with
+``chain(adam, l1_prox)`` and with ``proximal_adam``. Reported: the fraction of kernel zeros
+reached, its distance to the wanted one (the claim: within 10 points), and the accuracy
+(digits) or validation bits/byte (transformer).
+
+Run::
+
+    python benchmarks/suggest_strength.py --model digits --seeds 3            # ~2 min
+    python benchmarks/suggest_strength.py --model transformer --seeds 1        # ~6 min a run
+    python benchmarks/suggest_strength.py --quick                              # smoke, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optax_l1
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+TRANSFORMS = {"adam + l1_prox": "l1_prox", "proximal_adam": "proximal_adam"}
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+def digits_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    sizes = (64, *(int(h) for h in args.hidden.split(",")), 10)
+    lr, steps, warm = args.lr, args.steps, max(1, int(args.warm_frac * args.steps))
+    kmask = optax_l1.kernel_mask
+
+    def make(name: str, strength: float) -> optax.GradientTransformation:
+        if name == "dense":
+            return optax.adam(lr)
+        if name == "adam + l1_prox":
+            return optax.chain(
+                optax.adam(lr), optax_l1.l1_prox(strength, learning_rate=lr, mask=kmask)
+            )
+        return optax_l1.proximal_adam(lr, strength=strength, mask=kmask)
+
+    def train(name, strength, params, xtr, ytr, key, n):
+        tx = make(name, strength)
+
+        def step(carry, k):
+            p, s = carry
+            idx = jax.random.randint(k, (args.batch,), 0, xtr.shape[0])
+            g = jax.grad(_common.cross_entropy)(p, xtr[idx], ytr[idx])
+            u, s = tx.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        keys = jax.random.split(key, steps)[:n]  # the full run's first n batches
+        (params, state), _ = jax.lax.scan(step, (params, tx.init(params)), keys)
+        return params, state
+
+    runs = []
+    for seed in range(args.seeds):
+        xtr, xte, ytr, yte = (jnp.asarray(a) for a in _common.digits_split(seed, 0.3))
+        k_init, k_data = jax.random.split(jax.random.key(seed))
+        init = _common.init_mlp(jax.random.split(k_init, len(sizes) - 1), sizes)
+        dense_params, dense_state = train("dense", 0.0, init, xtr, ytr, k_data, warm)
+        for target in args.targets:
+            for label, kind in TRANSFORMS.items():
+                lam = optax_l1.suggest_strength(
+                    dense_params,
+                    dense_state,
+                    target,
+                    for_transform=kind,
+                    batch_size=args.batch,
+                    mask=kmask,
+                )
+                params, _ = train(label, lam, init, xtr, ytr, k_data, steps)
+                runs.append(
+                    {
+                        "model": "digits",
+                        "transform": label,
+                        "seed": seed,
+                        "target": target,
+                        "strength": lam,
+                        "zeros": float(optax_l1.sparsity(params, mask=kmask)),
+                        "quality": 100 * float(_common.accuracy(params, xte, yte)),
+                    }
+                )
+                _print(runs[-1])
+    return runs
+
+
+# ----------------------------------------------------------------------------- transformer
+
+
+def transformer_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import transformer_lm as lm
+
+    argv = ["--quick"] if args.quick else ["--steps", str(args.steps)]
+    cfg = lm.parse_args(argv)
+    train, val, _ = lm.load_corpus()
+    evals = jnp.asarray(lm.eval_windows(val, cfg.eval_batches, cfg.eval_batch, cfg.context + 1))
+    dense = lm.Runner("dense", cfg, train, evals)
+    runners = {
+        "adam + l1_prox": lm.Runner("adamw_l1_prox", cfg, train, evals),
+        "proximal_adam": lm.Runner("proximal_adam", cfg, train, evals),
+    }
+    warm = max(1, int(args.warm_frac * cfg.steps))
+    runs = []
+    for seed in range(args.seeds):
+        dense_params, dense_state, _ = dense.train_steps(0.0, seed, warm)
+        for target in args.targets:
+            for label, kind in TRANSFORMS.items():
+                lam = optax_l1.suggest_strength(
+                    dense_params,
+                    dense_state,
+                    target,
+                    for_transform=kind,
+                    batch_size=cfg.batch * cfg.context,  # the loss averages every token
+                    b2=0.99,
+                    mask=dense.kmask,
+                )
+                r = runners[label].run(lam, seed)
+                runs.append(
+                    {
+                        "model": "transformer",
+                        "transform": label,
+                        "seed": seed,
+                        "target": target,
+                        "strength": lam,
+                        "zeros": r["zeros"],
+                        "quality": r["bits_per_byte"],
+                    }
+                )
+                _print(runs[-1])
+    return runs
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(
+        f"{r['model']:>11} {r['transform']:>15} seed={r['seed']} target={r['target']:.2f}"
+        f" strength={r['strength']:.3g} zeros={100 * r['zeros']:.1f}%"
+        f" (off {100 * (r['zeros'] - r['target']):+.1f} pts) quality={r['quality']:.4g}",
+        flush=True,
+    )
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    rows = []
+    keys = dict.fromkeys((r["model"], r["transform"], r["target"]) for r in runs)
+    for model, label, target in keys:
+        rs = [
+            r for r in runs if (r["model"], r["transform"], r["target"]) == (model, label, target)
+        ]
+        off = np.array([100 * (r["zeros"] - target) for r in rs])
+        q = np.array([r["quality"] for r in rs])
+        rows.append(
+            [
+                model,
+                label,
+                f"{100 * target:.0f}%",
+                f"{np.mean([r['strength'] for r in rs]):.3g}",
+                f"{off.mean():+.1f} (worst {off[np.argmax(np.abs(off))]:+.1f})",
+                f"{q.mean():.4g} ± {q.std(ddof=1) if len(q) > 1 else 0.0:.2g}",
+                str(len(rs)),
+            ]
+        )
+    headers = ["model", "transform", "wanted", "strength", "reached − wanted (pts)", "quality", "n"]
+    return _common.markdown_table(headers, rows)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--model", choices=("digits", "transformer", "both"), default="digits")
+    p.add_argument("--quick", action="store_true", help="1 seed, tiny runs: a smoke test")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="digits 3000, transformer 600")
+    p.add_argument("--warm-frac", type=float, default=0.1, help="dense run / steps")
+    p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.8, 0.9])
+    p.add_argument("--lr", type=float, default=3e-3, help="digits learning rate")
+    p.add_argument("--batch", type=int, default=128, help="digits batch")
+    p.add_argument("--hidden", default="256,256", help="digits hidden widths")
+    p.add_argument("--json", default=None, help="write the runs as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.targets, args.hidden = 1, [0.5], "32"
+    t0 = time.perf_counter()
+    info = _common.header("suggest_strength", model=args.model, seeds=args.seeds)
+    runs: list[dict[str, Any]] = []
+    if args.model in ("digits", "both"):
+        digits = argparse.Namespace(**{**vars(args), "steps": args.steps or 3000})
+        if args.quick:
+            digits.steps = 100
+        runs += digits_runs(digits)
+    if args.model in ("transformer", "both"):
+        runs += transformer_runs(argparse.Namespace(**{**vars(args), "steps": args.steps or 600}))
+    print()
+    print(table(runs))
+    print(f"total wall time {time.perf_counter() - t0:.1f}s")
+    _common.write_json(args.json, {"info": info, "config": vars(args), "runs": runs})
+    return {"info": info, "runs": runs}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+r"""A first L1 strength for a wanted fraction of zeros, read off a short dense Adam run."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_l1 import _checks, _tree
+
+For = Literal["l1_prox", "proximal_adam"]
+FOR = ("l1_prox", "proximal_adam")
+
+
+def suggest_strength(
+    params: Any,
+    opt_state: Any,
+    sparsity: float,
+    *,
+    for_transform: For,
+    batch_size: int,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mask: Any = None,
+) -> float:
+    r"""A first strength for about ``sparsity`` zeros, read off a short dense Adam run.
+
+    Train the dense model for a short while (about 10% of the planned steps) with
+    ``optax.adam`` or ``optax.adamw``, then call this with its params and optimizer state.
+    It reads Adam's bias-corrected moments :math:`\hat m, \hat v` (``mu``, ``nu``,
+    ``count``) and returns the ``sparsity`` quantile, over the regularized entries, of a
+    per-weight score whose units are those of the strength:
+
+    - ``for_transform="l1_prox"``, the strength of
+      ``optax.chain(optax.adam(lr), optax_l1.l1_prox(strength, learning_rate=lr))``
+      (dimensionless: the threshold is :math:`\eta\lambda` against Adam's normalized step
+      :math:`\eta\, \hat m / D`, :math:`D = \sqrt{\hat v} + \epsilon`). On a
+      quadratic model with diagonal curvature :math:`h`, that chain's fixed point zeroes
+      :math:`w` exactly when :math:`|w^\ast| h / D \le \lambda`; with the empirical
+      Fisher :math:`h \approx B \hat v` (``batch_size`` :math:`B`: minibatch gradients
+      average :math:`B` terms, so their second moment is the per-term one over :math:`B`)
+      the score is :math:`|w|\, B \hat v / D`.
+    - ``for_transform="proximal_adam"``, the strength of :func:`proximal_adam` and
+      :func:`proximal_adamw` (in the units of the gradient: their fixed point zeroes
+      :math:`w` when the gradient there is at most :math:`\lambda`). Two estimates of
+      that gradient bracket it: the dense run's :math:`|\hat m|` (too small: at the
+      dense optimum the mean gradient is near 0) and the quadratic model's
+      :math:`|w|\, B \hat v` (too large: it ignores that the other weights compensate
+      for a removed one). The score is their geometric mean,
+      :math:`\sqrt{|\hat m|\, |w|\, B \hat v}`; on the digits MLP each alone missed the
+      wanted fraction by 8-13 points (below) and 8-43 points (above), the mean by less.
+
+    A first guess, not a guarantee: both scores are measured at the dense weights, and
+    sparsity changes the gradients. Measured with ``benchmarks/suggest_strength.py``
+    (RESULTS.md), full runs at the suggested strength ended within the distances to the
+    wanted fraction reported there. When the fraction of zeros must be exact, use
+    :func:`sparsity_target`, which needs no strength.
+
+    Args:
+      params: the dense run's params (the same structure as Adam's moments).
+      opt_state: the dense run's optimizer state: anything holding exactly one
+        ``optax.ScaleByAdamState`` (``optax.adam``'s, ``optax.adamw``'s,
+        :func:`proximal_adam`'s, inside chains or ``optax.inject_hyperparams``).
+      sparsity: the wanted fraction of zeros among the regularized entries, in (0, 1).
+      for_transform: ``"l1_prox"`` (after Adam) or ``"proximal_adam"``.
+      batch_size: :math:`B`, the number of terms the training loss averages per step (the
+        examples of a minibatch; for a language model, its tokens).
+      b1: the run's first-moment decay (Adam's ``b1``), for the bias correction.
+      b2: the run's second-moment decay (Adam's ``b2``), for the bias correction.
+      eps: Adam's :math:`\epsilon`.
+      mask: which leaves are regularized: a pytree of bools (a prefix of params) or a
+        callable ``params -> mask``, as for the transforms.
+
+    Returns:
+      The suggested strength, a Python float.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> opt = optax.adam(0.1)
+      >>> params = {"w": jnp.array([1.0, 0.5, 0.5, 2.0])}
+      >>> state = opt.init(params)
+      >>> _, state = opt.update({"w": jnp.array([0.5, 0.1, -0.1, 0.5])}, state, params)
+      >>> # one step: m_hat = |g|, v_hat = g^2; scores B |w| g^2 / |g| = [2, .2, .2, 4]
+      >>> s = optax_l1.suggest_strength(params, state, 0.5, for_transform="l1_prox", batch_size=4)
+      >>> round(s, 4)  # their median
+      1.1
+    """
+    _checks.check_number("sparsity", sparsity)
+    if not 0 < float(sparsity) < 1:
+        raise ValueError(f"`sparsity` must be in (0, 1), got {sparsity!r}")
+    _checks.check_choice("for_transform", for_transform, FOR)
+    _checks.check_number("batch_size", batch_size, _checks.at_least(1), integer=True)
+    _checks.check_number("b1", b1, _checks.DECAY)
+    _checks.check_number("b2", b2, _checks.DECAY)
+    _checks.check_number("eps", eps)
+    _checks.check_mask(mask)
+    adam = _adam_state(opt_state)
+    scores = _scores(params, adam, for_transform, batch_size, b1, b2, eps, mask)
+    if scores.size == 0:
+        raise ValueError("`mask` selects no floating-point entry of `params`")
+    return float(np.quantile(scores, float(sparsity)))
+
+
+def _adam_state(opt_state: Any) -> optax.ScaleByAdamState:
+    """The one ``ScaleByAdamState`` in ``opt_state``."""
+    found = [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+        if isinstance(s, optax.ScaleByAdamState)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"`opt_state` must hold exactly one Adam state (optax.ScaleByAdamState: the "
+            f"state of optax.adam, optax.adamw or optax_l1.proximal_adam), found {len(found)}"
+        )
+    return found[0]
+
+
+def _scores(params, adam, kind: str, batch_size, b1, b2, eps, mask) -> np.ndarray:
+    """The per-entry scores of the regularized leaves, concatenated (float64, on the host)."""
+    count = int(adam.count)
+    if count < 1:
+        raise ValueError("`opt_state` has taken no step yet (count 0): run the dense model first")
+    p_leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
+    message = "`opt_state`: Adam's moments must have the structure of `params`"
+    mu_leaves = _tree.flatten_like(treedef, adam.mu, message)
+    nu_leaves = _tree.flatten_like(treedef, adam.nu, message)
+    chosen = _tree.resolve_mask(mask, params)
+    parts = []
+    for p, m, v, keep in zip(p_leaves, mu_leaves, nu_leaves, chosen, strict=True):
+        if not keep or p is None or not _tree.is_inexact(p):
+            continue
+        m_hat = np.asarray(jnp.abs(m), np.float64) / (1 - b1**count)
+        v_hat = np.asarray(jnp.real(v), np.float64) / (1 - b2**count)
+        curvature_step = np.asarray(jnp.abs(p), np.float64) * batch_size * v_hat  # |w| h
+        if kind == "l1_prox":
+            score = curvature_step / (np.sqrt(v_hat) + eps)
+        else:
+            score = np.sqrt(m_hat * curvature_step)
+        parts.append(score.ravel())
+    return np.concatenate(parts) if parts else np.zeros(0)

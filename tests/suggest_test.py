@@ -1,0 +1,207 @@
+"""Tests for suggest_strength (a strength for a wanted sparsity) and chain_l1_prox."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_l1
+
+B1, B2, EPS = 0.9, 0.99, 1e-8
+
+
+def _params():
+    rng = np.random.default_rng(0)
+    return {
+        "dense": {"kernel": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)},
+        "out": {"kernel": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)},
+        "bias": jnp.zeros(3),
+    }
+
+
+def _grads(t):
+    rng = np.random.default_rng(100 + t)
+    return jax.tree.map(
+        lambda p: jnp.asarray(rng.standard_cauchy(size=p.shape) * 0.1, jnp.float32), _params()
+    )
+
+
+def _run(tx, steps=7):
+    params = _params()
+    state = tx.init(params)
+    for t in range(steps):
+        _, state = tx.update(_grads(t), state, params)
+    return state
+
+
+def _kernels(tree):
+    return np.concatenate([np.ravel(tree["dense"]["kernel"]), np.ravel(tree["out"]["kernel"])])
+
+
+def _reference(steps, sparsity, kind, batch_size):
+    """NumPy transcription: Adam's moments, bias-corrected, the quantile over the kernels."""
+    m = v = 0.0
+    for t in range(steps):
+        g = _kernels(_grads(t)).astype(np.float64)
+        m, v = B1 * m + (1 - B1) * g, B2 * v + (1 - B2) * g * g
+    m_hat, v_hat = np.abs(m) / (1 - B1**steps), v / (1 - B2**steps)
+    curvature_step = np.abs(_kernels(_params()).astype(np.float64)) * batch_size * v_hat
+    if kind == "l1_prox":
+        score = curvature_step / (np.sqrt(v_hat) + EPS)
+    else:
+        score = np.sqrt(m_hat * curvature_step)
+    return np.quantile(score, sparsity)
+
+
+@pytest.mark.parametrize("kind", ["l1_prox", "proximal_adam"])
+@pytest.mark.parametrize("sparsity", [0.3, 0.9])
+def test_matches_the_numpy_quantile_of_the_bias_corrected_score(kind, sparsity):
+    state = _run(optax.adam(0.1, b1=B1, b2=B2, eps=EPS))
+    got = optax_l1.suggest_strength(
+        _params(),
+        state,
+        sparsity,
+        for_transform=kind,
+        batch_size=16,
+        b1=B1,
+        b2=B2,
+        eps=EPS,
+        mask=optax_l1.kernel_mask,
+    )
+    np.testing.assert_allclose(got, _reference(7, sparsity, kind, 16), rtol=2e-6)
+    assert isinstance(got, float)
+
+
+def test_reads_adam_inside_chains_adamw_inject_hyperparams_and_proximal_adam():
+    want = optax_l1.suggest_strength(
+        _params(), _run(optax.adam(0.1, b2=B2)), 0.5, for_transform="l1_prox", batch_size=8, b2=B2
+    )
+    for tx in (
+        optax.chain(optax.clip_by_global_norm(1e6), optax.adamw(0.1, b2=B2, weight_decay=0.0)),
+        optax.inject_hyperparams(optax.adam)(learning_rate=0.1, b2=B2),
+        optax_l1.proximal_adam(0.1, strength=0.0, b2=B2),
+        optax.chain(optax.adam(0.1, b2=B2), optax_l1.l1_prox(0.0, learning_rate=0.1)),
+    ):
+        got = optax_l1.suggest_strength(
+            _params(), _run(tx), 0.5, for_transform="l1_prox", batch_size=8, b2=B2
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_bad_input_raises_naming_the_argument():
+    state, P = _run(optax.adam(0.1)), _params()
+    with pytest.raises(ValueError, match="`batch_size`"):
+        optax_l1.suggest_strength(P, state, 0.5, for_transform="l1_prox", batch_size=0)
+    with pytest.raises(ValueError, match="structure of `params`"):
+        optax_l1.suggest_strength(
+            {"w": P["bias"]}, state, 0.5, for_transform="l1_prox", batch_size=8
+        )
+    for value in (0.0, 1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="`sparsity`"):
+            optax_l1.suggest_strength(P, state, value, for_transform="l1_prox", batch_size=8)
+    with pytest.raises(ValueError, match="`for_transform`"):
+        optax_l1.suggest_strength(P, state, 0.5, for_transform="adam", batch_size=8)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="`b2`"):
+        optax_l1.suggest_strength(P, state, 0.5, for_transform="l1_prox", batch_size=8, b2=1.0)
+    with pytest.raises(ValueError, match="exactly one Adam state.*found 0"):
+        optax_l1.suggest_strength(
+            P, _run(optax.sgd(0.1)), 0.5, for_transform="l1_prox", batch_size=8
+        )
+    two = optax.chain(optax.scale_by_adam(), optax.scale_by_adam())
+    with pytest.raises(ValueError, match="found 2"):
+        optax_l1.suggest_strength(P, _run(two), 0.5, for_transform="l1_prox", batch_size=8)
+    fresh = optax.adam(0.1).init(_params())
+    with pytest.raises(ValueError, match="no step yet"):
+        optax_l1.suggest_strength(P, fresh, 0.5, for_transform="l1_prox", batch_size=8)
+    with pytest.raises(ValueError, match="`mask` selects no"):
+        optax_l1.suggest_strength(
+            P, state, 0.5, for_transform="l1_prox", batch_size=8, mask=lambda p: False
+        )
+
+
+def _digits():
+    datasets = pytest.importorskip("sklearn.datasets")
+    x, y = datasets.load_digits(return_X_y=True)
+    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    perm = np.random.default_rng(0).permutation(len(y))
+    x, y = jnp.asarray(x[perm], jnp.float32), jnp.asarray(y[perm], jnp.int32)
+    return x[:1200], y[:1200], x[1200:], y[1200:]
+
+
+def _mlp_loss(p, x, y):
+    h = jax.nn.relu(x @ p["dense_0"]["kernel"] + p["dense_0"]["bias"][None])
+    logits = h @ p["dense_1"]["kernel"] + p["dense_1"]["bias"][None]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+
+@pytest.mark.parametrize("kind", ["l1_prox", "proximal_adam"])
+def test_lands_within_10_points_on_a_digits_mlp(kind):
+    """The docstring's claim, on a small digits MLP: a 10% dense run, then a full run."""
+    xtr, ytr, xte, yte = _digits()
+    lr, steps, warm, batch = 3e-3, 1500, 150, 128
+    k0, k1 = jax.random.split(jax.random.key(0))
+    init = {
+        "dense_0": {"kernel": jax.random.normal(k0, (64, 64)) * 0.18, "bias": jnp.zeros(64)},
+        "dense_1": {"kernel": jax.random.normal(k1, (64, 10)) * 0.18, "bias": jnp.zeros(10)},
+    }
+    keys = jax.random.split(jax.random.key(1), steps)
+    grad = jax.grad(lambda p, x, y: _mlp_loss(p, x, y)[0])
+
+    def train(tx, n):
+        def step(carry, k):
+            p, s = carry
+            idx = jax.random.randint(k, (batch,), 0, xtr.shape[0])
+            u, s = tx.update(grad(p, xtr[idx], ytr[idx]), s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        return jax.lax.scan(step, (init, tx.init(init)), keys[:n])[0]
+
+    dense_params, dense = train(optax.adam(lr), warm)
+    mask = optax_l1.kernel_mask
+    for sparsity in (0.5, 0.9):
+        lam = optax_l1.suggest_strength(
+            dense_params, dense, sparsity, for_transform=kind, batch_size=batch, mask=mask
+        )
+        if kind == "l1_prox":
+            tx = optax_l1.chain_l1_prox(optax.adam, learning_rate=lr, strength=lam, mask=mask)
+        else:
+            tx = optax_l1.proximal_adam(lr, strength=lam, mask=mask)
+        params, _ = train(tx, steps)
+        reached = float(optax_l1.sparsity(params, mask=mask))
+        assert abs(reached - sparsity) <= 0.10, (sparsity, reached)
+        accuracy = jnp.mean(jnp.argmax(_mlp_loss(params, xte, yte)[1], -1) == yte)
+        assert float(accuracy) > 0.8
+
+
+# ----------------------------------------------------------------------------- chain_l1_prox
+
+
+def test_chain_l1_prox_is_the_chain_with_one_learning_rate():
+    schedule = optax.linear_schedule(0.1, 0.01, 5)
+    mask = {"dense": {"kernel": True}, "out": {"kernel": True}, "bias": False}
+    ours = optax_l1.chain_l1_prox(
+        optax.sgd, learning_rate=schedule, strength=0.5, l2=0.1, mask=mask, momentum=0.9
+    )
+    ref = optax.chain(
+        optax.sgd(schedule, momentum=0.9),
+        optax_l1.l1_prox(0.5, learning_rate=schedule, l2=0.1, mask=mask),
+    )
+    params_a = params_b = _params()
+    sa, sb = ours.init(params_a), ref.init(params_b)
+    for t in range(6):
+        ua, sa = ours.update(_grads(t), sa, params_a)
+        ub, sb = ref.update(_grads(t), sb, params_b)
+        params_a, params_b = optax.apply_updates(params_a, ua), optax.apply_updates(params_b, ub)
+    jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+    assert optax_l1.sparsity(params_a, mask=mask) > 0
+    assert isinstance(ours, optax.GradientTransformationExtraArgs)
+
+
+def test_chain_l1_prox_refuses_a_built_optimizer_and_bad_strength():
+    with pytest.raises(TypeError, match="`optimizer` must be an optax optimizer factory"):
+        optax_l1.chain_l1_prox(optax.adam(0.1), learning_rate=0.1, strength=0.1)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="`strength`"):
+        optax_l1.chain_l1_prox(optax.adam, learning_rate=0.1, strength=-1.0)
+    with pytest.raises(TypeError, match="learning_rate"):
+        optax_l1.chain_l1_prox(optax.adam, strength=0.1)  # pyright: ignore[reportCallIssue]
