@@ -60,14 +60,17 @@ def make_step(tx: optax.GradientTransformation, batch_size: int):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--strength", type=float, default=0.1, help="L1 strength lambda")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=2000, help="training steps")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    parser.add_argument("--width", type=int, default=128, help="hidden width")
     parser.add_argument("--depth", type=int, default=2, help="hidden layers")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=128, help="minibatch size")
+    parser.add_argument("--seed", type=int, default=0, help="init, split and batches")
     parser.add_argument("--quick", action="store_true", help="a tiny run for smoke tests")
     args = parser.parse_args(argv)
     if args.quick:

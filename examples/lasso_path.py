@@ -103,7 +103,10 @@ def save_figure(alphas, ours, theirs, names, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--n-alphas", type=int, default=50, help="points on the alpha grid")
     parser.add_argument("--eps", type=float, default=1e-3, help="alpha_min / alpha_max")
     parser.add_argument("--max-iter", type=int, default=20_000, help="ISTA steps per alpha")

@@ -1,37 +1,36 @@
-r"""Quickstart: L1 in the loss vs. a proximal L1 step, on a small MLP for handwritten digits.
+r"""Quickstart: L1 in the loss vs. the recommended recipes for Adam users, on a digits MLP.
 
 Trains the same MLP on scikit-learn's bundled digits data (8x8 images, 10 classes,
-standardized, held-out test split) three ways, with the same optimizer (Adam) and the same
-penalty term ``strength * sum(|kernel|)`` for the two regularized runs:
+standardized, held-out test split) four ways, all with Adam:
 
-1. ``none``        -- no regularization;
-2. ``l1 in loss``  -- the penalty added to the loss, as Keras ``regularizers.l1`` and the
-   usual PyTorch loop (``loss += lam * sum(p.abs().sum())``) do;
-3. ``l1_prox``     -- ``optax.chain(optax.adam(lr),
-   optax_l1.l1_prox(strength, learning_rate=lr, mask=...))``:
-   Adam's step, then soft-thresholding by ``lr * strength``.
+1. ``none``            -- no regularization;
+2. ``l1 in loss``      -- ``strength * sum(|kernel|)`` added to the loss, as Keras
+   ``regularizers.l1`` and the usual PyTorch loop (``loss += lam * sum(p.abs().sum())``) do;
+3. ``proximal_adam``   -- ``optax_l1.proximal_adam(lr, strength=...)``: Adam's step, then the
+   L1 proximal step in Adam's own metric (each weight shrunk by ``lr * strength / D``, with
+   ``D`` Adam's per-coordinate denominator). Its strength is in the units of the gradient
+   and, unless ``--strength`` is given, is proposed for ``--target`` zeros by
+   ``optax_l1.suggest_strength`` from the ``none`` run's Adam state after 10% of the steps;
+4. ``sparsity_target`` -- ``optax.chain(optax.adam(lr), optax_l1.sparsity_target(target,
+   ...))``: exactly ``--target`` zeros, the smallest weights, reached on a cubic ramp (no
+   strength to choose). This is the recipe for a wanted fraction of zeros.
 
 Only kernels are regularized (``mask=optax_l1.kernel_mask``); biases are left alone. The
 penalty in the loss only ever gives a subgradient, so weights oscillate around zero and
-none is *exactly* zero; the proximal step sets weights to exactly ``0.0`` -- a sparse
-network you can store and run sparse -- at about the accuracy of the dense one.
-
-The two regularized runs do not minimize the same objective in practice, and their strengths
-are not comparable: Adam rescales the penalty's subgradient to a step of about ``lr``, while
-``l1_prox`` shrinks by ``lr * strength``. So each gets its own default strength, chosen where
-it keeps the dense model's accuracy: ``--loss-strength 0.01`` (at 0.1 the subgradient swamps
-the data gradient and accuracy collapses to chance) and ``--strength 0.1`` for ``l1_prox``.
-The loss run then pushes most weights below 1e-3 (the last column) yet none to exactly 0:
-zeroing them would need a pruning threshold chosen by hand (that is a fair alternative; see
-``benchmarks/frontier.py`` for a sweep of both methods and magnitude pruning).
+none is *exactly* zero (the last column shows how many are merely small); the two
+proximal recipes set weights to exactly ``0.0`` -- a sparse network you can store and run
+sparse -- at about the accuracy of the dense one. ``--loss-strength 0.01`` is where the
+loss run keeps the dense accuracy (at 0.1 its subgradient swamps the data gradient).
+``benchmarks/frontier.py`` sweeps these methods and magnitude pruning.
 
 It prints a table of test accuracy and per-layer fraction of exact zeros, and saves a
 figure (accuracy and sparsity over training, and the first layer's weight magnitudes).
 
 Run::
 
-    python examples/quickstart.py                    # 10-30 s on a 2-core CPU
-    python examples/quickstart.py --strength 0.03 --loss-strength 0.1 --out out/q.png
+    python examples/quickstart.py                    # 20-40 s on a 2-core CPU
+    python examples/quickstart.py --target 0.95 --out out/q.png
+    python examples/quickstart.py --strength 3e-5   # proximal_adam at a strength of yours
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ from tqdm.auto import tqdm
 
 import optax_l1
 
-RUNS = ("none", "l1 in loss", "l1_prox")
+RUNS = ("none", "l1 in loss", "proximal_adam", "sparsity_target")
 
 
 def load_data(seed: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -99,22 +98,24 @@ def accuracy(params, x, y):
     return jnp.mean(jnp.argmax(mlp(params, x), axis=-1) == y)
 
 
-def make_run(name: str, strength: float, lr: float):
-    """The loss and the optimizer for one of the three runs."""
+def make_run(name: str, strength: float, lr: float, steps: int, target: float):
+    """The loss and the optimizer for one of the four runs."""
+    mask = optax_l1.kernel_mask
     if name == "none":
         return data_loss, optax.adam(lr)
     if name == "l1 in loss":
 
         def penalized_loss(params, x, y):
-            penalty = optax_l1.l1_penalty(params, strength, mask=optax_l1.kernel_mask)
-            return data_loss(params, x, y) + penalty
+            return data_loss(params, x, y) + optax_l1.l1_penalty(params, strength, mask=mask)
 
         return penalized_loss, optax.adam(lr)
-    if name == "l1_prox":
-        tx = optax.chain(
-            optax.adam(lr), optax_l1.l1_prox(strength, learning_rate=lr, mask=optax_l1.kernel_mask)
+    if name == "proximal_adam":
+        return data_loss, optax_l1.proximal_adam(lr, strength=strength, mask=mask)
+    if name == "sparsity_target":
+        ramp = optax_l1.sparsity_target(
+            target, ramp_steps=steps // 2, begin_step=steps // 10, mask=mask
         )
-        return data_loss, tx
+        return data_loss, optax.chain(optax.adam(lr), ramp)
     raise ValueError(f"unknown run {name!r}")
 
 
@@ -153,8 +154,11 @@ def train(
     hidden: tuple[int, ...],
     batch_size: int,
     chunk: int,
-) -> tuple[Any, dict[str, list[float]]]:
-    loss_fn, tx = make_run(name, strength, lr)
+    target: float,
+    snapshot_step: int | None = None,
+) -> tuple[Any, dict[str, list[float]], Any]:
+    """One run; also returns (params, optimizer state) after ``snapshot_step`` steps."""
+    loss_fn, tx = make_run(name, strength, lr, steps, target)
     n_in, n_out = data[0].shape[1], 10
     params = init_mlp(jax.random.key(seed), (n_in, *hidden, n_out))  # same init for all runs
     opt_state = tx.init(params)
@@ -162,16 +166,19 @@ def train(
     key = jax.random.key(seed + 1)  # same minibatches for all runs
     history: dict[str, list[float]] = {"step": [], "test_acc": [], "sparsity": []}
     n_chunks = steps // chunk
-    with tqdm(total=steps, desc=f"{name:>10}", unit="step", leave=True) as bar:
+    snapshot = None
+    with tqdm(total=steps, desc=f"{name:>15}", unit="step", leave=True) as bar:
         for i in range(n_chunks):
             params, opt_state, metrics = run_chunk(params, opt_state, jax.random.fold_in(key, i))
+            if snapshot_step is not None and (i + 1) * chunk == snapshot_step:
+                snapshot = (params, opt_state)
             acc, sp = float(metrics["test_acc"]), float(metrics["sparsity"])
             history["step"].append((i + 1) * chunk)
             history["test_acc"].append(acc)
             history["sparsity"].append(sp)
             bar.update(chunk)
             bar.set_postfix(test_acc=f"{acc:.3f}", zeros=f"{sp:.1%}")
-    return params, history
+    return params, history, snapshot
 
 
 def format_row(cells: list[str], widths: list[int]) -> str:
@@ -193,7 +200,7 @@ def print_table(results: dict[str, Any], data, small: float) -> None:
     rows = {name: final_metrics(params, data[2], data[3]) for name, (params, _) in results.items()}
     layers = [k for k in next(iter(rows.values()))[1] if k != "total"]
     head = ["run", "test acc", *layers, "kernels", f"|w|<{small:g}"]
-    widths = [12, 9, *[max(len(s), 8) for s in layers], 8, 10]
+    widths = [15, 9, *[max(len(s), 8) for s in layers], 8, 10]
     print("\nexact-zero fraction of each kernel (biases are not regularized)")
     print(format_row(head, widths))
     for name, (acc, report, near) in rows.items():
@@ -215,9 +222,10 @@ def save_figure(results: dict[str, Any], path: str, strength: str) -> None:
     from matplotlib.colors import LogNorm
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig = plt.figure(figsize=(12, 7.5), layout="constrained")
-    grid = fig.add_gridspec(2, 6, height_ratios=[1, 1.1])
-    ax_acc, ax_sp = fig.add_subplot(grid[0, :3]), fig.add_subplot(grid[0, 3:])
+    fig = plt.figure(figsize=(14, 7.5), layout="constrained")
+    grid = fig.add_gridspec(2, 2 * len(results), height_ratios=[1, 1.1])
+    half = len(results)
+    ax_acc, ax_sp = fig.add_subplot(grid[0, :half]), fig.add_subplot(grid[0, half:])
     for name, (_, hist) in results.items():
         ax_acc.plot(hist["step"], hist["test_acc"], label=name)
         ax_sp.plot(hist["step"], hist["sparsity"], label=name)
@@ -252,22 +260,30 @@ def save_figure(results: dict[str, Any], path: str, strength: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--target", type=float, default=0.9, help="fraction of kernel zeros wanted")
     parser.add_argument(
-        "--strength", type=float, default=0.1, help="L1 strength lambda of the l1_prox run"
+        "--strength",
+        type=float,
+        default=None,
+        help="L1 strength of the proximal_adam run (gradient units); default: "
+        "optax_l1.suggest_strength for --target from the 'none' run at 10%% of the steps",
     )
     parser.add_argument(
         "--loss-strength",
         type=float,
         default=0.01,
-        help="L1 strength lambda of the 'l1 in loss' run (not comparable to --strength under "
-        "Adam: see the module docstring)",
+        help="L1 strength lambda of the 'l1 in loss' run (not comparable to --strength "
+        "under Adam: see the module docstring)",
     )
     parser.add_argument("--steps", type=int, default=5000, help="training steps per run")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64])
+    parser.add_argument("--seed", type=int, default=0, help="init, split and batches")
+    parser.add_argument("--batch-size", type=int, default=128, help="minibatch size")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64], help="widths")
     parser.add_argument("--out", default="out/quickstart.png", help="where to save the figure")
     parser.add_argument("--quick", action="store_true", help="a tiny run for smoke tests")
     args = parser.parse_args(argv)
@@ -275,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         args.steps, args.hidden = min(args.steps, 300), [32]
     chunk = max(1, min(100, args.steps // 20))  # steps per compiled lax.scan call
     args.steps = -(-args.steps // chunk) * chunk  # a whole number of chunks
+    warm = max(chunk, (args.steps // 10) // chunk * chunk)  # the dense run read at this step
 
     print(
         f"jax {jax.__version__}, optax {optax.__version__}, optax_l1 {optax_l1.__version__}, "
@@ -284,26 +301,43 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"digits: {data[0].shape[0]} train / {data[2].shape[0]} test, MLP "
         f"{'-'.join(map(str, [data[0].shape[1], *args.hidden, 10]))}, adam lr={args.lr:g}, "
-        f"strength: l1 in loss {args.loss_strength:g}, l1_prox {args.strength:g}; "
-        f"{args.steps} steps of batch {args.batch_size}"
+        f"{args.steps} steps of batch {args.batch_size}, target {args.target:.0%} zeros"
     )
     t0 = time.perf_counter()
-    results = {
-        name: train(
-            name,
-            data,
-            strength=args.loss_strength if name == "l1 in loss" else args.strength,
-            lr=args.lr,
-            steps=args.steps,
-            seed=args.seed,
-            hidden=tuple(args.hidden),
+    common = dict(
+        lr=args.lr,
+        steps=args.steps,
+        seed=args.seed,
+        hidden=tuple(args.hidden),
+        batch_size=args.batch_size,
+        chunk=chunk,
+        target=args.target,
+    )
+    results: dict[str, Any] = {}
+    params, history, (warm_params, warm_state) = train(
+        "none", data, strength=0.0, snapshot_step=warm, **common
+    )
+    results["none"] = (params, history)
+    strength = args.strength
+    if strength is None:
+        strength = optax_l1.suggest_strength(
+            warm_params,
+            warm_state,
+            args.target,
+            for_transform="proximal_adam",
             batch_size=args.batch_size,
-            chunk=chunk,
+            mask=optax_l1.kernel_mask,
         )
-        for name in RUNS
-    }
+    print(
+        f"strengths: l1 in loss {args.loss_strength:g}, proximal_adam {strength:.3g}"
+        + (" (suggest_strength)" if args.strength is None else "")
+    )
+    for name in RUNS[1:]:
+        value = args.loss_strength if name == "l1 in loss" else strength
+        params, history, _ = train(name, data, strength=value, **common)
+        results[name] = (params, history)
     print_table(results, data, small=1e-3)
-    save_figure(results, args.out, f"loss {args.loss_strength:g}, prox {args.strength:g}")
+    save_figure(results, args.out, f"loss {args.loss_strength:g}, prox {strength:.3g}")
     print(f"\nsaved {args.out} ({time.perf_counter() - t0:.1f} s)")
 
 

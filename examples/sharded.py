@@ -108,14 +108,17 @@ def train(params, tx, batches, batch_sharding):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--model", type=int, default=2, help="size of the 'model' mesh axis")
     parser.add_argument("--strength", type=float, default=0.1, help="L1 strength lambda")
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=500, help="training steps")
+    parser.add_argument("--lr", type=float, default=3e-3, help="learning rate")
+    parser.add_argument("--hidden", type=int, default=256, help="hidden width(s)")
+    parser.add_argument("--batch-size", type=int, default=128, help="minibatch size")
+    parser.add_argument("--seed", type=int, default=0, help="init, split and batches")
     parser.add_argument("--quick", action="store_true", help="a tiny run for smoke tests")
     args = parser.parse_args(argv)
     if args.quick:

@@ -208,7 +208,9 @@ def with_preconditioned_l1(
 
     Args:
       optimizer: the optimizer to wrap; its update must already include the learning rate.
-      strength: :math:`\lambda \ge 0`, number or schedule.
+      strength: :math:`\lambda \ge 0`, number or schedule, in the units of the gradient
+        (a zero stays zero while the optimizer's averaged gradient is at most
+        :math:`\lambda`).
       learning_rate: the wrapped optimizer's learning rate :math:`\eta_t` (same number or
         schedule).
       eps: :math:`\epsilon \ge 0`, added outside the square root.
@@ -290,7 +292,10 @@ def proximal_adam(
 
     Args:
       learning_rate: :math:`\eta_t`, number or schedule.
-      strength: :math:`\lambda \ge 0`, number or schedule.
+      strength: :math:`\lambda \ge 0`, number or schedule, in the units of the gradient:
+        a zero stays zero while :math:`|\hat m| \le \lambda` (3e-5-1e-3 on the digits MLP,
+        4e-5-2.5e-4 on the benchmarks' transformer for 50-95% zeros;
+        :func:`suggest_strength` gives a first value).
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
       eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{\hat v_t}`.
@@ -352,7 +357,10 @@ def proximal_adamw(
 
     Args:
       learning_rate: :math:`\eta_t`, number or schedule.
-      strength: :math:`\lambda \ge 0`, number or schedule.
+      strength: :math:`\lambda \ge 0`, number or schedule, in the units of the gradient:
+        a zero stays zero while :math:`|\hat m| \le \lambda` (3e-5-1e-3 on the digits MLP,
+        4e-5-2.5e-4 on the benchmarks' transformer for 50-95% zeros;
+        :func:`suggest_strength` gives a first value).
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
       eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{\hat v_t}`.

@@ -181,3 +181,16 @@ def test_compile_scale_quick(tmp_path):
     assert data["info"]["sizes"]["leaves"] == 60
     assert set(data["seconds"]) == {"adamw", "adamw + l1_prox", "adamw + sparsity_target"}
     assert all(finite_positive(t) for ts in data["seconds"].values() for t in ts)
+
+
+def test_suggest_strength_quick(tmp_path):
+    stdout, data = run_script("suggest_strength", tmp_path)
+    assert_header(stdout, "suggest_strength")
+    runs = data["runs"]
+    assert {(r["model"], r["transform"]) for r in runs} == {
+        ("digits", "adam + l1_prox"),
+        ("digits", "proximal_adam"),
+    }
+    for r in runs:
+        assert finite_positive(r["strength"]) and 0 < r["zeros"] < 1 and r["quality"] > 10
+    assert "reached − wanted (pts)" in stdout

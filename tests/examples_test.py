@@ -99,19 +99,39 @@ def assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("name", sorted(SMOKE_RUNS))
+def test_help_shows_every_default(name):
+    if (missing := missing_module(name)) is not None:
+        pytest.skip(f"needs {missing}")
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    options = re.split(r"\n  (?=-)", out.split("options:", 1)[1])[1:]
+    assert options, out
+    for block in options:
+        if not block.startswith("-h"):
+            assert "(default:" in " ".join(block.split()), block
+
+
 def test_quickstart(examples):
     out = examples.stdout("quickstart")
     header = next(line for line in out.splitlines() if line.startswith("run "))
     assert "test acc" in header and "Dense_0/kernel" in header and "kernels" in header
+    assert re.search(r"proximal_adam [\d.e-]+ \(suggest_strength\)", out)
     rows = {}
-    for run in ("none", "l1 in loss", "l1_prox"):
+    for run in ("none", "l1 in loss", "proximal_adam", "sparsity_target"):
         line = next(line for line in out.splitlines() if line.startswith(run + " "))
         cells = line[len(run) :].split()
         rows[run] = {"acc": percent(cells[0]), "kernels": percent(cells[-2])}
     assert rows["none"]["kernels"] == 0.0
     assert rows["l1 in loss"]["kernels"] == 0.0  # a subgradient gives no exact zero
-    assert rows["l1_prox"]["kernels"] > rows["l1 in loss"]["kernels"]
-    assert rows["l1_prox"]["acc"] > 0.8
+    assert rows["sparsity_target"]["kernels"] == 0.9  # exactly the target (the default 90%)
+    assert rows["proximal_adam"]["kernels"] > 0.5  # the suggested strength: many zeros
+    assert rows["sparsity_target"]["acc"] > 0.6 and rows["proximal_adam"]["acc"] > 0.3
     assert_png(examples.workdir / "quickstart.png")
 
 

@@ -249,8 +249,16 @@ def test_kernel_mask_options_on_plain_dicts():
 
 @pytest.mark.parametrize(
     "path",
-    ["Embed_0/embedding", "embedding", "tok_embeddings/weight", "model/embed_tokens", "wte",
-     "transformer/wpe", "bert/word_embeddings", "PosEmbed/table"],
+    [
+        "Embed_0/embedding",
+        "embedding",
+        "tok_embeddings/weight",
+        "model/embed_tokens",
+        "wte",
+        "transformer/wpe",
+        "bert/word_embeddings",
+        "PosEmbed/table",
+    ],
 )
 def test_kernel_mask_leaves_embedding_tables_out(path):
     *outer, last = path.split("/")

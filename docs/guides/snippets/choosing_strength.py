@@ -1,4 +1,7 @@
-"""Choosing the strength: lambda_max, a warm-started sweep, schedules and warm-up."""
+"""Choosing the strength: units, a first value, lambda_max, a sweep, schedules."""
+
+# The digits classifier imports its data in its own section of the guide:
+# ruff: noqa: E402
 
 # [start lambda_max]
 import jax
@@ -146,3 +149,49 @@ print("threshold at the end of the ramp:", thresholds[499])
 assert int(jnp.sum(params["w"] == 0)) == 6
 assert float(opt_state[1].sparsity) == np.float32(0.6)
 assert float(thresholds[499]) > 0.0
+
+# [start suggest]
+# A first strength for Adam from a short dense run: train dense for ~10% of the steps,
+# then read Adam's moments. Here a small classifier of the digits images.
+from sklearn.datasets import load_digits
+
+images, labels = load_digits(return_X_y=True)
+images = jnp.asarray((images - images.mean(0)) / (images.std(0) + 1e-8), jnp.float32)
+labels = jnp.asarray(labels)
+keys = jax.random.split(jax.random.key(0), 2)
+net = {
+    "hidden": {"kernel": jax.random.normal(keys[0], (64, 64)) * 0.18},
+    "out": {"kernel": jax.random.normal(keys[1], (64, 10)) * 0.18},
+}
+
+
+def net_loss(p, xb, yb):
+    logits = jax.nn.relu(xb @ p["hidden"]["kernel"]) @ p["out"]["kernel"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+
+def train(tx, params, steps, batch=128):
+    def one(carry, key):
+        p, s = carry
+        idx = jax.random.randint(key, (batch,), 0, labels.shape[0])
+        g = jax.grad(net_loss)(p, images[idx], labels[idx])
+        u, s = tx.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    keys = jax.random.split(jax.random.key(1), steps)
+    return jax.lax.scan(one, (params, tx.init(params)), keys)[0]
+
+
+dense_params, dense_state = train(optax.adam(3e-3), net, 150)
+strength = optax_l1.suggest_strength(
+    dense_params,
+    dense_state,
+    0.8,  # the wanted fraction of zeros
+    for_transform="proximal_adam",
+    batch_size=128,  # the loss is a mean over 128 examples
+)
+sparse, _ = train(optax_l1.proximal_adam(3e-3, strength=strength), net, 1500)
+print(f"strength {strength:.3g}: {optax_l1.sparsity(sparse):.0%} zeros")
+# [end suggest]
+
+assert 0.7 <= float(optax_l1.sparsity(sparse)) <= 0.9
