@@ -201,7 +201,10 @@ def print_table(results: dict[str, Any], data, small: float) -> None:
     layers = [k for k in next(iter(rows.values()))[1] if k != "total"]
     head = ["run", "test acc", *layers, "kernels", f"|w|<{small:g}"]
     widths = [15, 9, *[max(len(s), 8) for s in layers], 8, 10]
-    print("\nexact-zero fraction of each kernel (biases are not regularized)")
+    print(
+        "\nexact-zero fraction of each kernel (biases are not regularized); the last column"
+        f"\ncounts weights merely small (|w| < {small:g}, zeros included): small is not sparse"
+    )
     print(format_row(head, widths))
     for name, (acc, report, near) in rows.items():
         row = [

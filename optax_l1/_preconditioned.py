@@ -106,11 +106,15 @@ def _preconditioned_l1(
     mask: Any,
     state_cls: Callable[..., Any],
     name: str,
+    bias_count: Callable[[Any], jax.Array] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """The one mechanism behind the preconditioned optimizers of this module.
 
     Runs ``optimizer``, then :func:`optax_l1._step.prox_update` with the elastic-net map
-    whose threshold is ``step * strength / D`` per coordinate.
+    whose threshold is ``step * strength / D`` per coordinate. ``bias_count`` reads the count
+    the wrapped optimizer bias-corrected with from its new state (the presets know where it
+    is): :math:`D` is then the very expression the optimizer divided by, and XLA computes it
+    once for both.
     """
     _checks.check_optimizer("optimizer", optimizer)
     _checks.check_accumulator(accumulator)
@@ -141,7 +145,8 @@ def _preconditioned_l1(
         )
         count_inc = _transforms.next_count(state.count)
         acc = _inner.find_accumulator(accumulator, inner_state, name)
-        prox = _preconditioned_prox(acc, count_inc, strength_at, l2_at, no_l2, step_scale)
+        corrected = count_inc if bias_count is None else bias_count(inner_state)
+        prox = _preconditioned_prox(acc, corrected, strength_at, l2_at, no_l2, step_scale)
         aligned = _tree.align(name, updates, params, mask)
         step = _step.step_size(lr_at(state.count))
         updates, _ = _step.prox_update(prox, aligned, step, state.count, name=name)
@@ -413,7 +418,13 @@ def _adam_preset(adam, learning_rate, strength, b1, b2, eps, mask, extra, *, nam
         mask=mask,
         state_cls=ProximalAdamState,
         name=name,
+        bias_count=_adam_count,
     )
+
+
+def _adam_count(inner_state: Any) -> jax.Array:
+    """The count ``optax.adam``/``optax.adamw`` (a chain led by ``scale_by_adam``) used."""
+    return inner_state[0].count
 
 
 def proximal_adagrad(

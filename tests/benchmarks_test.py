@@ -194,3 +194,17 @@ def test_suggest_strength_quick(tmp_path):
     for r in runs:
         assert finite_positive(r["strength"]) and 0 < r["zeros"] < 1 and r["quality"] > 10
     assert "reached − wanted (pts)" in stdout
+
+
+def test_gpu_script_names_only_scripts_and_flags_that_exist():
+    """benchmarks/gpu.sh runs only on a GPU machine; here: its syntax, and every benchmark
+    and flag it passes exist (so it does not rot before a GPU is available)."""
+    script = BENCH / "gpu.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    lines = script.read_text().splitlines()
+    calls = [line.split()[1:] for line in lines if line.strip().startswith("run ")]
+    assert {c[0] for c in calls} == {"step_overhead", "memory", "target_sparsity"}
+    for name, *args in calls:
+        source = (BENCH / f"{name}.py").read_text()
+        for flag in (a for a in args if a.startswith("--")):
+            assert f'"{flag}"' in source, (name, flag)
