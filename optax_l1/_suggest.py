@@ -37,22 +37,21 @@ def suggest_strength(
 
     - ``for_transform="l1_prox"``, the strength of
       ``optax.chain(optax.adam(lr), optax_l1.l1_prox(strength, learning_rate=lr))``
-      (dimensionless: the threshold is :math:`\eta\lambda` against Adam's normalized step
-      :math:`\eta\, \hat m / D`, :math:`D = \sqrt{\hat v} + \epsilon`). On a
-      quadratic model with diagonal curvature :math:`h`, that chain's fixed point zeroes
-      :math:`w` exactly when :math:`|w^\ast| h / D \le \lambda`; with the empirical
-      Fisher :math:`h \approx B \hat v` (``batch_size`` :math:`B`: minibatch gradients
-      average :math:`B` terms, so their second moment is the per-term one over :math:`B`)
-      the score is :math:`|w|\, B \hat v / D`.
+      (dimensionless: a zero stays zero while Adam's normalized step
+      :math:`|g| / D`, :math:`D = \sqrt{\hat v} + \epsilon`, is at most :math:`\lambda`).
+      The gradient a weight would see at zero is estimated two ways: early in training by
+      the gradient itself, :math:`|\hat m|`; near the dense optimum (where
+      :math:`\hat m \approx 0`) by a quadratic model, curvature times distance,
+      :math:`|w|\, h` with the empirical Fisher :math:`h \approx B \hat v`
+      (``batch_size`` :math:`B`: minibatch gradients average :math:`B` terms, so their
+      second moment is the per-term one over :math:`B`). The score is
+      :math:`\max(|\hat m|, |w| B \hat v) / D`.
     - ``for_transform="proximal_adam"``, the strength of :func:`proximal_adam` and
-      :func:`proximal_adamw` (in the units of the gradient: their fixed point zeroes
-      :math:`w` when the gradient there is at most :math:`\lambda`). Two estimates of
-      that gradient bracket it: the dense run's :math:`|\hat m|` (too small: at the
-      dense optimum the mean gradient is near 0) and the quadratic model's
-      :math:`|w|\, B \hat v` (too large: it ignores that the other weights compensate
-      for a removed one). The score is their geometric mean,
-      :math:`\sqrt{|\hat m|\, |w|\, B \hat v}`; on the digits MLP each alone missed the
-      wanted fraction by 8-13 points (below) and 8-43 points (above), the mean by less.
+      :func:`proximal_adamw` (in the units of the gradient: a zero stays zero while
+      :math:`|g| \le \lambda`). The quadratic model alone overshoots there (it ignores
+      that the other weights compensate for a removed one), so its estimate is the
+      geometric mean with :math:`|\hat m|`: the score is :math:`\max(|\hat m|,
+      \sqrt{|\hat m|\, |w| B \hat v})`.
 
     A first guess, not a guarantee: both scores are measured at the dense weights, and
     sparsity changes the gradients. Measured with ``benchmarks/suggest_strength.py``
@@ -84,10 +83,10 @@ def suggest_strength(
       >>> params = {"w": jnp.array([1.0, 0.5, 0.5, 2.0])}
       >>> state = opt.init(params)
       >>> _, state = opt.update({"w": jnp.array([0.5, 0.1, -0.1, 0.5])}, state, params)
-      >>> # one step: m_hat = |g|, v_hat = g^2; scores B |w| g^2 / |g| = [2, .2, .2, 4]
+      >>> # one step: m_hat = |g|, v_hat = g^2; max(|g|, B |w| g^2) / |g| = [2, 1, 1, 4]
       >>> s = optax_l1.suggest_strength(params, state, 0.5, for_transform="l1_prox", batch_size=4)
       >>> round(s, 4)  # their median
-      1.1
+      1.5
     """
     _checks.check_number("sparsity", sparsity)
     if not 0 < float(sparsity) < 1:
@@ -138,8 +137,8 @@ def _scores(params, adam, kind: str, batch_size, b1, b2, eps, mask) -> np.ndarra
         v_hat = np.asarray(jnp.real(v), np.float64) / (1 - b2**count)
         curvature_step = np.asarray(jnp.abs(p), np.float64) * batch_size * v_hat  # |w| h
         if kind == "l1_prox":
-            score = curvature_step / (np.sqrt(v_hat) + eps)
+            score = np.maximum(m_hat, curvature_step) / (np.sqrt(v_hat) + eps)
         else:
-            score = np.sqrt(m_hat * curvature_step)
+            score = np.maximum(m_hat, np.sqrt(m_hat * curvature_step))
         parts.append(score.ravel())
     return np.concatenate(parts) if parts else np.zeros(0)

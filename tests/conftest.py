@@ -11,15 +11,18 @@ settings.load_profile("ci")
 
 # The quick subset (`pytest -m "not slow"`, CONTRIBUTING.md): everything except the files that
 # start subprocesses (examples, benchmarks' smoke runs, several processes, 8-device sharding),
-# build the docs, or train models; `pytest` alone still runs all of them.
+# build the docs, or compile hundreds of steps (the optax gauntlet, sparsity_target's tests);
+# `pytest` alone still runs all of them.
 SLOW_FILES = frozenset(
     {
         "benchmarks_test.py",
         "checkpoint_test.py",
         "docs_test.py",
         "examples_test.py",
+        "gauntlet_test.py",
         "multiprocess_test.py",
         "sharding_test.py",
+        "target_test.py",
     }
 )
 

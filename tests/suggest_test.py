@@ -48,9 +48,9 @@ def _reference(steps, sparsity, kind, batch_size):
     m_hat, v_hat = np.abs(m) / (1 - B1**steps), v / (1 - B2**steps)
     curvature_step = np.abs(_kernels(_params()).astype(np.float64)) * batch_size * v_hat
     if kind == "l1_prox":
-        score = curvature_step / (np.sqrt(v_hat) + EPS)
+        score = np.maximum(m_hat, curvature_step) / (np.sqrt(v_hat) + EPS)
     else:
-        score = np.sqrt(m_hat * curvature_step)
+        score = np.maximum(m_hat, np.sqrt(m_hat * curvature_step))
     return np.quantile(score, sparsity)
 
 
