@@ -33,7 +33,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +57,50 @@ class Row:
     make_b: Callable[[], optax.GradientTransformation]
     axpy: bool = False  # also time the axpy floor in this row
     cycle: int = 1  # each timed sample runs a multiple of this many steps (amortized cost)
+    make_oracle: Callable[[], optax.GradientTransformation] | None = None  # hand-written B
+
+
+class OracleState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def _soft(z, t):
+    return z - jnp.where(z > t, t, jnp.where(z >= -t, z, -t))
+
+
+def oracle(lr, lam, *, adam: bool, wd: float = 0.0, metric: bool = False):
+    """The shortest hand-written step B can be under optax's additive updates: the optimizer
+    and the soft threshold in one expression per leaf (sgd or adam/adamw, threshold
+    ``lr * lam`` or, with ``metric``, ``lr * lam / D`` as proximal_adam), returning
+    ``p' - p``. What the library's row is compared against in the "B / oracle" column."""
+    lr_at = lr if callable(lr) else (lambda _: lr)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+
+    def init(params):
+        if not adam:
+            return OracleState(jnp.zeros([], jnp.int32), None, None)
+        mu = jax.tree.map(jnp.zeros_like, params)
+        nu = jax.tree.map(jnp.zeros_like, params)  # its own buffers: the state is donated
+        return OracleState(jnp.zeros([], jnp.int32), mu, nu)
+
+    def update(grads, state, params):
+        t, eta = state.count + 1, lr_at(state.count)
+        if not adam:
+            new = jax.tree.map(lambda p, g: _soft(p - eta * g, eta * lam) - p, params, grads)
+            return new, OracleState(t, None, None)
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+
+        def leaf(p, m, v):
+            d = jnp.sqrt(v / (1 - b2**t)) + eps
+            z = p - eta * (m / (1 - b1**t) / d + wd * p)
+            return _soft(z, eta * lam / d if metric else eta * lam) - p
+
+        return jax.tree.map(leaf, params, mu, nu), OracleState(t, mu, nu)
+
+    return optax.GradientTransformation(init, update)
 
 
 def make_rows(
@@ -72,6 +116,11 @@ def make_rows(
     def chain(first, second):
         return lambda: optax.chain(first(), second())
 
+    oracles = {
+        "sgd": lambda: oracle(lr, lam, adam=False),
+        "adam": lambda: oracle(lr, lam, adam=True),
+        "adamw": lambda: oracle(lr, lam, adam=True, wd=1e-4),
+    }
     rows = []
     for o, make in opts.items():
         rows.append(
@@ -82,6 +131,7 @@ def make_rows(
                 make,
                 chain(make, lambda: optax_l1.l1_prox(lam, learning_rate=lr)),
                 axpy=o == "sgd",
+                make_oracle=oracles[o],
             )
         )
     sched = optax.cosine_decay_schedule(lr, 100_000)
@@ -95,6 +145,7 @@ def make_rows(
                 f"{o}(schedule) + l1_prox(schedule)",
                 sched_opts[o],
                 chain(sched_opts[o], lambda: optax_l1.l1_prox(lam, learning_rate=sched)),
+                make_oracle=lambda o=o: oracle(sched, lam, adam=o == "adam"),
             )
         )
         rows.append(
@@ -134,6 +185,7 @@ def make_rows(
                 "proximal_adam",
                 opts["adam"],
                 lambda: prox_adam(lr, strength=lam),
+                make_oracle=lambda: oracle(lr, lam, adam=True, metric=True),
             )
         )
     else:
@@ -237,6 +289,22 @@ def randn_like(tree, seed: int, scale: float = 1.0):
     )
 
 
+def check_oracle(row: Row, shapes, grads, steps: int = 3) -> None:
+    """The oracle computes what B computes: the same params after a few steps."""
+    assert row.make_oracle is not None
+    ends = []
+    for tx in (row.make_b(), row.make_oracle()):
+        params = randn_like(shapes, seed=1)
+        state = tx.init(params)
+        step = jax.jit(make_step(tx).__wrapped__)  # not donated: params are reused here
+        for _ in range(steps):
+            params, state = step(params, state, grads)
+        ends.append(params)
+    for b, o in zip(jax.tree.leaves(ends[0]), jax.tree.leaves(ends[1]), strict=True):
+        if not np.allclose(np.asarray(b), np.asarray(o), rtol=1e-5, atol=1e-6):
+            raise AssertionError(f"the oracle of {row.b_label!r} does not compute B")
+
+
 def run_row(row: Row, layout: str, shapes, grads, args, hlo_dir: str | None) -> dict[str, Any]:
     arms, stats, ops = [], {}, {}
     for tag, make in (("A", row.make_a), ("B", row.make_b)):
@@ -252,6 +320,13 @@ def run_row(row: Row, layout: str, shapes, grads, args, hlo_dir: str | None) -> 
             path = os.path.join(hlo_dir, f"{layout}_{label}.hlo.txt")
             with open(path, "w") as f:
                 f.write(text)
+        arms.append(Arm(compiled, (params, state), (grads,)))
+    if row.make_oracle is not None:
+        check_oracle(row, shapes, grads)
+        tx = row.make_oracle()
+        params = randn_like(shapes, seed=1)
+        state = tx.init(params)
+        compiled = make_step(tx).lower(params, state, grads).compile()
         arms.append(Arm(compiled, (params, state), (grads,)))
     if row.axpy:
         y = randn_like(shapes, seed=2)
@@ -281,8 +356,13 @@ def run_row(row: Row, layout: str, shapes, grads, args, hlo_dir: str | None) -> 
         "reps": args.reps,
         "inner": inner,
     }
+    if row.make_oracle is not None:
+        med_o, lo_o, hi_o = _common.median_ci(times[:, 1] / times[:, 2])
+        out["oracle_ms"] = 1e3 * float(np.median(times[:, 2]))
+        out["B_over_oracle_median"] = med_o
+        out["B_over_oracle_ci95"] = [lo_o, hi_o]
     if row.axpy:
-        t_axpy = times[:, 2]
+        t_axpy = times[:, -1]
         axpy_bytes = stats["axpy"]["argument"] + stats["axpy"]["output"]
         out["axpy_ms"] = 1e3 * float(np.median(t_axpy))
         out["bandwidth_GBps"] = axpy_bytes / float(np.median(t_axpy)) / 1e9
@@ -456,6 +536,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "B",
         "median B/A",
         "95% CI",
+        "B / oracle",
         "A ms",
         "B ms",
         "B / floor",
@@ -473,6 +554,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 r["B"],
                 f"{r['ratio_median']:.3f}",
                 f"{r['ratio_ci95'][0]:.3f}–{r['ratio_ci95'][1]:.3f}",
+                f"{r['B_over_oracle_median']:.3f}" if "B_over_oracle_median" in r else "—",
                 f"{r['t_A_ms']:.3f}",
                 f"{r['t_B_ms']:.3f}",
                 f"{r['B_over_floor']:.2f}" if "B_over_floor" in r else "—",
