@@ -431,8 +431,9 @@ def sparsity_target(
     ``latent=False`` there is no copy: the search scores the params *before* the update,
     :math:`d \odot |p_t|` (GMP's order: prune, then step the survivors; this reads no
     temporary), and a zeroed weight stays zero. On a small transformer LM this beats GMP by
-    0.05-0.10 bits/byte at 50-95% zeros in 600-step runs (3 seeds); in one 2,000-step run at
-    90% the margin was 0.005 (``benchmarks/RESULTS.md``). After each
+    0.05-0.10 bits/byte at 50-95% zeros in 600-step runs (3 seeds); in 2,000-step runs at
+    90% it does not (GMP is 0.006 bits/byte better on average, within the seed spread;
+    ``benchmarks/RESULTS.md``). After each
     search exactly :math:`k_t` entries are zero (more only if entries tie at the threshold; for
     bfloat16/float16 params, also where ``p + u`` rounds a small survivor to 0).
 
