@@ -28,7 +28,7 @@ figure (accuracy and sparsity over training, and the first layer's weight magnit
 
 Run::
 
-    python examples/quickstart.py                    # 20-40 s on a 2-core CPU
+    python examples/quickstart.py                    # about 1 min on a 2-core CPU
     python examples/quickstart.py --target 0.95 --out out/q.png
     python examples/quickstart.py --strength 3e-5   # proximal_adam at a strength of yours
 """
