@@ -66,32 +66,43 @@ def digits_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
         (params, state), _ = jax.lax.scan(step, (params, tx.init(params)), keys)
         return params, state
 
-    runs = []
-    for seed in range(args.seeds):
+    def dense(seed):
         xtr, xte, ytr, yte = (jnp.asarray(a) for a in _common.digits_split(seed, 0.3))
         k_init, k_data = jax.random.split(jax.random.key(seed))
         init = _common.init_mlp(jax.random.split(k_init, len(sizes) - 1), sizes)
-        dense_params, dense_state = train("dense", 0.0, init, xtr, ytr, k_data, warm)
+        data = (init, xtr, xte, ytr, yte, k_data)
+        return (*train("dense", 0.0, init, xtr, ytr, k_data, warm), data)
+
+    def full(label, lam, seed, data):
+        init, xtr, xte, ytr, yte, k_data = data
+        params, _ = train(label, lam, init, xtr, ytr, k_data, steps)
+        zeros = float(optax_l1.sparsity(params, mask=kmask))
+        return zeros, 100 * float(_common.accuracy(params, xte, yte))
+
+    return sweep("digits", args, dense, full, batch_size=args.batch, mask=kmask)
+
+
+def sweep(model: str, args, dense, full, **suggest_options) -> list[dict[str, Any]]:
+    """Per seed: ``dense(seed)`` (params, state, data), then for each wanted fraction and
+    transform the suggestion and ``full(label, strength, seed, data)`` (zeros, quality)."""
+    runs = []
+    for seed in range(args.seeds):
+        dense_params, dense_state, data = dense(seed)
         for target in args.targets:
             for label, kind in TRANSFORMS.items():
                 lam = optax_l1.suggest_strength(
-                    dense_params,
-                    dense_state,
-                    target,
-                    for_transform=kind,
-                    batch_size=args.batch,
-                    mask=kmask,
+                    dense_params, dense_state, target, for_transform=kind, **suggest_options
                 )
-                params, _ = train(label, lam, init, xtr, ytr, k_data, steps)
+                zeros, quality = full(label, lam, seed, data)
                 runs.append(
                     {
-                        "model": "digits",
+                        "model": model,
                         "transform": label,
                         "seed": seed,
                         "target": target,
                         "strength": lam,
-                        "zeros": float(optax_l1.sparsity(params, mask=kmask)),
-                        "quality": 100 * float(_common.accuracy(params, xte, yte)),
+                        "zeros": zeros,
+                        "quality": quality,
                     }
                 )
                 _print(runs[-1])
@@ -114,34 +125,16 @@ def transformer_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
         "proximal_adam": lm.Runner("proximal_adam", cfg, train, evals),
     }
     warm = max(1, int(args.warm_frac * cfg.steps))
-    runs = []
-    for seed in range(args.seeds):
-        dense_params, dense_state, _ = dense.train_steps(0.0, seed, warm)
-        for target in args.targets:
-            for label, kind in TRANSFORMS.items():
-                lam = optax_l1.suggest_strength(
-                    dense_params,
-                    dense_state,
-                    target,
-                    for_transform=kind,
-                    batch_size=cfg.batch * cfg.context,  # the loss averages every token
-                    b2=0.99,
-                    mask=dense.kmask,
-                )
-                r = runners[label].run(lam, seed)
-                runs.append(
-                    {
-                        "model": "transformer",
-                        "transform": label,
-                        "seed": seed,
-                        "target": target,
-                        "strength": lam,
-                        "zeros": r["zeros"],
-                        "quality": r["bits_per_byte"],
-                    }
-                )
-                _print(runs[-1])
-    return runs
+
+    def dense_run(seed):
+        return dense.train_steps(0.0, seed, warm)
+
+    def full(label, lam, seed, _):
+        r = runners[label].run(lam, seed)
+        return r["zeros"], r["bits_per_byte"]
+
+    tokens = cfg.batch * cfg.context  # the loss averages every token of the batch
+    return sweep("transformer", args, dense_run, full, batch_size=tokens, b2=0.99, mask=dense.kmask)
 
 
 # ----------------------------------------------------------------------------- report
