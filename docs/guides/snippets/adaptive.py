@@ -64,17 +64,18 @@ for name in ("proximal_adam", "proximal_adagrad"):
 assert int(jnp.sum(results["adam + l1_prox"] == 0)) < 45
 
 # [start wrap]
-# Any diagonal optimizer: tell the wrapper where its accumulator is and how it is used.
-learning_rate = 1e-2
+# Any diagonal optimizer: say where its accumulator is and how it divides by it.
+# RMSProp (for Adam and AdamW use proximal_adam / proximal_adamw instead).
+learning_rate, rms_eps = 1e-2, 1e-8
 tx = optax_l1.with_preconditioned_l1(
-    optax.adamw(learning_rate, b2=0.999, eps=1e-8, weight_decay=1e-4),
+    optax.rmsprop(learning_rate, decay=0.9, eps=rms_eps),
     strength=strength,
     learning_rate=learning_rate,
-    accumulator="nu",  # adam/adamw/rmsprop keep it in `nu`; adagrad in `sum_of_squares`
-    eps=1e-8,  # adamw's eps (rmsprop, adagrad: 0.0, and their eps as eps_root)
-    eps_root=0.0,
-    bias_correction_decay=0.999,  # Adam's b2; None for rmsprop and adagrad
-    unseen="shrink",  # "keep" for adagrad, which leaves a never-seen coordinate alone
+    accumulator="nu",  # rmsprop and adam keep it in `nu`; adagrad in `sum_of_squares`
+    eps=0.0,  # rmsprop adds its eps inside the root: D = sqrt(nu + eps)
+    eps_root=rms_eps,
+    bias_correction_decay=None,  # rmsprop does not bias-correct (adam: its b2)
+    unseen="shrink",  # rmsprop steps where nu = 0; "keep" for adagrad, which does not
     mask=optax_l1.kernel_mask,  # as for every transform here
 )
 # [end wrap]
