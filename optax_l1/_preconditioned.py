@@ -339,7 +339,7 @@ def proximal_adamw(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    weight_decay: optax.ScalarOrSchedule = 1e-4,
+    weight_decay: float = 1e-4,
     weight_decay_mask: Any = None,
     mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -348,12 +348,12 @@ def proximal_adamw(
     .. math::
 
       z = p_t - \eta_t \left(\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
-        + \omega_t p_t\right), \qquad
+        + \omega p_t\right), \qquad
       p_{t+1} = S_{\tau_t}(z), \qquad
       \tau_t = \frac{\eta_t \lambda_t}{\sqrt{\hat v_t} + \epsilon},
 
     that is ``optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay,
-    mask=weight_decay_mask)``'s step (weight decay :math:`\omega_t` scaled by the learning
+    mask=weight_decay_mask)``'s step (weight decay :math:`\omega` scaled by the learning
     rate, as optax does) followed by the prox of :func:`proximal_adam`. The defaults are
     ``optax.adamw``'s, so replacing ``optax.adamw(lr)`` by ``optax_l1.proximal_adamw(lr,
     strength=...)`` changes nothing but the L1 step. The weight decay and the L1 step have
@@ -369,7 +369,8 @@ def proximal_adamw(
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
       eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{\hat v_t}`.
-      weight_decay: :math:`\omega_t \ge 0`, number or schedule (``optax.adamw``'s).
+      weight_decay: :math:`\omega \ge 0` (``optax.adamw``'s), a number: optax releases
+        before 0.2.6 take no schedule here.
       weight_decay_mask: ``optax.adamw``'s ``mask`` (which leaves decay), or ``None``.
       mask: a pytree of bools (prefix of params; True = regularized) or a callable
         ``params -> mask``; masked-out leaves follow plain AdamW.
@@ -392,7 +393,7 @@ def proximal_adamw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019; and those of :func:`proximal_adam`.
     """
-    _checks.check_number("weight_decay", weight_decay, schedule=True)
+    _checks.check_number("weight_decay", weight_decay)
     _checks.check_mask(weight_decay_mask)
     decay = {"weight_decay": weight_decay, "mask": weight_decay_mask}
     return _adam_preset(
