@@ -405,7 +405,6 @@ def _adam_preset(adam, learning_rate, strength, b1, b2, eps, mask, extra, *, nam
     """``optax.adam`` or ``optax.adamw`` wrapped with the prox in its own metric."""
     _checks.check_number("b1", b1, _checks.DECAY)
     _checks.check_number("b2", b2, _checks.DECAY)
-    _checks.check_number("eps", eps)
     return _preconditioned_l1(
         adam(learning_rate, b1=b1, b2=b2, eps=eps, **extra),
         strength,
