@@ -17,7 +17,9 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   applied after every update), survivors are never shrunk, the mask is frozen after the ramp.
 - ``target``: ``chain(adamw, optax_l1.sparsity_target(s, ramp_steps=T, begin_step=t0,
   mask=...))`` with the library's defaults; ``target_soft``: the same with ``shrink="soft"``
-  (the 0.1 default); ``target_adam``: ``sparsity_target(s, ..., optimizer=adamw)``.
+  (the 0.1 default); ``target_adam``: ``sparsity_target(s, ..., optimizer=adamw)``;
+  ``target_uniform`` / ``target_erk``: ``allocation="uniform"`` (every kernel at ``s``, as
+  ``gmp``) / ``"erk"``.
 - ``proximal_adam`` / ``adamw_l1_prox``: fixed L1 strengths (``--strength``).
 - Research arms defined here, thresholding ``z = p + u`` at the ramp's global quantile:
   ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
@@ -56,6 +58,8 @@ METHODS = (
     "target",
     "target_soft",
     "target_adam",
+    "target_uniform",
+    "target_erk",
     "proximal_adam",
     "adamw_l1_prox",
     "hard",
@@ -330,6 +334,10 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
     if method == "target_soft":  # the 0.1 default
         st = optax_l1.sparsity_target(value, shrink="soft", **target_options)
+        return optax.chain(adamw(), st)
+    if method in ("target_uniform", "target_erk"):  # one threshold per kernel
+        allocation = method.removeprefix("target_")
+        st = optax_l1.sparsity_target(value, allocation=allocation, **target_options)
         return optax.chain(adamw(), st)
     if method == "target_adam":
         return optax_l1.sparsity_target(value, optimizer=adamw(), **target_options)

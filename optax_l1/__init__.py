@@ -23,6 +23,11 @@ from optax_l1._preconditioned import proximal_adagrad as proximal_adagrad
 from optax_l1._preconditioned import proximal_adam as proximal_adam
 from optax_l1._preconditioned import proximal_adamw as proximal_adamw
 from optax_l1._preconditioned import with_preconditioned_l1 as with_preconditioned_l1
+from optax_l1._structures import Blocks as Blocks
+from optax_l1._structures import Elements as Elements
+from optax_l1._structures import Groups as Groups
+from optax_l1._structures import Heads as Heads
+from optax_l1._structures import Structure as Structure
 from optax_l1._suggest import suggest_strength as suggest_strength
 from optax_l1._target import SparsityTargetState as SparsityTargetState
 from optax_l1._target import sparsity_target as sparsity_target
@@ -42,6 +47,11 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = (
+    "Blocks",
+    "Elements",
+    "Groups",
+    "Heads",
+    "Structure",
     "AddL1SubgradientState",
     "FreezeSupportState",
     "FtrlState",

@@ -7,15 +7,13 @@ through unchanged. A coordinate that is shrunk to zero is exactly ``0`` in every
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from optax_l1 import _checks, _tree
+from optax_l1 import _checks, _structures, _tree
 
 Axis = int | Sequence[int]
 
@@ -56,46 +54,21 @@ def group_norm(z: jax.Array, axis: tuple[int, ...]) -> jax.Array:
     One pass of squares (no nrm2-style rescaling, which doubled the group prox's cost): in
     float32 a group norm below ~1e-19 reads as 0 and one above ~1e19 as inf.
     """
-    sq = jnp.sum(jnp.real(z * jnp.conj(z)), axis=axis, keepdims=True)
-    zero = sq == 0  # a NaN entry gives a NaN norm
-    return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, sq)))
+    return _structures.safe_sqrt(_structures.sq_norms(_structures.Layout(z.shape, axis), z))
 
 
-def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ...]:
-    """Validates `axis` (int or tuple of ints) against an array of `ndim` dimensions."""
-    axes = tuple(axis) if isinstance(axis, Sequence) and not isinstance(axis, str) else (axis,)
-    try:
-        if not axes or any(isinstance(a, (bool, np.bool_)) for a in axes):
-            raise TypeError
-        axes = tuple(operator.index(a) for a in axes)  # pyright: ignore[reportArgumentType]
-    except TypeError:
-        hint = (
-            " (under `optax.inject_hyperparams`, pass `static_args=('axis',)`)"
-            if any(isinstance(a, jax.Array) for a in (axis, *axes))
-            else ""
-        )
-        raise TypeError(
-            f"`{name}` must be an int or a non-empty tuple of ints, got {axis!r}{hint}"
-        ) from None
-    out = []
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise ValueError(
-                f"`{name}`={axis!r} does not exist for a leaf with {ndim} dimension(s)"
-            )
-        out.append(a % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"`{name}` has repeated axes: {axis!r}")
-    return tuple(sorted(out))
+normalize_axis = _structures.normalize_axis
 
 
-def _group_threshold_array(z: jax.Array, t: Any, axis: tuple[int, ...]) -> jax.Array:
-    n = group_norm(z, axis)
+def _group_shrink(z: jax.Array, t: Any, lay: _structures.Layout, sq: jax.Array) -> jax.Array:
+    """Group soft-thresholding of one leaf, given its (coupled) squared group norms."""
+    n = _structures.safe_sqrt(sq)
     scale = jnp.maximum(1.0 - t / jnp.where(n == 0, 1.0, n), 0.0)
     # t == 0 is the identity, also for a group whose squared norm underflowed to 0. A NaN
     # entry (NaN norm) or threshold makes the group NaN: never a silently pruned group.
     dead = (n <= t) & (t != 0)
-    return jnp.where(dead, jnp.zeros_like(z), z * scale.astype(z.dtype))
+    scale = jnp.where(dead, 0.0, scale).astype(z.dtype)
+    return z * _structures.expand(lay, scale, z.shape)
 
 
 # ----------------------------------------------------------------------------- pytrees
@@ -209,23 +182,30 @@ def elastic_net_tree(tree: Any, threshold: Any, l2_scale: Any, *, nonnegative: b
     return map_inexact(prox_leaf, tree, t, r)
 
 
-def group_soft_threshold(tree: Any, threshold: Any, *, axis: Axis) -> Any:
-    r"""The proximal operator of the group lasso, groups formed by reducing over ``axis``.
+def group_soft_threshold(
+    tree: Any, threshold: Any, *, axis: Axis | None = None, structure: Any = None
+) -> Any:
+    r"""The proximal operator of the group lasso: each group shrinks by its 2-norm.
 
     .. math::
 
       \operatorname{prox}(z)_g = z_g \max\left(0, 1 - \frac{\tau}{\|z_g\|_2}\right)
 
-    A group is the set of entries of a leaf that share all indices outside ``axis``. For a
-    Dense kernel of shape ``(in, out)``, ``axis=0`` makes each output unit's incoming
-    weights one group, so whole units switch off. Safe at :math:`\|z_g\| = 0`. Norms are
-    one pass of squares in at least float32: a group with norm below ~1e-19 counts as zero
-    (it is zeroed by any positive threshold, kept by threshold 0).
+    Groups are given by ``axis`` (a group is the entries of a leaf that share all indices
+    outside ``axis``: for a Dense kernel ``(in, out)``, ``axis=0`` makes each output unit's
+    incoming weights one group, so whole units switch off) or by ``structure``
+    (:class:`Groups`, :class:`Blocks`, :class:`Heads`, coupled across leaves by a shared
+    ``couple`` label: then a group's norm is over its entries on every leaf). Safe at
+    :math:`\|z_g\| = 0`. Norms are one pass of squares in at least float32: a group with
+    norm below ~1e-19 counts as zero (it is zeroed by any positive threshold, kept by
+    threshold 0). Coupled leaves should get the same threshold (each leaf uses its own).
 
     Args:
       tree: a pytree of arrays.
       threshold: :math:`\tau \ge 0`, scalar or pytree prefix.
-      axis: an int or tuple of ints, the axes reduced to form each group's norm.
+      axis: an int or tuple of ints, the axes reduced to form each group.
+      structure: instead of ``axis``: a :class:`Structure` for every leaf, a pytree prefix
+        of structures (None: the leaf is left as it is), or a callable ``tree -> that``.
 
     Returns:
       A pytree like ``tree``; groups with :math:`\|z_g\| \le \tau` are exactly zero.
@@ -238,18 +218,62 @@ def group_soft_threshold(tree: Any, threshold: Any, *, axis: Axis) -> Any:
       Array([[2.4, 0. ],
              [3.2, 0. ]], dtype=float32)
 
+      Hidden unit ``j`` of an MLP as one group: column ``j`` of the first kernel, bias
+      ``j`` and row ``j`` of the second kernel.
+
+      >>> unit = {
+      ...     "k1": optax_l1.Groups(0, couple="h"),
+      ...     "b1": optax_l1.Elements(couple="h"),
+      ...     "k2": optax_l1.Groups(1, couple="h"),
+      ... }
+      >>> p = {"k1": jnp.array([[3.0, 0.1]]), "b1": jnp.array([0.0, 0.1]),
+      ...      "k2": jnp.array([[4.0], [0.1]])}
+      >>> out = optax_l1.group_soft_threshold(p, 1.0, structure=unit)
+      >>> out["k1"], out["b1"]
+      (Array([[2.4, 0. ]], dtype=float32), Array([0., 0.], dtype=float32))
+
     References:
       Yuan & Lin, `Model selection and estimation in regression with grouped variables
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
     threshold = _checks.checked_tree("threshold", threshold)
-    return group_threshold_tree(tree, threshold, axis=axis)
+    return group_threshold_tree(tree, threshold, structure=structure_of(axis, structure))
 
 
-def group_threshold_tree(tree: Any, threshold: Any, *, axis: Axis) -> Any:
-    """:func:`group_soft_threshold` without the threshold check (``axis`` is checked)."""
+def group_threshold_tree(tree: Any, threshold: Any, *, structure: Any) -> Any:
+    """:func:`group_soft_threshold` without the threshold check (``structure`` is checked
+    against each leaf): coupled groups are shrunk by their norm over all their leaves."""
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=_tree.is_none)
     t = _tree.broadcast_prefix("threshold", threshold, tree)
-    return map_inexact(_group_threshold_array, tree, t, _leaf_axes(tree, axis))
+    live = [x is not None and _tree.is_inexact(x) for x in leaves]
+    sts = _structures.resolve("structure", structure, tree, live)
+    zs = [
+        jnp.asarray(x).astype(_tree.compute_dtype(jnp.asarray(x).dtype)) if ok else None
+        for x, ok in zip(leaves, live, strict=True)
+    ]
+    lays = _structures.layouts(sts, zs)
+    sqs = _structures.coupled_sq_norms(sts, lays, zs)
+    out = [
+        x
+        if lay is None or z is None or sq is None
+        else _group_shrink(z, ti, lay, sq).astype(jnp.asarray(x).dtype)
+        for x, z, ti, lay, sq in zip(leaves, zs, t, lays, sqs, strict=True)
+    ]
+    return treedef.unflatten(out)
+
+
+def structure_of(axis: Any, structure: Any) -> Any:
+    """The grouping given as ``axis`` (:class:`Groups`) or as ``structure``: exactly one."""
+    if (axis is None) == (structure is None):
+        raise ValueError(
+            "give exactly one of `axis` (groups reduced over it) and `structure` (a "
+            f"Structure, a pytree of them or a callable), got axis={axis!r}, "
+            f"structure={structure!r}"
+        )
+    if structure is not None:
+        return structure
+    normalize_axis(axis, 10**6)  # type check only; per-leaf check at update
+    return _structures.Groups(axis)
 
 
 def _leaf_axes(tree: Any, axis: Axis) -> list[Any]:

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from optax_l1 import _checks, _operators, _tree
+from optax_l1 import _checks, _operators, _structures, _tree
 
 
 @jax.custom_jvp
@@ -59,18 +59,26 @@ def l1_penalty(params: Any, strength: Any = 0.01, *, mask: Any = None) -> jax.Ar
 
 
 def group_l1_penalty(
-    params: Any, strength: Any = 0.01, *, axis: _operators.Axis, mask: Any = None
+    params: Any,
+    strength: Any = 0.01,
+    *,
+    axis: _operators.Axis | None = None,
+    structure: Any = None,
+    mask: Any = None,
 ) -> jax.Array:
     r"""The group-lasso penalty :math:`\lambda \sum_g \|w_g\|_2`.
 
-    Groups are formed per leaf by reducing over ``axis`` (see
-    :func:`optax_l1.group_soft_threshold`). The gradient is finite (zero) for a group
+    Groups are formed per leaf by reducing over ``axis``, or given by ``structure`` (see
+    :func:`optax_l1.group_soft_threshold`; a group coupled across leaves counts once, with
+    the strength of the first of its leaves). The gradient is finite (zero) for a group
     that is exactly zero.
 
     Args:
       params: any pytree.
       strength: :math:`\lambda \ge 0`, a scalar or a pytree prefix of ``params``.
       axis: an int or tuple of ints reduced to form each group.
+      structure: instead of ``axis``, a :class:`Structure`, a pytree prefix of them, or a
+        callable ``params -> that``.
       mask: a pytree of bools or a callable, as in :func:`l1_penalty`.
 
     Returns:
@@ -88,12 +96,26 @@ def group_l1_penalty(
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
     _checks.check_tree("strength", strength)
-
-    # `axis` is checked against each penalized leaf (masked-out leaves may lack it).
-    def norm_sum(z: jax.Array) -> jax.Array:
-        return jnp.sum(_operators.group_norm(z, _operators.normalize_axis(axis, z.ndim)))
-
-    return _weighted_sum(params, strength, mask, norm_sum, "strength")
+    structure = _operators.structure_of(axis, structure)
+    leaves = jax.tree.leaves(params, is_leaf=_tree.is_none)
+    weights = _tree.broadcast_prefix("strength", strength, params)
+    keep = _tree.resolve_mask(mask, params)
+    live = [m and z is not None and _tree.is_inexact(z) for z, m in zip(leaves, keep, strict=True)]
+    sts = _structures.resolve("structure", structure, params, live)
+    zs = [
+        jnp.asarray(z).astype(_tree.compute_dtype(jnp.asarray(z).dtype)) if ok else None
+        for z, ok in zip(leaves, live, strict=True)
+    ]
+    lays = _structures.layouts(sts, zs)
+    sqs = _structures.coupled_sq_norms(sts, lays, zs)
+    total, seen = jnp.zeros((), jnp.float32), set()
+    for st, w, sq, z in zip(sts, weights, sqs, zs, strict=True):
+        if sq is None or z is None or (st.couple is not None and st.couple in seen):
+            continue
+        seen.add(st.couple)
+        norms = _structures.safe_sqrt(sq)
+        total = total + jnp.asarray(w, jnp.real(z).dtype) * jnp.sum(norms)
+    return total
 
 
 def _weighted_sum(params: Any, strength: Any, mask: Any, reduce_leaf, name: str) -> jax.Array:

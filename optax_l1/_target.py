@@ -9,6 +9,7 @@ one proximal step :func:`optax_l1._step.prox_update`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -17,7 +18,16 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from optax_l1 import _checks, _inner, _operators, _select, _step, _transforms, _tree
+from optax_l1 import (
+    _checks,
+    _inner,
+    _operators,
+    _select,
+    _step,
+    _structures,
+    _transforms,
+    _tree,
+)
 
 Ramp = Literal["cubic", "linear"]
 Hold = Literal["support", "track"]
@@ -25,6 +35,8 @@ _RAMPS: tuple[str, ...] = ("cubic", "linear")
 _HOLDS: tuple[str, ...] = ("support", "track")
 Shrink = Literal["hard", "soft"]
 _SHRINKS: tuple[str, ...] = ("hard", "soft")
+Allocation = Literal["global", "uniform", "erk"]
+_ALLOCATIONS: tuple[str, ...] = ("global", "uniform", "erk")
 _PRECONDITIONER_EPS = 1e-8
 _NAME = "sparsity_target"
 
@@ -70,6 +82,8 @@ class _Config(NamedTuple):
     shrink: str
     quantile: _select.Method
     latent: bool
+    structure: Any
+    allocation: str
 
 
 class _Phase(NamedTuple):
@@ -118,57 +132,90 @@ def _score(x: jax.Array, d: jax.Array | None, dtype: Any) -> jax.Array:
     return a if d is None else a * d
 
 
+class _Units(NamedTuple):
+    """How the search splits the regularized groups: one threshold per unit.
+
+    ``of_leaf[i]`` is the unit whose threshold leaf ``i`` uses (None: not regularized);
+    ``counted[i]`` whether its scores enter the search (False for the second and later
+    leaves of a coupled group); ``sizes[u]`` the groups of unit ``u``; ``ratios[u]`` its
+    share of the ramp's sparsity (1 for ``"global"`` and ``"uniform"``).
+    """
+
+    of_leaf: list[int | None]
+    counted: list[bool]
+    sizes: list[int]
+    ratios: list[float]
+
+
+def _members(leaves: list[Any], units: _Units, u: int) -> list[jax.Array]:
+    pairs = zip(leaves, units.of_leaf, units.counted, strict=True)
+    return [x for x, v, c in pairs if c and v == u]
+
+
 def _threshold(
-    scores: Callable[[], list[jax.Array]],
-    n: int,
+    scores: Callable[[], list[jax.Array | None]],
+    units: _Units,
     dtype: Any,
     phase: _Phase,
     state: SparsityTargetState,
     cfg: _Config,
 ) -> tuple[jax.Array, jax.Array]:
-    """The threshold of a due search and the fraction of scores at most it (the zeros it
-    gives), else the last search's. The threshold is the k-th smallest score,
-    ``k = floor(s_t n)`` (moving average ``smoothing`` with the previous search's, except on
-    the last search); with ``k = 0`` nothing is zeroed (``-inf``). A NaN score is not
-    zeroed (it stays visible in the weights).
+    """The threshold of each unit on a due search and the fraction of groups at most it
+    (the zeros it gives), else the last search's. A unit's threshold is the k-th smallest of
+    its scores, ``k = floor(s_t r n)`` (moving average ``smoothing`` with the previous
+    search's, except on the last search); with ``k = 0`` nothing is zeroed (``-inf``). A
+    NaN score is not zeroed (it stays visible in the weights).
 
-    ``scores`` (``n`` entries of ``dtype`` in all) is called inside the search's branch, so a
-    step without a search never computes them; the zero count comes with the selection (one
-    more pass only with ``smoothing``).
+    ``scores`` (one array per leaf, None for a leaf counted elsewhere) is called inside the
+    search's branch, so a step without a search never computes them; the zero count comes
+    with the selection (one more pass only with ``smoothing``).
     """
+    n = sum(units.sizes)
     if n >= 2**31:
-        raise ValueError(f"`sparsity_target` counts in int32: {n} regularized entries is too many")
-    # At most n - 1 zeros: a target just under 1 may round up to 1 in float32.
-    k = jnp.minimum(jnp.floor(phase.scheduled * n).astype(jnp.int32), n - 1)
+        raise ValueError(f"`sparsity_target` counts in int32: {n} regularized groups is too many")
     smoothed = not _checks.is_literal_zero(cfg.smoothing)
 
-    def search():
-        leaves = scores()
+    def one(leaves: list[jax.Array], size: int, ratio: float, previous: jax.Array):
+        # At most size - 1 zeros: a target just under 1 may round up to 1 in float32.
+        k = jnp.minimum(jnp.floor(phase.scheduled * ratio * size).astype(jnp.int32), size - 1)
         kth, at_most = _select.kth_smallest(leaves, jnp.maximum(k, 1), cfg.quantile)
         # A non-finite k-th score (more NaN or inf scores than survivors) zeroes nothing: the
         # faulty entries stay visible, and the count and the threshold say so (0 zeroed).
         ok = (k > 0) & jnp.isfinite(kth)
         if not smoothed:
-            return jnp.where(ok, kth, -jnp.inf), jnp.where(ok, at_most, 0).astype(jnp.float32) / n
+            return jnp.where(ok, kth, -jnp.inf), jnp.where(ok, at_most, 0)
         beta = jnp.where(phase.last, 0.0, jnp.asarray(cfg.smoothing, dtype)).astype(dtype)
-        tau = beta * state.threshold.astype(dtype) + (1 - beta) * jnp.where(ok, kth, 0)
+        tau = beta * previous.astype(dtype) + (1 - beta) * jnp.where(ok, kth, 0)
         tau = jnp.where(ok, tau, -jnp.inf)
-        zeroed = sum((jnp.sum(x <= tau, dtype=jnp.int32) for x in leaves), jnp.int32(0))
+        return tau, sum((jnp.sum(x <= tau, dtype=jnp.int32) for x in leaves), jnp.int32(0))
+
+    def search():
+        leaves = scores()
+        previous = jnp.reshape(state.threshold, (-1,))
+        found = [
+            one(_members(leaves, units, u), size, r, previous[u])
+            for u, (size, r) in enumerate(zip(units.sizes, units.ratios, strict=True))
+        ]
+        tau = jnp.stack([t for t, _ in found]).reshape(jnp.shape(state.threshold))
+        zeroed = sum((z for _, z in found), jnp.int32(0))
         return tau, zeroed.astype(jnp.float32) / n
 
     def held():
-        return jnp.asarray(-jnp.inf, dtype), state.sparsity
+        return jnp.full(jnp.shape(state.threshold), -jnp.inf, dtype), state.sparsity
 
     return lax.cond(phase.due, search, held)
 
 
 def _shrink(
-    x: jax.Array, w: jax.Array, d: jax.Array | None, tau: jax.Array, mode: str
+    x: jax.Array, w: jax.Array, d: jax.Array | None, tau: jax.Array, mode: str, group: Any
 ) -> jax.Array:
     """Zero ``x`` where the score of ``w`` is at most ``tau`` (as the search counted); the
     survivors kept as they are (``"hard"``) or soft-thresholded at ``tau / d`` (``"soft"``,
-    where ``w`` is ``x``)."""
-    dead = _score(w, d, tau.dtype) <= tau
+    where ``w`` is ``x``). ``group``: None, or a group structure's (layout, scores)."""
+    if group is None:
+        dead = _score(w, d, tau.dtype) <= tau
+    else:
+        dead = _structures.expand(group[0], group[1] <= tau, jnp.shape(x))
     if mode == "hard":
         return jnp.where(dead, jnp.zeros_like(x), x)
     tau = jnp.maximum(tau, 0)  # -inf: nothing zeroed, nothing shrunk (NaN stays NaN)
@@ -177,9 +224,64 @@ def _shrink(
     return y if d is None else jnp.where(dead, jnp.zeros_like(y), y)
 
 
+def _erk_ratios(shapes: list[tuple[int, ...]], target: float) -> list[float]:
+    """Each leaf's share of ``target`` under Erdos-Renyi-Kernel allocation (Evci et al.
+    2020): density proportional to ``sum(shape) / prod(shape)``, the densest capped at 1
+    and the rest rescaled so that the total zero fraction is ``target``."""
+    sizes = [math.prod(sh) for sh in shapes]
+    raw = [sum(sh) / n for sh, n in zip(shapes, sizes, strict=True)]
+    dense: set[int] = set()
+    while True:
+        free = [i for i in range(len(sizes)) if i not in dense]
+        budget = (1 - target) * sum(sizes) - sum(sizes[i] for i in dense)
+        scale = budget / sum(raw[i] * sizes[i] for i in free) if free else 0.0
+        over = [i for i in free if scale * raw[i] > 1]
+        if not over:
+            break
+        dense.update(over)
+    density = [1.0 if i in dense else scale * raw[i] for i in range(len(sizes))]
+    return [(1 - dens) / target if target > 0 else 1.0 for dens in density]
+
+
+def _units(sts: list[Any], lays: list[Any], shapes: list[Any], cfg: _Config) -> _Units:
+    """The search's units under ``cfg.allocation`` (static: from shapes and structures)."""
+    of_leaf: list[int | None] = []
+    sizes: list[int] = []
+    label_unit: dict[str, int] = {}
+    counted: list[bool] = []
+    for st, lay in zip(sts, lays, strict=True):
+        if lay is None:
+            of_leaf.append(None)
+            counted.append(False)
+            continue
+        if st.couple is not None and st.couple in label_unit:
+            of_leaf.append(label_unit[st.couple])
+            counted.append(False)
+            continue
+        u = 0 if cfg.allocation == "global" else len(sizes)
+        if st.couple is not None:
+            label_unit[st.couple] = u
+        if u == len(sizes):
+            sizes.append(0)
+        sizes[u] += math.prod(lay.groups)
+        of_leaf.append(u)
+        counted.append(True)
+    ratios = [1.0] * len(sizes)
+    if cfg.allocation == "erk" and sizes:
+        if label_unit:
+            raise ValueError("`allocation='erk'` is per leaf: it takes no coupled structures")
+        target = _checks.scalar_value(cfg.target)
+        if target is None:
+            raise ValueError("`allocation='erk'` needs a concrete `target` (it sets the shares)")
+        kept = [tuple(sh) for sh, c in zip(shapes, counted, strict=True) if c]
+        ratios = _erk_ratios(kept, target)
+    return _Units(of_leaf, counted, sizes, ratios)
+
+
 def _target_prox(
     sources: list[Any] | None,
     scale: list[Any] | None,
+    sts: list[Any],
     phase: _Phase,
     state: SparsityTargetState,
     cfg: _Config,
@@ -188,7 +290,7 @@ def _target_prox(
 
     The search scores ``z``, or ``sources`` (the params before this step's update) when
     given: a buffer that exists already, so that a step without a search writes no
-    full-size temporary for the search to read.
+    full-size temporary for the search to read. ``sts``: each leaf's structure.
     """
 
     def prox(z, step, count):
@@ -196,29 +298,82 @@ def _target_prox(
         z_leaves, z_def = jax.tree.flatten(z, is_leaf=_tree.is_none)
         d_leaves = [None] * len(z_leaves) if scale is None else scale
         w_leaves = z_leaves if sources is None else sources
+        # A zero-size leaf has nothing to count.
         live = [
-            (w, d)
-            for w, x, d in zip(w_leaves, z_leaves, d_leaves, strict=True)
-            if x is not None and jnp.size(x)  # a zero-size leaf has nothing to count
+            s if x is not None and jnp.size(x) else None for s, x in zip(sts, z_leaves, strict=True)
         ]
-        if scale is not None and any(d is None for _, d in live):
+        if scale is not None and any(d is None for d, s in zip(d_leaves, live, strict=True) if s):
             raise ValueError(
                 "`sparsity_target`: `optimizer` keeps no second moment for some regularized "
                 "leaves (e.g. they are masked out of an optax.multi_transform); exclude them "
                 "with `mask`"
             )
-        n = sum(int(jnp.size(w)) for w, _ in live)
-        if n == 0:
-            return z, (jnp.zeros([], jnp.float32), state.sparsity, z)
-        wide = any(jnp.result_type(w) in (jnp.float64, jnp.complex128) for w, _ in live)
-        sdt = jnp.float64 if wide else jnp.float32
-        scores = lambda: [_score(w, d, sdt) for w, d in live]  # noqa: E731
-        tau, zeroed = _threshold(scores, n, sdt, phase, state, cfg)
-        triples = zip(z_leaves, w_leaves, d_leaves, strict=True)
-        new = [None if x is None else _shrink(x, w, d, tau, cfg.shrink) for x, w, d in triples]
+        lays = _structures.layouts(live, w_leaves)
+        shapes = [
+            None if lay is None else jnp.shape(w) for w, lay in zip(w_leaves, lays, strict=True)
+        ]
+        units = _units(live, lays, shapes, cfg)
+        if not units.sizes:
+            return z, (state.threshold, state.sparsity, z)
+        _check_shrink(live, cfg)
+        sdt = _score_dtype(w_leaves, lays)
+        grids = _group_grids(live, lays, w_leaves, d_leaves, sdt)
+
+        def scores():
+            return [
+                None if lay is None else (_score(w, d, sdt) if g is None else g)
+                for w, d, lay, g in zip(w_leaves, d_leaves, lays, grids, strict=True)
+            ]
+
+        tau, zeroed = _threshold(scores, units, sdt, phase, state, cfg)
+        per_leaf = [
+            tau if cfg.allocation == "global" or u is None else tau[u] for u in units.of_leaf
+        ]
+        new = [
+            None if x is None else _shrink(x, w, d, t, cfg.shrink, None if g is None else (lay, g))
+            for x, w, d, t, lay, g in zip(
+                z_leaves, w_leaves, d_leaves, per_leaf, lays, grids, strict=True
+            )
+        ]
         return z_def.unflatten(new), (tau, zeroed, z)
 
     return prox
+
+
+def _score_dtype(w_leaves: list[Any], lays: list[Any]) -> Any:
+    wide = (jnp.float64, jnp.complex128)
+    used = [w for w, lay in zip(w_leaves, lays, strict=True) if lay is not None]
+    return jnp.float64 if any(jnp.result_type(w) in wide for w in used) else jnp.float32
+
+
+def _plain(st: Any) -> bool:
+    """Entries scored one by one (no group, no coupling)."""
+    return st is None or (isinstance(st, _structures.Elements) and st.couple is None)
+
+
+def _group_grids(sts, lays, w_leaves, d_leaves, dtype) -> list[jax.Array | None]:
+    """The group scores of group structures (coupled norms in the metric ``d``); None for
+    plain uncoupled entries (scored where they are used, so no temporary is kept)."""
+    plain = [lay is None or _plain(st) for st, lay in zip(sts, lays, strict=True)]
+    if all(plain):
+        return [None] * len(sts)
+    weighted = [
+        None if p else (w if d is None else w * d).astype(dtype)
+        for w, d, p in zip(w_leaves, d_leaves, plain, strict=True)
+    ]
+    sqs = _structures.coupled_sq_norms(
+        sts, [None if p else lay for lay, p in zip(lays, plain, strict=True)], weighted
+    )
+    return [None if sq is None else _structures.safe_sqrt(sq) for sq in sqs]
+
+
+def _check_shrink(sts: list[Any], cfg: _Config) -> None:
+    grouped = [s for s in sts if not _plain(s)]
+    if cfg.shrink == "soft" and grouped:
+        raise ValueError(
+            "`shrink='soft'` is for entries only; with a group structure "
+            f"({grouped[0]!r}) use `shrink='hard'`"
+        )
 
 
 def _hold_support(aligned: _tree.Aligned, shrunk: Any, phase: _Phase, exact: bool) -> Any:
@@ -305,7 +460,29 @@ def _init_state(params: Any, cfg: _Config, inner: Any, mask: Any) -> SparsityTar
         inner_state = inner.init(_inner.inexact_only(params))
         _preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
     copy = _init_latent(params, mask) if cfg.latent else None
-    return SparsityTargetState(_transforms.zero_count(), zero(), zero(), zero(), copy, inner_state)
+    units = _units_of(params, cfg, mask)
+    shape = () if cfg.allocation == "global" else (len(units.sizes),)
+    tau = jnp.zeros(shape, jnp.float32)
+    return SparsityTargetState(_transforms.zero_count(), tau, zero(), zero(), copy, inner_state)
+
+
+def _structures_of(params: Any, cfg: _Config, selected: list[bool]) -> list[Any]:
+    """Each leaf's structure (None where nothing is regularized)."""
+    structure = _structures.Elements() if cfg.structure is None else cfg.structure
+    return _structures.resolve("structure", structure, params, selected)
+
+
+def _units_of(params: Any, cfg: _Config, mask: Any) -> _Units:
+    """The search's units for ``params`` (as the update will find them)."""
+    leaves = jax.tree.leaves(params, is_leaf=_tree.is_none)
+    keep = _tree.resolve_mask(mask, params)
+    selected = [
+        m and p is not None and _tree.is_inexact(p) and jnp.size(p) > 0
+        for p, m in zip(leaves, keep, strict=True)
+    ]
+    sts = _structures_of(params, cfg, selected)
+    lays = _structures.layouts(sts, leaves)
+    return _units(sts, lays, [None if p is None else jnp.shape(p) for p in leaves], cfg)
 
 
 def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precondition: bool):
@@ -319,7 +496,9 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     scale = None
     if precondition:
         scale = _preconditioner(state.inner_state if before else inner_state, aligned.treedef)
-    prox = _target_prox(aligned.params if before else None, scale, phase, state, cfg)
+    params_tree = aligned.treedef.unflatten(aligned.params)
+    sts = _structures_of(params_tree, cfg, aligned.selected)
+    prox = _target_prox(aligned.params if before else None, scale, sts, phase, state, cfg)
     shrunk, (tau, zeroed, z) = _step.prox_update(
         prox, aligned, jnp.float32(0), state.count, name=_NAME, base=base
     )
@@ -380,6 +559,9 @@ def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
     _checks.check_choice("hold", cfg.hold, _HOLDS)
     _checks.check_choice("quantile", cfg.quantile, _select.METHODS)
     _checks.check_choice("shrink", cfg.shrink, _SHRINKS)
+    _checks.check_choice("allocation", cfg.allocation, _ALLOCATIONS)
+    if cfg.allocation == "erk" and _checks.scalar_value(cfg.target) is None:
+        raise ValueError("`allocation='erk'` needs a concrete `target` (it sets each share)")
     if optimizer is not None:
         _checks.check_optimizer("optimizer", optimizer)
     _checks.check_mask(mask)
@@ -400,6 +582,8 @@ def sparsity_target(
     smoothing: jax.typing.ArrayLike = 0.0,
     quantile: _select.Method = "radix",
     latent: bool = True,
+    structure: Any = None,
+    allocation: Allocation = "global",
     optimizer: optax.GradientTransformation | None = None,
     mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -474,6 +658,17 @@ def sparsity_target(
         regularized params in the state); ``False``: :math:`\tilde w = p`, no copy. The copy
         assumes the params change only through these updates: after replacing the params
         (loading other weights), initialize a new state.
+      structure: what is zeroed together (default: single entries): a :class:`Structure`
+        (:class:`Groups` for units or filters, :class:`Blocks`, :class:`Heads`, coupled
+        across leaves by a shared ``couple`` label), a pytree prefix of them, or a callable
+        ``params -> that``. A group's score is the 2-norm of :math:`d \odot z` over its
+        entries; ``target`` is then the fraction of zero *groups* (a coupled group counted
+        once), and ``shrink`` must be ``"hard"``.
+      allocation: how the zeros are shared among leaves: ``"global"`` (one threshold for
+        all, the default), ``"uniform"`` (every leaf, or coupled group of leaves, at the
+        ramp's fraction: one threshold each, logged as a vector), or ``"erk"``
+        (Erdos-Renyi-Kernel, Evci et al. 2020: a leaf's density proportional to
+        ``sum(shape) / prod(shape)``, the total at ``target``; per leaf, no coupling).
       optimizer: optional; an optax optimizer with a diagonal second moment in its state
         (``nu``: adam, adamw, rmsprop...; ``sum_of_squares``: adagrad). The returned
         transformation then *is* that optimizer followed by the thresholding, and a weight's
@@ -529,6 +724,8 @@ def sparsity_target(
         shrink,
         quantile,
         latent,
+        structure,
+        allocation,
     )
     _check_config(cfg, optimizer, mask)
     inner = None if optimizer is None else optax.with_extra_args_support(optimizer)

@@ -249,7 +249,8 @@ def group_l1_prox(
     strength: optax.ScalarOrSchedule,
     *,
     learning_rate: optax.ScalarOrSchedule,
-    axis: _operators.Axis,
+    axis: _operators.Axis | None = None,
+    structure: Any = None,
     mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Group-lasso proximal step after each update: whole groups become exactly zero.
@@ -260,8 +261,10 @@ def group_l1_prox(
       \qquad z = p_t + u_t,
 
     the proximal step for :math:`\lambda \sum_g \|w_g\|_2`, groups formed per leaf by
-    reducing over ``axis``. For a Dense kernel ``(in, out)``, ``axis=0`` switches off whole
-    output units. Use ``mask`` to skip leaves (biases) the axis does not fit.
+    reducing over ``axis``, or given by ``structure`` (blocks, heads, and units coupled
+    across leaves: see :func:`group_soft_threshold`). For a Dense kernel ``(in, out)``,
+    ``axis=0`` switches off whole output units. Use ``mask`` to skip leaves (biases) the
+    axis does not fit.
 
     Args:
       strength: :math:`\lambda \ge 0`, number or schedule: a group stays off while its
@@ -269,6 +272,8 @@ def group_l1_prox(
         uses 4 on its MLP units).
       learning_rate: the learning rate (or schedule) of the optimizer before it.
       axis: int or tuple of ints, the axes reduced to form each group.
+      structure: instead of ``axis``: a :class:`Structure`, a pytree prefix of them (None:
+        not regularized), or a callable ``params -> that``.
       mask: a pytree of bools or a callable, as in :func:`l1_prox`.
 
     Returns:
@@ -288,11 +293,12 @@ def group_l1_prox(
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
     _checks.check_number("strength", strength, schedule=True)
-    _operators.normalize_axis(axis, 10**6)  # type check only; per-leaf check at update
+    groups = _operators.structure_of(axis, structure)
     strength_at = _checks.as_schedule(strength)
 
     def prox(z, step, count):
-        return _operators.group_threshold_tree(z, step * strength_at(count), axis=axis), None
+        t = step * strength_at(count)
+        return _operators.group_threshold_tree(z, t, structure=groups), None
 
     return _counted_prox(prox, learning_rate, mask, GroupL1ProxState, "group_l1_prox")
 

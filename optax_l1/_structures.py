@@ -1,0 +1,309 @@
+r"""Structures: which entries of a leaf form one group. Data, not transforms.
+
+A structure says how a leaf's entries are grouped: single entries (:class:`Elements`),
+entries sharing all indices outside some axes (:class:`Groups`: rows, columns, conv
+filters), blocks of consecutive entries along an axis (:class:`Blocks`, also the blocks of
+N:M sparsity) and attention heads on a (possibly fused) projection axis (:class:`Heads`).
+Every grouping is a free *reshape* of the leaf (``layout``: the split shape and the axes
+reduced within a group), so scoring a group is one reduction and broadcasting a value per
+group back to the entries is a broadcast: no transpose, no gather.
+
+Groups on different leaves are *coupled* by giving their structures the same ``couple``
+label: their group grids must have the same shape once the reduced axes are dropped, and a
+coupled group's norm is taken over all its entries on all those leaves. Hidden unit ``j`` of
+an MLP is column ``j`` of the first kernel (``Groups(0)``), bias entry ``j``
+(``Elements()``) and row ``j`` of the next kernel (``Groups(1)``), all labelled alike.
+
+The maps (:mod:`optax_l1._operators`), the penalties, the target search, the metrics and
+compaction read structures through the functions here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_l1 import _tree
+
+Axis = int | Sequence[int]
+
+
+def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ...]:
+    """Validates `axis` (int or tuple of ints) against an array of `ndim` dimensions."""
+    axes = tuple(axis) if isinstance(axis, Sequence) and not isinstance(axis, str) else (axis,)
+    try:
+        if not axes or any(isinstance(a, (bool, np.bool_)) for a in axes):
+            raise TypeError
+        axes = tuple(operator.index(a) for a in axes)  # pyright: ignore[reportArgumentType]
+    except TypeError:
+        hint = (
+            " (under `optax.inject_hyperparams`, pass `static_args=('axis',)`)"
+            if any(isinstance(a, jax.Array) for a in (axis, *axes))
+            else ""
+        )
+        raise TypeError(
+            f"`{name}` must be an int or a non-empty tuple of ints, got {axis!r}{hint}"
+        ) from None
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(
+                f"`{name}`={axis!r} does not exist for a leaf with {ndim} dimension(s)"
+            )
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"`{name}` has repeated axes: {axis!r}")
+    return tuple(sorted(out))
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be a Python int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {value!r}")
+    return int(value)
+
+
+def _check_couple(couple: Any) -> None:
+    if couple is not None and not isinstance(couple, str):
+        raise TypeError(f"`couple` must be a str label or None, got {couple!r}")
+
+
+class Layout(NamedTuple):
+    """A leaf seen as groups: reshaped to ``split``, a group is a slice over ``reduce``."""
+
+    split: tuple[int, ...]
+    reduce: tuple[int, ...]
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """The shape of one value per group, broadcastable against ``split``."""
+        return tuple(1 if i in self.reduce else n for i, n in enumerate(self.split))
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """The shape of the groups themselves (the reduced axes dropped)."""
+        return tuple(n for i, n in enumerate(self.split) if i not in self.reduce)
+
+    @property
+    def group_size(self) -> int:
+        return math.prod(self.split[i] for i in self.reduce)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Structure:
+    """The base of every structure; on its own, a leaf's entries are one group each.
+
+    Attributes:
+      couple: a label; groups of leaves whose structures share it are one group each.
+    """
+
+    couple: str | None = None
+
+    def __post_init__(self):
+        _check_couple(self.couple)
+
+    def layout(self, shape: tuple[int, ...]) -> Layout:
+        return Layout(tuple(shape), ())
+
+    def _split(self, shape: tuple[int, ...], axis: int, parts: tuple[int, ...]) -> Layout:
+        """``shape`` with ``axis`` split into ``parts`` (their product is its length)."""
+        ax = normalize_axis(axis, len(shape))[0]
+        if math.prod(parts) != shape[ax]:
+            raise ValueError(
+                f"{self!r}: axis {axis} of a leaf of shape {tuple(shape)} has length "
+                f"{shape[ax]}, which does not split into {' x '.join(map(str, parts))}"
+            )
+        split = (*shape[:ax], *parts, *shape[ax + 1 :])
+        return Layout(split, ())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Elements(Structure):
+    r"""Every entry is its own group (plain L1; the default).
+
+    Examples:
+      >>> import optax_l1
+      >>> optax_l1.Elements().layout((3, 4))
+      Layout(split=(3, 4), reduce=())
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Groups(Structure):
+    r"""A group is the entries sharing every index outside ``axis`` (reduced over ``axis``).
+
+    For a Dense kernel ``(in, out)``: ``Groups(0)`` makes output unit ``j``'s incoming
+    weights (column ``j``) one group, ``Groups(1)`` input ``i``'s outgoing weights (row
+    ``i``). A conv kernel ``(h, w, in, out)``: ``Groups((0, 1, 2))`` is one group per filter.
+
+    Examples:
+      >>> import optax_l1
+      >>> optax_l1.Groups(0).layout((3, 4)).groups  # 4 groups (columns) of 3
+      (4,)
+    """
+
+    axis: Axis
+
+    def layout(self, shape: tuple[int, ...]) -> Layout:
+        return Layout(tuple(shape), normalize_axis(self.axis, len(shape)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocks(Structure):
+    r"""Blocks of ``size`` consecutive entries along ``axis`` (its length a multiple of it).
+
+    Also the blocks of N:M sparsity (:func:`n_of_m_projection`): ``Blocks(4, axis=0)`` on a
+    Dense kernel ``(in, out)`` runs along the matmul's reduction axis.
+
+    Examples:
+      >>> import optax_l1
+      >>> optax_l1.Blocks(4, axis=0).layout((8, 3))
+      Layout(split=(2, 4, 3), reduce=(1,))
+    """
+
+    size: int
+    axis: int
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("size", self.size)
+
+    def layout(self, shape: tuple[int, ...]) -> Layout:
+        ax = normalize_axis(self.axis, len(shape))[0]
+        parts = (shape[ax] // self.size if shape[ax] % self.size == 0 else -1, self.size)
+        split = self._split(shape, ax, parts).split
+        return Layout(split, (ax + 1,))
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads(Structure):
+    r"""One group per attention head: ``axis`` is ``parts x num_heads x head_dim`` long.
+
+    A query, key or value kernel ``(d_model, heads * head_dim)`` is ``Heads(h, axis=1)``;
+    the output kernel ``(heads * head_dim, d_model)`` is ``Heads(h, axis=0)``; a fused
+    q/k/v kernel ``(d_model, 3 * heads * head_dim)`` laid out as ``(3, heads, head_dim)`` is
+    ``Heads(h, axis=1, parts=3)`` (head ``i`` of q, k and v is one group). A kernel already
+    shaped ``(d_model, heads, head_dim)`` (Flax's ``DenseGeneral``) is ``Heads(h, axis=1)``
+    (``head_dim`` 1 on that axis). Give the four projections one ``couple`` label to make a
+    head one group across them.
+
+    Examples:
+      >>> import optax_l1
+      >>> optax_l1.Heads(4, axis=1, parts=3).layout((16, 48)).groups  # 4 heads
+      (4,)
+    """
+
+    num_heads: int
+    axis: int
+    parts: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("num_heads", self.num_heads)
+        _positive_int("parts", self.parts)
+
+    def layout(self, shape: tuple[int, ...]) -> Layout:
+        ax = normalize_axis(self.axis, len(shape))[0]
+        per = self.parts * self.num_heads
+        head_dim = shape[ax] // per if shape[ax] % per == 0 else -1
+        split = self._split(shape, ax, (self.parts, self.num_heads, head_dim)).split
+        keep = ax + 1  # the head index
+        return Layout(split, tuple(i for i in range(len(split)) if i != keep))
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+def sq_norms(layout: Layout, x: jax.Array) -> jax.Array:
+    """The squared 2-norm of each group of ``x`` (shape ``layout.grid``)."""
+    x = x.reshape(layout.split)
+    return jnp.sum(jnp.real(x * jnp.conj(x)), axis=layout.reduce, keepdims=True)
+
+
+def safe_sqrt(sq: jax.Array) -> jax.Array:
+    """``sqrt`` with a finite gradient at 0 (a NaN stays NaN)."""
+    zero = sq == 0
+    return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, sq)))
+
+
+def expand(layout: Layout, values: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """One value per group (``layout.grid``) broadcast back to a leaf of ``shape``."""
+    return jnp.broadcast_to(values, layout.split).reshape(shape)
+
+
+def resolve(name: str, structure: Any, tree: Any, selected: Sequence[bool]) -> list[Any]:
+    """One :class:`Structure` per leaf of ``tree`` (None for unselected leaves).
+
+    ``structure`` is a :class:`Structure` (every selected leaf), a pytree prefix of
+    structures (None: the leaf is not regularized), or a callable ``params -> such a tree``.
+    """
+    if callable(structure) and not isinstance(structure, Structure):
+        structure = structure(tree)
+    is_leaf = lambda s: s is None or isinstance(s, Structure)  # noqa: E731
+    if isinstance(structure, Structure):
+        flat = [structure] * len(selected)
+    else:
+        flat = _tree.broadcast_prefix(name, structure, tree)
+        if not all(is_leaf(s) for s in flat):
+            bad = next(s for s in flat if not is_leaf(s))
+            raise TypeError(
+                f"`{name}` must be a Structure, a pytree prefix of Structures (or None), or "
+                f"a callable returning one; got a leaf {bad!r}"
+            )
+    return [s if sel else None for s, sel in zip(flat, selected, strict=True)]
+
+
+def layouts(structures: Sequence[Any], leaves: Sequence[Any]) -> list[Layout | None]:
+    """Each leaf's layout under its structure (None where there is none)."""
+    return [
+        None if s is None or x is None else s.layout(tuple(jnp.shape(x)))
+        for s, x in zip(structures, leaves, strict=True)
+    ]
+
+
+def coupled_sq_norms(
+    structures: Sequence[Any], lays: Sequence[Layout | None], leaves: Sequence[Any]
+) -> list[jax.Array | None]:
+    """Each leaf's squared group norms (``grid`` shape), summed over coupled leaves."""
+    own = [None if lay is None else sq_norms(lay, x) for lay, x in zip(lays, leaves, strict=True)]
+    totals: dict[str, jax.Array] = {}
+    shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
+    for s, lay, sq in zip(structures, lays, own, strict=True):
+        if s is None or s.couple is None or lay is None or sq is None:
+            continue
+        first = shapes.setdefault(s.couple, (lay.groups, s))
+        if first[0] != lay.groups:
+            raise ValueError(
+                f"coupled structures (`couple`={s.couple!r}) must give the same number of "
+                f"groups: {first[1]!r} gives {first[0]}, {s!r} gives {lay.groups}"
+            )
+        flat = sq.reshape(lay.groups)
+        totals[s.couple] = totals[s.couple] + flat if s.couple in totals else flat
+    return [
+        sq if s is None or s.couple is None or lay is None else totals[s.couple].reshape(lay.grid)
+        for s, lay, sq in zip(structures, lays, own, strict=True)
+    ]
+
+
+def group_counts(structures: Sequence[Any], lays: Sequence[Layout | None]) -> int:
+    """The number of distinct groups: coupled groups counted once."""
+    seen: set[str] = set()
+    total = 0
+    for s, lay in zip(structures, lays, strict=True):
+        if lay is None or (s.couple is not None and s.couple in seen):
+            continue
+        if s.couple is not None:
+            seen.add(s.couple)
+        total += math.prod(lay.groups)
+    return total
+
+
+StructureArg = Structure | Any | Callable[[Any], Any]

@@ -1,0 +1,314 @@
+"""Structures (groups, blocks, heads, coupled units) against NumPy transcriptions.
+
+- Layouts: the groups each structure forms, listed by explicit index loops.
+- The group prox on every structure: a NumPy loop over the groups (coupled groups gathered
+  across leaves), optimality per group and non-expansiveness (hypothesis).
+- The group penalty with coupling; ``group_l1_prox(structure=...)`` under jit.
+- ``sparsity_target`` with group structures (whole columns, heads and coupled units zeroed,
+  their count on target) and with ``allocation="uniform"`` / ``"erk"`` (each leaf's zeros
+  against a NumPy transcription of the allocation).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import optax_l1
+
+
+def _groups_of(structure, shape):
+    """Each group as a list of flat indices, by explicit loops (the reference)."""
+    idx = np.arange(math.prod(shape)).reshape(shape)
+    if isinstance(structure, optax_l1.Groups):
+        axes = (structure.axis,) if isinstance(structure.axis, int) else structure.axis
+        axes = tuple(a % len(shape) for a in axes)
+        kept = [d for d in range(len(shape)) if d not in axes]
+        out = []
+        for k in np.ndindex(*[shape[d] for d in kept]):
+            sl = [slice(None)] * len(shape)
+            for d, i in zip(kept, k, strict=True):
+                sl[d] = i
+            out.append(sorted(idx[tuple(sl)].ravel().tolist()))
+        return out
+    if isinstance(structure, optax_l1.Blocks):
+        ax, k = structure.axis % len(shape), structure.size
+        moved = np.moveaxis(idx, ax, -1)
+        return [
+            sorted(moved[rest][b * k : (b + 1) * k].tolist())
+            for rest in np.ndindex(*moved.shape[:-1])
+            for b in range(shape[ax] // k)
+        ]
+    if isinstance(structure, optax_l1.Heads):
+        ax = structure.axis % len(shape)
+        per = shape[ax] // (structure.parts * structure.num_heads)
+        out = []
+        for h in range(structure.num_heads):
+            cols = [
+                part * structure.num_heads * per + h * per + j
+                for part in range(structure.parts)
+                for j in range(per)
+            ]
+            out.append(sorted(np.take(idx, cols, axis=ax).ravel().tolist()))
+        return out
+    return [[i] for i in range(math.prod(shape))]
+
+
+def _sorted_groups(structure, shape):
+    lay = structure.layout(shape)
+    ids = np.arange(math.prod(shape)).reshape(lay.split)
+    moved = np.moveaxis(
+        ids, lay.reduce, list(range(len(lay.split) - len(lay.reduce), len(lay.split)))
+    )
+    flat = moved.reshape(math.prod(lay.groups), -1)
+    return sorted(sorted(g.tolist()) for g in flat)
+
+
+STRUCTURES = [
+    (optax_l1.Elements(), (3, 4)),
+    (optax_l1.Groups(0), (3, 4)),
+    (optax_l1.Groups((0, 1, 2)), (2, 2, 3, 4)),
+    (optax_l1.Blocks(4, axis=0), (8, 3)),
+    (optax_l1.Blocks(2, axis=1), (3, 6)),
+    (optax_l1.Heads(4, axis=1), (5, 8)),
+    (optax_l1.Heads(2, axis=1, parts=3), (4, 12)),
+    (optax_l1.Heads(2, axis=0), (6, 3)),
+    (optax_l1.Heads(2, axis=1), (4, 2, 3)),  # DenseGeneral (d_model, heads, head_dim)
+]
+
+
+@pytest.mark.parametrize("structure, shape", STRUCTURES)
+def test_layout_forms_the_groups_the_loops_list(structure, shape):
+    assert _sorted_groups(structure, shape) == sorted(_groups_of(structure, shape))
+
+
+@pytest.mark.parametrize(
+    "structure, shape, match",
+    [
+        (optax_l1.Blocks(4, axis=0), (6, 3), "does not split into"),
+        (optax_l1.Heads(4, axis=1), (5, 6), "does not split into"),
+        (optax_l1.Heads(2, axis=1, parts=3), (5, 8), "does not split into"),
+        (optax_l1.Groups(2), (3, 4), "does not exist"),
+    ],
+)
+def test_layout_rejects_a_leaf_it_does_not_fit(structure, shape, match):
+    with pytest.raises(ValueError, match=match):
+        structure.layout(shape)
+
+
+def test_structure_arguments_are_checked():
+    with pytest.raises(ValueError, match="`size` must be >= 1"):
+        optax_l1.Blocks(0, axis=0)
+    with pytest.raises(TypeError, match="`num_heads` must be a Python int"):
+        optax_l1.Heads(2.0, axis=0)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(TypeError, match="`couple` must be a str"):
+        optax_l1.Groups(0, couple=1)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="exactly one of `axis`"):
+        optax_l1.group_soft_threshold(jnp.ones((2, 2)), 1.0)
+    with pytest.raises(ValueError, match="exactly one of `axis`"):
+        optax_l1.group_l1_prox(1.0, learning_rate=1.0, axis=0, structure=optax_l1.Groups(0))
+    with pytest.raises(TypeError, match="`structure` must be a Structure"):
+        optax_l1.group_soft_threshold({"a": jnp.ones(2)}, 1.0, structure={"a": 0})
+
+
+def _np_group_prox(leaves, structures, t):
+    """Group soft-thresholding by loops: groups gathered across coupled leaves."""
+    flat = [np.asarray(x, np.float64).ravel() for x in leaves]
+    groups = {}  # key -> list of (leaf, flat index)
+    for i, (x, s) in enumerate(zip(leaves, structures, strict=True)):
+        for g, members in enumerate(_groups_of(s, x.shape)):
+            key = (s.couple, g) if s.couple is not None else (i, g)
+            groups.setdefault(key, []).extend((i, m) for m in members)
+    out = [np.zeros_like(f) for f in flat]
+    for members in groups.values():
+        norm = math.sqrt(sum(flat[i][m] ** 2 for i, m in members))
+        scale = max(0.0, 1.0 - t / norm) if norm > 0 else 0.0
+        for i, m in members:
+            out[i][m] = flat[i][m] * scale
+    return [o.reshape(x.shape) for o, x in zip(out, leaves, strict=True)]
+
+
+@pytest.mark.parametrize("structure, shape", STRUCTURES)
+@pytest.mark.parametrize("t", [0.3, 1.5])
+def test_group_prox_matches_the_numpy_loop(structure, shape, t):
+    z = jax.random.normal(jax.random.PRNGKey(hash(shape) % 1000), shape)
+    got = jax.jit(lambda z: optax_l1.group_soft_threshold(z, t, structure=structure))(z)
+    want = _np_group_prox([np.asarray(z)], [structure], t)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(np.asarray(got) == 0, want == 0)
+
+
+def _mlp_units(couple="h"):
+    return {
+        "k1": optax_l1.Groups(0, couple=couple),
+        "b1": optax_l1.Elements(couple=couple),
+        "k2": optax_l1.Groups(1, couple=couple),
+    }
+
+
+def _mlp(seed=0, hidden=6):
+    k = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return {
+        "k1": jax.random.normal(k[0], (4, hidden)),
+        "b1": 0.3 * jax.random.normal(k[1], (hidden,)),
+        "k2": jax.random.normal(k[2], (hidden, 3)),
+    }
+
+
+def test_coupled_units_are_one_group_across_leaves():
+    p = _mlp()
+    sts = _mlp_units()
+    got = optax_l1.group_soft_threshold(p, 2.2, structure=sts)
+    names = ["k1", "b1", "k2"]
+    want = _np_group_prox([np.asarray(p[n]) for n in names], [sts[n] for n in names], 2.2)
+    for n, w in zip(names, want, strict=True):
+        np.testing.assert_allclose(got[n], w, rtol=1e-5, atol=1e-6)
+    dead = np.asarray(got["b1"]) == 0
+    assert 0 < dead.sum() < dead.size  # some units off, some on: the test can tell
+    assert np.all((np.asarray(got["k1"]) == 0).all(0) == dead)
+    assert np.all((np.asarray(got["k2"]) == 0).all(1) == dead)
+    with pytest.raises(ValueError, match="same number of groups"):
+        optax_l1.group_soft_threshold(
+            p, 1.0, structure={**sts, "k2": optax_l1.Groups(0, couple="h")}
+        )
+
+
+def test_group_penalty_counts_a_coupled_group_once():
+    p = _mlp()
+    norms = np.sqrt(
+        (np.asarray(p["k1"]) ** 2).sum(0)
+        + np.asarray(p["b1"]) ** 2
+        + (np.asarray(p["k2"]) ** 2).sum(1)
+    )
+    got = optax_l1.group_l1_penalty(p, 0.7, structure=_mlp_units())
+    np.testing.assert_allclose(got, 0.7 * norms.sum(), rtol=1e-5)
+    blocks = optax_l1.group_l1_penalty(p["k1"], 1.0, structure=optax_l1.Blocks(2, axis=0))
+    want = np.sqrt((np.asarray(p["k1"]).reshape(2, 2, -1) ** 2).sum(1)).sum()
+    np.testing.assert_allclose(blocks, want, rtol=1e-5)
+
+
+def test_group_l1_prox_takes_a_structure():
+    p = _mlp()
+    tx = optax_l1.group_l1_prox(4.0, learning_rate=0.5, structure=_mlp_units())
+    g = jax.tree.map(lambda x: 0.1 * jnp.ones_like(x), p)
+    u, _ = jax.jit(tx.update)(g, tx.init(p), p)
+    z = jax.tree.map(lambda a, b: a + b, p, g)
+    want = optax_l1.group_soft_threshold(z, 2.0, structure=_mlp_units())
+    got = optax.apply_updates(p, u)
+    for n in p:
+        np.testing.assert_allclose(got[n], want[n], rtol=1e-5, atol=1e-6)
+
+
+block_arrays = hnp.arrays(
+    np.float32, (4, 6), elements=st.floats(-3, 3, width=32, allow_subnormal=False)
+)
+
+
+@given(block_arrays, st.floats(0.01, 3.0))
+def test_block_prox_is_optimal_per_group(z, tau):
+    """0 in w - z + tau * subgrad(||w_g||): the prox's optimality condition, per block."""
+    s = optax_l1.Blocks(2, axis=1)
+    w = np.asarray(optax_l1.group_soft_threshold(jnp.asarray(z), tau, structure=s), np.float64)
+    zz = np.asarray(z, np.float64)
+    for g in _groups_of(s, z.shape):
+        wg, zg = w.ravel()[g], zz.ravel()[g]
+        n = np.linalg.norm(wg)
+        if n > 0:
+            np.testing.assert_allclose(zg - wg, tau * wg / n, atol=1e-4)
+        else:
+            assert np.linalg.norm(zg) <= tau * (1 + 1e-5) + 1e-6
+
+
+@given(block_arrays, block_arrays, st.floats(0.0, 3.0))
+def test_head_prox_is_non_expansive(a, b, tau):
+    s = optax_l1.Heads(3, axis=1)
+    pa = optax_l1.group_soft_threshold(jnp.asarray(a), tau, structure=s)
+    pb = optax_l1.group_soft_threshold(jnp.asarray(b), tau, structure=s)
+    gap = np.linalg.norm(np.asarray(pa, np.float64) - np.asarray(pb, np.float64))
+    assert gap <= np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)) * (1 + 1e-5) + 1e-5
+
+
+# ----------------------------------------------------------------------------- target
+
+
+def _target_run(params, steps=3, **kw):
+    tx = optax.chain(optax.sgd(0.1), optax_l1.sparsity_target(0.5, ramp_steps=1, **kw))
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    for t in range(steps):
+        g = jax.tree.map(lambda x, t=t: 0.01 * (t + 1) * jnp.ones_like(x), params)
+        u, state = step(g, state, params)
+        params = optax.apply_updates(params, u)
+    return params, state[1]
+
+
+def test_target_zeroes_whole_coupled_units_on_target():
+    p, state = _target_run(_mlp(hidden=8), structure=_mlp_units())
+    dead = np.asarray(p["b1"]) == 0
+    assert dead.sum() == 4 and float(state.sparsity) == 0.5
+    assert np.all((np.asarray(p["k1"]) == 0).all(0) == dead)
+    assert np.all((np.asarray(p["k2"]) == 0).all(1) == dead)
+    assert not np.any(np.asarray(p["k1"])[:, ~dead] == 0)
+
+
+def test_target_zeroes_the_smallest_heads_by_norm():
+    params = {
+        "q": jax.random.normal(jax.random.PRNGKey(3), (8, 12))
+        * jnp.repeat(jnp.array([1.0, 0.2, 3.0, 0.5]), 3)[None, :]
+    }
+    structure = optax_l1.Heads(4, axis=1)
+    tx = optax_l1.sparsity_target(0.5, ramp_steps=1, structure=structure, latent=False)
+    state = tx.init(params)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    for _ in range(2):
+        u, state = tx.update(zero, state, params)
+        params = optax.apply_updates(params, u)
+    norms = np.linalg.norm(np.asarray(params["q"]).reshape(8, 4, 3), axis=(0, 2))
+    assert list(np.flatnonzero(norms == 0)) == [1, 3]
+
+
+def _np_erk(shapes, target):
+    """ERK densities by the published procedure (Evci et al. 2020, RigL's code)."""
+    n = np.array([math.prod(s) for s in shapes], np.float64)
+    raw = np.array([sum(s) / math.prod(s) for s in shapes])
+    dense = np.zeros(len(shapes), bool)
+    while True:
+        eps = ((1 - target) * n.sum() - n[dense].sum()) / (raw[~dense] * n[~dense]).sum()
+        new = ~dense & (eps * raw > 1)
+        if not new.any():
+            return np.where(dense, 1.0, eps * raw)
+        dense |= new
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "erk"])
+def test_allocation_gives_each_leaf_its_share(allocation):
+    key = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {
+        "a": jax.random.normal(key[0], (40, 30)),
+        "b": 5 * jax.random.normal(key[1], (30, 20)),
+        "c": 0.1 * jax.random.normal(key[2], (3, 4)),
+    }
+    p, state = _target_run(params, allocation=allocation, latent=False)
+    shapes = [params[k].shape for k in "abc"]
+    density = np.ones(3) * 0.5 if allocation == "uniform" else _np_erk(shapes, 0.5)
+    for k, dens in zip("abc", density, strict=True):
+        size = params[k].size
+        want = math.floor((1 - dens) / 0.5 * 0.5 * size + 1e-9) if dens < 1 else 0
+        assert int((np.asarray(p[k]) == 0).sum()) == min(want, size - 1), k
+    assert state.threshold.shape == (3,)
+    # The global default zeroes the small leaf entirely and spares the large one.
+    g, _ = _target_run(params, latent=False)
+    assert float((g["c"] == 0).mean()) == 1.0 and float((g["b"] == 0).mean()) < 0.3
+
+
+def test_target_with_a_group_structure_refuses_soft_shrink():
+    with pytest.raises(ValueError, match="`shrink='soft'` is for entries only"):
+        _target_run({"w": jnp.ones((4, 4))}, structure=optax_l1.Groups(0), shrink="soft")
+    with pytest.raises(ValueError, match="`allocation` must be one of"):
+        optax_l1.sparsity_target(0.5, ramp_steps=1, allocation="layer")  # pyright: ignore[reportArgumentType]
