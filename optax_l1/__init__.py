@@ -2,6 +2,9 @@
 
 import importlib.metadata
 
+from optax_l1._compact import Compacted as Compacted
+from optax_l1._compact import Fold as Fold
+from optax_l1._compact import compact as compact
 from optax_l1._freeze import FreezeSupportState as FreezeSupportState
 from optax_l1._freeze import freeze_support as freeze_support
 from optax_l1._ftrl import FtrlState as FtrlState
@@ -53,6 +56,8 @@ __all__ = (
     "Heads",
     "Structure",
     "AddL1SubgradientState",
+    "Compacted",
+    "Fold",
     "FreezeSupportState",
     "FtrlState",
     "GroupL1ProxState",
@@ -64,6 +69,7 @@ __all__ = (
     "SparsityTargetState",
     "add_l1_subgradient",
     "chain_l1_prox",
+    "compact",
     "elastic_net_threshold",
     "freeze_support",
     "ftrl",

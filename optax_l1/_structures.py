@@ -269,15 +269,11 @@ def layouts(structures: Sequence[Any], leaves: Sequence[Any]) -> list[Layout | N
     ]
 
 
-def coupled_sq_norms(
-    structures: Sequence[Any], lays: Sequence[Layout | None], leaves: Sequence[Any]
-) -> list[jax.Array | None]:
-    """Each leaf's squared group norms (``grid`` shape), summed over coupled leaves."""
-    own = [None if lay is None else sq_norms(lay, x) for lay, x in zip(lays, leaves, strict=True)]
-    totals: dict[str, jax.Array] = {}
+def check_coupled(structures: Sequence[Any], lays: Sequence[Layout | None]) -> None:
+    """Raises unless the leaves of each ``couple`` label have the same groups."""
     shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
-    for s, lay, sq in zip(structures, lays, own, strict=True):
-        if s is None or s.couple is None or lay is None or sq is None:
+    for s, lay in zip(structures, lays, strict=True):
+        if s is None or s.couple is None or lay is None:
             continue
         first = shapes.setdefault(s.couple, (lay.groups, s))
         if first[0] != lay.groups:
@@ -285,6 +281,18 @@ def coupled_sq_norms(
                 f"coupled structures (`couple`={s.couple!r}) must give the same number of "
                 f"groups: {first[1]!r} gives {first[0]}, {s!r} gives {lay.groups}"
             )
+
+
+def coupled_sq_norms(
+    structures: Sequence[Any], lays: Sequence[Layout | None], leaves: Sequence[Any]
+) -> list[jax.Array | None]:
+    """Each leaf's squared group norms (``grid`` shape), summed over coupled leaves."""
+    own = [None if lay is None else sq_norms(lay, x) for lay, x in zip(lays, leaves, strict=True)]
+    check_coupled(structures, lays)
+    totals: dict[str, jax.Array] = {}
+    for s, lay, sq in zip(structures, lays, own, strict=True):
+        if s is None or s.couple is None or lay is None or sq is None:
+            continue
         flat = sq.reshape(lay.groups)
         totals[s.couple] = totals[s.couple] + flat if s.couple in totals else flat
     return [

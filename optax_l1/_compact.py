@@ -1,0 +1,184 @@
+r"""Compaction: exact zeros turned into smaller dense params.
+
+A coupled structure (structures sharing a ``couple`` label, see :mod:`optax_l1._structures`)
+names the slices that belong to one unit: hidden unit ``j`` is column ``j`` of one kernel,
+bias entry ``j`` and row ``j`` of the next kernel; head ``i`` is its columns of q, k and v
+and its rows of the output projection. A unit that is zero on every one of its leaves
+contributes nothing (for an activation with ``act(0) = 0``) and is sliced away on all of
+them at once. A unit whose incoming weights are zero but whose bias is not outputs the
+constant ``act(b_j)``: :class:`Fold` moves ``act(b_j) * W_next[j]`` into the next layer's
+bias first, so that the unit is zero everywhere and goes too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_l1 import _masks, _structures, _tree
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    r"""Fold constant units of one coupled label into the next layer's bias.
+
+    A unit ``j`` of ``couple`` whose entries are all zero except its bias entry outputs
+    ``activation(bias[j])`` for every input. :func:`compact` adds
+    ``activation(bias[j]) * weights[j]`` (``weights``' unit axis is its first) to
+    ``next_bias`` and zeroes the bias entry and the row, so the unit is removed.
+
+    Attributes:
+      couple: the label of the coupled structures.
+      bias: the '/'-joined path of the unit's bias (as in :func:`sparsity_report`).
+      weights: the path of the next kernel, whose rows are the units ``(units, out)``.
+      next_bias: the path of the next layer's bias ``(out,)``.
+      activation: the activation between them (``jax.nn.relu``, ``jax.nn.gelu``...).
+    """
+
+    couple: str
+    bias: str
+    weights: str
+    next_bias: str
+    activation: Callable[[jax.Array], jax.Array]
+
+
+class Compacted(NamedTuple):
+    """What :func:`compact` returns.
+
+    Attributes:
+      params: the smaller params (same tree, leaves sliced).
+      kept: for each coupled label, the indices of the units kept (a NumPy int array): the
+        new width is ``len(kept[label])`` (the new head count for heads).
+    """
+
+    params: Any
+    kept: dict[str, np.ndarray]
+
+
+def _unit_positions(
+    lay: _structures.Layout, shape: tuple[int, ...], what: str
+) -> tuple[int, np.ndarray]:
+    """The leaf axis that indexes the groups, and each position's group along it."""
+    n = int(np.prod(lay.groups))
+    gid = np.broadcast_to(np.arange(n).reshape(lay.grid), lay.split).reshape(shape)
+    varying = [a for a in range(len(shape)) if shape[a] > 1 and np.ptp(gid, axis=a).any()]
+    if len(varying) != 1:
+        raise ValueError(
+            f"`compact`: {what} does not index its groups along one axis of its leaf "
+            f"(shape {shape}); only units, heads and channels can be sliced away"
+        )
+    ax = varying[0]
+    index = [0] * len(shape)
+    index[ax] = slice(None)  # pyright: ignore[reportArgumentType, reportCallIssue]
+    return ax, gid[tuple(index)]
+
+
+def _by_path(params: Any) -> dict[str, int]:
+    """'/'-joined path -> leaf index."""
+    paths = jax.tree_util.tree_flatten_with_path(params, is_leaf=_tree.is_none)[0]
+    return {_masks.path_name(p): i for i, (p, _) in enumerate(paths)}
+
+
+def _fold(leaves: list[Any], names: dict[str, int], fold: Fold, zero_units: np.ndarray) -> None:
+    """Folds the units in ``zero_units`` (constant ``act(bias)``) into ``next_bias``."""
+    b, w, nb = (names[p] for p in (fold.bias, fold.weights, fold.next_bias))
+    const = jnp.where(jnp.asarray(zero_units), fold.activation(leaves[b]), 0.0)
+    leaves[nb] = leaves[nb] + (const @ leaves[w]).astype(leaves[nb].dtype)
+    leaves[w] = jnp.where(jnp.asarray(zero_units)[:, None], 0.0, leaves[w]).astype(leaves[w].dtype)
+    leaves[b] = jnp.where(jnp.asarray(zero_units), 0.0, leaves[b]).astype(leaves[b].dtype)
+
+
+def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compacted:
+    r"""Smaller dense params: every coupled unit that is zero on all its leaves sliced away.
+
+    Only coupled structures are compacted (a group on one leaf alone cannot be removed
+    without changing the shapes its neighbours expect); a label's structures must index
+    their groups along one axis of each leaf (:class:`Groups` leaving one axis,
+    :class:`Elements` on a vector, :class:`Heads`). Removing a unit that is zero everywhere
+    leaves the outputs unchanged when the activation maps 0 to 0 (relu, gelu, tanh, silu);
+    with ``fold``, units whose only non-zero entry is their bias are folded into the next
+    bias first (see :class:`Fold`). Runs eagerly (the new shapes depend on the values).
+
+    Args:
+      params: a pytree of arrays (plain dicts, Flax linen params, NNX ``State``...).
+      structure: the coupled structures, as for :func:`sparsity_target` (a pytree prefix of
+        :class:`Structure` or None, or a callable ``params -> that``).
+      fold: :class:`Fold` entries for labels whose bias is not part of the coupled group.
+
+    Returns:
+      A :class:`Compacted`: ``params`` sliced and ``kept`` (the units kept, per label).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax_l1
+      >>> unit = {"k1": optax_l1.Groups(0, couple="h"), "b1": optax_l1.Elements(couple="h"),
+      ...         "k2": optax_l1.Groups(1, couple="h"), "b2": None}
+      >>> p = {"k1": jnp.array([[1.0, 0.0, 2.0]]), "b1": jnp.array([0.5, 0.0, 0.0]),
+      ...      "k2": jnp.array([[1.0], [0.0], [3.0]]), "b2": jnp.zeros(1)}
+      >>> small, kept = optax_l1.compact(p, unit)
+      >>> kept["h"], small["k1"].shape, small["k2"].shape
+      (array([0, 2]), (1, 2), (2, 1))
+    """
+    leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
+    live = [x is not None and _tree.is_inexact(x) for x in leaves]
+    sts = _structures.resolve("structure", structure, params, live)
+    leaves = [jnp.asarray(x) if ok else x for x, ok in zip(leaves, live, strict=True)]
+    _structures.check_coupled(sts, _structures.layouts(sts, leaves))
+    names = _by_path(params)
+    folds = {f.couple: f for f in fold}
+    kept: dict[str, np.ndarray] = {}
+    for label in dict.fromkeys(s.couple for s in sts if s is not None and s.couple):
+        members = [i for i, s in enumerate(sts) if s is not None and s.couple == label]
+        if label in folds:
+            _fold_constant_units(leaves, sts, names, folds[label], members)
+        dead = _zero_groups(leaves, sts, members)
+        kept[label] = np.flatnonzero(~dead)
+        for i in members:
+            leaves[i] = _slice_units(leaves[i], sts[i], kept[label])
+    unknown = set(folds) - set(kept)
+    if unknown:
+        raise ValueError(f"`fold` names labels no structure carries: {sorted(unknown)}")
+    return Compacted(treedef.unflatten(leaves), kept)
+
+
+def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> None:
+    """Units with zero incoming weights output ``act(bias)``: folded into the next bias.
+    Units whose outgoing row is zero contribute nothing: zeroed on every member."""
+    for path in (fold.bias, fold.weights, fold.next_bias):
+        if path not in names:
+            raise ValueError(f"`fold`: no leaf at path {path!r}; paths are {sorted(names)}")
+    b, w = names[fold.bias], names[fold.weights]
+    if b not in members or w not in members:
+        raise ValueError(
+            f"`fold`: {fold.bias!r} and {fold.weights!r} must carry the label {fold.couple!r}"
+        )
+    incoming = [i for i in members if i not in (b, w)]
+    silent = _zero_groups(leaves, sts, [w])
+    constant = _zero_groups(leaves, sts, incoming) & ~silent
+    _fold(leaves, names, fold, constant)
+    for i in members:  # a unit nothing reads: zero on every member, so it is removed
+        lay = sts[i].layout(tuple(leaves[i].shape))
+        off = _structures.expand(lay, jnp.asarray(silent).reshape(lay.grid), leaves[i].shape)
+        leaves[i] = jnp.where(off, jnp.zeros_like(leaves[i]), leaves[i])
+
+
+def _zero_groups(leaves: list[Any], sts: list[Any], members: list[int]) -> np.ndarray:
+    """True for the groups that are exactly zero on every leaf in ``members`` (a NaN entry
+    is not zero)."""
+    peaks = []
+    for i in members:
+        lay = sts[i].layout(tuple(leaves[i].shape))
+        a = jnp.abs(leaves[i]).reshape(lay.split)
+        peak = jnp.max(a, axis=lay.reduce) if lay.reduce else a
+        peaks.append(np.asarray(peak).reshape(-1))
+    return np.all(np.stack(peaks) == 0, axis=0)
+
+
+def _slice_units(x: jax.Array, st: Any, kept: np.ndarray) -> jax.Array:
+    lay = st.layout(tuple(x.shape))
+    ax, group_of = _unit_positions(lay, tuple(x.shape), repr(st))
+    return jnp.take(x, np.flatnonzero(np.isin(group_of, kept)), axis=ax)

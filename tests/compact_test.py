@@ -1,0 +1,230 @@
+"""Compaction: the smaller model computes what the sparse one did.
+
+- An MLP whose hidden units are zero in every way a trained one can be (all zero; zero
+  incoming weights with a positive or a negative bias; zero outgoing row): the compacted
+  network's logits equal the original's within 1e-5 of their scale, and the right units go.
+- Attention heads on separate and fused q/k/v projections: the compacted layer with fewer
+  heads equals the original.
+- Conv channels between two convolutions.
+- The path a user takes: train with ``sparsity_target(structure=...)`` on coupled units,
+  compact, and get the same predictions; Flax linen params rebuilt at the new width.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_l1
+
+UNITS = {
+    "k1": optax_l1.Groups(0, couple="h"),
+    "b1": optax_l1.Elements(couple="h"),
+    "k2": optax_l1.Groups(1, couple="h"),
+    "b2": None,
+}
+FOLD = optax_l1.Fold("h", bias="b1", weights="k2", next_bias="b2", activation=jax.nn.relu)
+
+
+def mlp(p, x):
+    return jax.nn.relu(x @ p["k1"] + p["b1"][None]) @ p["k2"] + p["b2"][None]
+
+
+def _sparse_mlp():
+    """12 hidden units: 0-2 all zero, 3-4 zero column + positive bias, 5 zero column +
+    negative bias, 6-7 zero outgoing row, 8-11 alive."""
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    p = {
+        "k1": jax.random.normal(k[0], (5, 12)),
+        "b1": jnp.abs(jax.random.normal(k[1], (12,))) + 0.1,
+        "k2": jax.random.normal(k[2], (12, 3)),
+        "b2": jax.random.normal(k[3], (3,)),
+    }
+    p["k1"] = p["k1"].at[:, :6].set(0.0)
+    p["b1"] = p["b1"].at[:3].set(0.0).at[5].set(-0.7)
+    p["k2"] = p["k2"].at[:3].set(0.0).at[6:8].set(0.0)
+    return p
+
+
+def _assert_same_outputs(a, b):
+    scale = float(jnp.max(jnp.abs(a)))
+    assert float(jnp.max(jnp.abs(a - b))) <= 1e-5 * scale, (a, b)
+
+
+def test_mlp_units_go_and_the_logits_stay():
+    p = _sparse_mlp()
+    x = jax.random.normal(jax.random.PRNGKey(1), (64, 5))
+    small, kept = optax_l1.compact(p, UNITS, fold=[FOLD])
+    assert list(kept["h"]) == [8, 9, 10, 11]
+    assert small["k1"].shape == (5, 4) and small["b1"].shape == (4,)
+    assert small["k2"].shape == (4, 3) and small["b2"].shape == (3,)
+    _assert_same_outputs(mlp(p, x), mlp(small, x))
+
+
+def test_without_fold_only_units_zero_everywhere_go():
+    p = _sparse_mlp()
+    x = jax.random.normal(jax.random.PRNGKey(1), (64, 5))
+    small, kept = optax_l1.compact(p, UNITS)
+    assert list(kept["h"]) == list(range(3, 12))  # constant and silent units stay
+    _assert_same_outputs(mlp(p, x), mlp(small, x))
+    # Slicing by the kernel's zero columns alone (what the group-lasso guide once implied)
+    # changes the predictions: the constant units matter.
+    alive = np.asarray(jnp.any(p["k1"] != 0, axis=0))
+    naive = {"k1": p["k1"][:, alive], "b1": p["b1"][alive], "k2": p["k2"][alive], "b2": p["b2"]}
+    assert float(jnp.max(jnp.abs(mlp(p, x) - mlp(naive, x)))) > 0.1
+
+
+def test_compact_rejects_what_it_cannot_slice():
+    p = _sparse_mlp()
+    with pytest.raises(ValueError, match="same number of groups"):
+        optax_l1.compact(p, {**UNITS, "k1": optax_l1.Elements(couple="h")})
+    grid = {"a": jnp.ones((2, 3, 4)), "b": jnp.zeros((3, 4))}  # groups on a 3 x 4 grid
+    with pytest.raises(ValueError, match="one axis"):
+        optax_l1.compact(
+            grid, {"a": optax_l1.Groups(0, couple="g"), "b": optax_l1.Elements(couple="g")}
+        )
+    with pytest.raises(ValueError, match="no leaf at path 'nope'"):
+        bad = optax_l1.Fold("h", bias="nope", weights="k2", next_bias="b2", activation=jax.nn.relu)
+        optax_l1.compact(p, UNITS, fold=[bad])
+    with pytest.raises(ValueError, match="labels no structure carries"):
+        other = optax_l1.Fold("z", bias="b1", weights="k2", next_bias="b2", activation=jax.nn.relu)
+        optax_l1.compact(p, UNITS, fold=[FOLD, other])
+
+
+def attention(p, x, heads, fused):
+    d = x.shape[-1]
+    if fused:
+        q, k, v = jnp.split(x @ p["qkv"], 3, axis=-1)
+    else:
+        q, k, v = x @ p["q"], x @ p["k"], x @ p["v"]
+    dh = q.shape[-1] // heads
+
+    def split(t):
+        return t.reshape(t.shape[0], heads, dh).transpose(1, 0, 2)
+
+    q, k, v = split(q), split(k), split(v)
+    w = jax.nn.softmax(q @ k.transpose(0, 2, 1) / np.sqrt(8.0), axis=-1)
+    out = (w @ v).transpose(1, 0, 2).reshape(x.shape[0], heads * dh)
+    assert d == p["o"].shape[1]
+    return out @ p["o"]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_heads_go_and_the_attention_output_stays(fused):
+    heads, dh, d = 4, 8, 16
+    key = jax.random.split(jax.random.PRNGKey(2), 4)
+    if fused:
+        p = {"qkv": jax.random.normal(key[0], (d, 3 * heads * dh)) / 4}
+        sts = {"qkv": optax_l1.Heads(heads, axis=1, parts=3, couple="heads")}
+    else:
+        p = {n: jax.random.normal(k, (d, heads * dh)) / 4 for n, k in zip("qkv", key, strict=False)}
+        sts = {n: optax_l1.Heads(heads, axis=1, couple="heads") for n in "qkv"}
+    p["o"] = jax.random.normal(key[3], (heads * dh, d)) / 4
+    sts["o"] = optax_l1.Heads(heads, axis=0, couple="heads")
+    # Heads 1 and 3 zeroed on every projection.
+    for n, st in sts.items():
+        lay = st.layout(p[n].shape)
+        mask = np.ones(lay.split)
+        index = [slice(None)] * len(lay.split)
+        index[st.axis + 1] = [1, 3]  # pyright: ignore[reportArgumentType, reportCallIssue]
+        mask[tuple(index)] = 0.0
+        p[n] = p[n] * mask.reshape(p[n].shape)
+    x = jax.random.normal(jax.random.PRNGKey(3), (6, d))
+    small, kept = optax_l1.compact(p, sts)
+    assert list(kept["heads"]) == [0, 2]
+    assert small["o"].shape == (2 * dh, d)
+    _assert_same_outputs(attention(p, x, heads, fused), attention(small, x, 2, fused))
+
+
+def test_conv_channels_go_and_the_feature_maps_stay():
+    key = jax.random.split(jax.random.PRNGKey(4), 4)
+    p = {
+        "c1": jax.random.normal(key[0], (3, 3, 2, 6)),
+        "b1": jnp.zeros(6),
+        "c2": jax.random.normal(key[1], (3, 3, 6, 4)),
+    }
+    p["c1"] = p["c1"].at[..., [0, 4]].set(0.0)
+    sts = {
+        "c1": optax_l1.Groups((0, 1, 2), couple="ch"),
+        "b1": optax_l1.Elements(couple="ch"),
+        "c2": optax_l1.Groups((0, 1, 3), couple="ch"),
+    }
+    p["c2"] = p["c2"].at[:, :, [0, 4]].set(0.0)
+
+    def net(p, x):
+        conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+            x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return conv(jax.nn.relu(conv(x, p["c1"]) + p["b1"][None, None, None]), p["c2"])
+
+    x = jax.random.normal(key[2], (2, 8, 8, 2))
+    small, kept = optax_l1.compact(p, sts)
+    assert list(kept["ch"]) == [1, 2, 3, 5] and small["c2"].shape == (3, 3, 4, 4)
+    _assert_same_outputs(net(p, x), net(small, x))
+
+
+def test_train_with_coupled_units_then_compact():
+    """sparsity_target on coupled units, then compact: same predictions, 3/4 units gone."""
+    key = jax.random.split(jax.random.PRNGKey(5), 4)
+    x = jax.random.normal(key[0], (256, 8))
+    y = jnp.sin(x[:, :2].sum(1, keepdims=True))
+    p = {
+        "k1": jax.random.normal(key[1], (8, 32)) / 3,
+        "b1": jnp.zeros(32),
+        "k2": jax.random.normal(key[2], (32, 1)) / 6,
+        "b2": jnp.zeros(1),
+    }
+    tx = optax.chain(
+        optax.adam(1e-2), optax_l1.sparsity_target(0.75, ramp_steps=100, structure=UNITS)
+    )
+    loss = lambda p: jnp.mean((mlp(p, x) - y) ** 2)  # noqa: E731
+
+    @jax.jit
+    def step(p, s):
+        u, s = tx.update(jax.grad(loss)(p), s, p)
+        return optax.apply_updates(p, u), s
+
+    s = tx.init(p)
+    for _ in range(150):
+        p, s = step(p, s)
+    small, kept = optax_l1.compact(p, UNITS)
+    assert len(kept["h"]) == 8 and small["k1"].shape == (8, 8)
+    _assert_same_outputs(mlp(p, x), mlp(small, x))
+
+
+def test_flax_linen_params_rebuild_at_the_new_width():
+    nn = pytest.importorskip("flax.linen")
+
+    class MLP(nn.Module):
+        hidden: int
+
+        @nn.compact
+        def __call__(self, x):
+            h = nn.relu(nn.Dense(self.hidden)(x))  # Dense_0
+            return nn.Dense(3)(h)  # Dense_1
+
+    x = jax.random.normal(jax.random.PRNGKey(6), (16, 5))
+    params = MLP(10).init(jax.random.PRNGKey(7), x)["params"]
+    params = jax.tree.map(lambda a: a, params)
+    params["Dense_0"]["kernel"] = params["Dense_0"]["kernel"].at[:, :6].set(0.0)
+    params["Dense_0"]["bias"] = params["Dense_0"]["bias"].at[:6].set(0.3)
+    units = {
+        "Dense_0": {
+            "kernel": optax_l1.Groups(0, couple="h"),
+            "bias": optax_l1.Elements(couple="h"),
+        },
+        "Dense_1": {"kernel": optax_l1.Groups(1, couple="h"), "bias": None},
+    }
+    fold = optax_l1.Fold(
+        "h",
+        bias="Dense_0/bias",
+        weights="Dense_1/kernel",
+        next_bias="Dense_1/bias",
+        activation=jax.nn.relu,
+    )
+    small, kept = optax_l1.compact(params, units, fold=[fold])
+    assert len(kept["h"]) == 4
+    before = MLP(10).apply({"params": params}, x)
+    after = MLP(len(kept["h"])).apply({"params": small}, x)
+    _assert_same_outputs(before, after)
