@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_l1 import _masks, _tree
+from optax_l1 import _masks, _structures, _tree
 
 
 def _selected(params: Any, mask: Any) -> list[tuple[str, jax.Array]]:
@@ -55,14 +55,27 @@ def sparsity(params: Any, *, mask: Any = None) -> jax.Array:
     return zeros / jnp.float32(size)
 
 
-def sparsity_report(params: Any, *, mask: Any = None) -> dict[str, jax.Array]:
+def sparsity_report(
+    params: Any,
+    *,
+    mask: Any = None,
+    structure: Any = None,
+    n_of_m: tuple[int, int, int] | None = None,
+) -> dict[str, jax.Array]:
     """Per-leaf fraction of exact zeros, keyed by path, plus ``"total"``; ready to log.
 
-    Jittable (the keys are static), so a training step can return it.
+    Jittable (the keys are static), so a training step can return it. With ``structure``,
+    also the fraction of groups that are entirely zero: ``"<path>:groups"`` for each leaf
+    with a structure and ``"couple:<label>"`` for each coupled label (a group zero on all
+    its leaves). With ``n_of_m=(n, m, axis)``, ``"<path>:n_of_m"`` is the fraction of the
+    blocks of ``m`` along ``axis`` with at most ``n`` non-zeros (1.0: N:M compliant).
 
     Args:
       params: any pytree of arrays.
       mask: a pytree of bools or a callable selecting the leaves reported.
+      structure: optional; a :class:`Structure`, a pytree prefix of them (None: no group
+        count for that leaf) or a callable ``params -> that``.
+      n_of_m: optional ``(n, m, axis)``: report N:M compliance.
 
     Returns:
       A dict ``{"Dense_0/kernel": 0.93, ..., "total": 0.9}`` of float32 scalars.
@@ -73,6 +86,11 @@ def sparsity_report(params: Any, *, mask: Any = None) -> dict[str, jax.Array]:
       ...                     "bias": jnp.array([1.0, 2.0])}}
       >>> {k: float(v) for k, v in optax_l1.sparsity_report(params).items()}
       {'dense/bias': 0.0, 'dense/kernel': 0.75, 'total': 0.5}
+      >>> report = optax_l1.sparsity_report(
+      ...     params, structure={"dense": {"kernel": optax_l1.Groups(0), "bias": None}}
+      ... )
+      >>> float(report["dense/kernel:groups"])  # column 0 is all zero
+      0.5
     """
     report = {}
     for name, x in _selected(params, mask):
@@ -82,5 +100,51 @@ def sparsity_report(params: Any, *, mask: Any = None) -> dict[str, jax.Array]:
                 "report; rename one of them"
             )
         report[name] = _zeros(x).astype(jnp.float32) / jnp.float32(max(int(np.size(x)), 1))
+    if structure is not None:
+        report.update(_group_report(params, mask, structure))
+    if n_of_m is not None:
+        report.update(_n_of_m_report(params, mask, n_of_m))
     report["total"] = sparsity(params, mask=mask)
     return report
+
+
+def _zero_groups(lay: _structures.Layout, x: jax.Array) -> jax.Array:
+    """True per group (``lay.groups`` shape) where every entry is exactly zero."""
+    nonzero = (jnp.asarray(x) != 0).reshape(lay.split)
+    return ~jnp.any(nonzero, axis=lay.reduce).reshape(lay.groups)
+
+
+def _group_report(params: Any, mask: Any, structure: Any) -> dict[str, jax.Array]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(params, is_leaf=_tree.is_none)
+    keep = _tree.resolve_mask(mask, params)
+    live = [
+        m and x is not None and _tree.is_inexact(x) for (_, x), m in zip(flat, keep, strict=True)
+    ]
+    sts = _structures.resolve("structure", structure, params, live)
+    leaves = [x for _, x in flat]
+    lays = _structures.layouts(sts, leaves)
+    _structures.check_coupled(sts, lays)
+    out, coupled = {}, {}
+    for (path, x), st, lay in zip(flat, sts, lays, strict=True):
+        if lay is None:
+            continue
+        zero = _zero_groups(lay, x)
+        out[_masks.path_name(path) + ":groups"] = jnp.mean(zero, dtype=jnp.float32)
+        if st.couple is not None:
+            coupled[st.couple] = zero if st.couple not in coupled else coupled[st.couple] & zero
+    for label, zero in coupled.items():
+        out["couple:" + label] = jnp.mean(zero, dtype=jnp.float32)
+    return out
+
+
+def _n_of_m_report(params: Any, mask: Any, n_of_m: Any) -> dict[str, jax.Array]:
+    if not (isinstance(n_of_m, tuple) and len(n_of_m) == 3):
+        raise TypeError(f"`n_of_m` must be a tuple (n, m, axis), got {n_of_m!r}")
+    n, m, axis = n_of_m
+    blocks = _structures.Blocks(m, axis=axis)
+    out = {}
+    for name, x in _selected(params, mask):
+        lay = blocks.layout(tuple(jnp.shape(x)))
+        count = jnp.sum((jnp.asarray(x) != 0).reshape(lay.split), axis=lay.reduce)
+        out[name + ":n_of_m"] = jnp.mean(count <= n, dtype=jnp.float32)
+    return out

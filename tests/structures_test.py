@@ -312,3 +312,24 @@ def test_target_with_a_group_structure_refuses_soft_shrink():
         _target_run({"w": jnp.ones((4, 4))}, structure=optax_l1.Groups(0), shrink="soft")
     with pytest.raises(ValueError, match="`allocation` must be one of"):
         optax_l1.sparsity_target(0.5, ramp_steps=1, allocation="layer")  # pyright: ignore[reportArgumentType]
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def test_report_counts_zero_groups_and_n_of_m_compliance():
+    p = _mlp(hidden=8)
+    p["k1"] = p["k1"].at[:, [1, 4]].set(0.0)
+    p["b1"] = p["b1"].at[jnp.array([1, 4, 6])].set(0.0)
+    p["k2"] = p["k2"].at[jnp.array([1, 6])].set(0.0)
+    report = jax.jit(lambda p: optax_l1.sparsity_report(p, structure=_mlp_units()))(p)
+    assert float(report["k1:groups"]) == 2 / 8 and float(report["k2:groups"]) == 2 / 8
+    assert float(report["b1:groups"]) == 3 / 8
+    assert float(report["couple:h"]) == 1 / 8  # only unit 1 is zero on all three leaves
+    w = jax.random.normal(jax.random.PRNGKey(0), (8, 3))
+    nm = optax_l1.n_of_m_projection(w, 2, 4, axis=0)
+    half = nm.at[0:4, 0].set(w[0:4, 0])  # one block of 4 back to dense
+    got = optax_l1.sparsity_report({"nm": nm, "half": half}, n_of_m=(2, 4, 0))
+    counts = (np.asarray(half).reshape(2, 4, 3) != 0).sum(1)
+    assert float(got["nm:n_of_m"]) == 1.0
+    assert float(got["half:n_of_m"]) == np.float32((counts <= 2).mean()) == np.float32(5 / 6)
