@@ -284,22 +284,27 @@ def _leaf_axes(tree: Any, axis: Axis) -> list[Any]:
     ]
 
 
-def _n_of_m_array(z: jax.Array, n: int, m: int, axis: int) -> jax.Array:
-    x = jnp.moveaxis(z, axis, -1)
-    if x.shape[-1] % m:
-        raise ValueError(
-            f"`axis`={axis} has length {x.shape[-1]}, not a multiple of `m`={m} (N:M blocks)"
-        )
-    blocks = x.reshape(*x.shape[:-1], x.shape[-1] // m, m)
-    a = jnp.abs(blocks)
+def n_of_m_keep(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
+    """True for the ``n`` highest ``scores`` of every block of ``m`` along ``axis`` (ties:
+    the earlier entry). ``n`` may be traced. A NaN score outranks nothing and is outranked
+    by nothing, so it is kept (and shows)."""
+    lay = _structures.Blocks(m, axis=axis).layout(tuple(scores.shape))
+    b = lay.reduce[0]
+    a = jnp.moveaxis(scores.reshape(lay.split), b, -1)
     first = jnp.arange(m)[:, None] < jnp.arange(m)[None, :]  # j < i: j comes first on ties
     first = first.reshape((1,) * (a.ndim - 1) + (m, m))
-    # rank_i = #{j : |z_j| > |z_i|, or equal and j first}; a NaN entry outranks nothing and
-    # is outranked by nothing, so it is kept (and shows).
+    # rank_i = #{j : s_j > s_i, or equal and j first}
     beats = (a[..., :, None] > a[..., None, :]) | ((a[..., :, None] == a[..., None, :]) & first)
     keep = jnp.sum(beats, axis=-2) < n
-    out = jnp.where(keep, blocks, jnp.zeros_like(blocks)).reshape(x.shape)
-    return jnp.moveaxis(out, -1, axis)
+    return jnp.moveaxis(keep, -1, b).reshape(scores.shape)
+
+
+def _n_of_m_array(z: jax.Array, n: int, m: int, axis: int) -> jax.Array:
+    if z.shape[axis] % m:
+        raise ValueError(
+            f"`axis`={axis} has length {z.shape[axis]}, not a multiple of `m`={m} (N:M blocks)"
+        )
+    return jnp.where(n_of_m_keep(jnp.abs(z), n, m, axis), z, jnp.zeros_like(z))
 
 
 def n_of_m_projection(tree: Any, n: int, m: int, *, axis: int) -> Any:

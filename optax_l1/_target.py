@@ -35,7 +35,7 @@ _RAMPS: tuple[str, ...] = ("cubic", "linear")
 _HOLDS: tuple[str, ...] = ("support", "track")
 Shrink = Literal["hard", "soft"]
 _SHRINKS: tuple[str, ...] = ("hard", "soft")
-Allocation = Literal["global", "uniform", "erk"]
+Allocation = Literal["global", "uniform", "erk"] | _structures.Blocks
 _ALLOCATIONS: tuple[str, ...] = ("global", "uniform", "erk")
 _PRECONDITIONER_EPS = 1e-8
 _NAME = "sparsity_target"
@@ -83,7 +83,7 @@ class _Config(NamedTuple):
     quantile: _select.Method
     latent: bool
     structure: Any
-    allocation: str
+    allocation: Any  # one of _ALLOCATIONS, or a Blocks (N:M)
 
 
 class _Phase(NamedTuple):
@@ -308,6 +308,8 @@ def _target_prox(
                 "leaves (e.g. they are masked out of an optax.multi_transform); exclude them "
                 "with `mask`"
             )
+        if isinstance(cfg.allocation, _structures.Blocks):
+            return _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg)
         lays = _structures.layouts(live, w_leaves)
         shapes = [
             None if lay is None else jnp.shape(w) for w, lay in zip(w_leaves, lays, strict=True)
@@ -338,6 +340,40 @@ def _target_prox(
         return z_def.unflatten(new), (tau, zeroed, z)
 
     return prox
+
+
+def _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg: _Config):
+    """Block allocation (N:M): in every block of ``m`` along the axis, the
+    ``floor(s_t m)`` lowest-scoring entries are zeroed on a due search (the threshold
+    logged is that count); a held step returns ``z`` (the support is held outside)."""
+    blocks = cfg.allocation
+    if not all(_plain(s) for s in live):
+        raise ValueError("a `Blocks` allocation (N:M) zeroes entries: give no group `structure`")
+    k = jnp.floor(phase.scheduled * blocks.size).astype(jnp.int32)
+    n, zeros, new = 0, jnp.int32(0), []
+    for x, w, d, st in zip(z_leaves, w_leaves, d_leaves, live, strict=True):
+        if st is None:
+            new.append(x)
+            continue
+        sdt = _tree.compute_dtype(jnp.result_type(w))
+        keep = _operators.n_of_m_keep(
+            _score(w, d, jnp.real(jnp.zeros((), sdt)).dtype),
+            blocks.size - k,
+            blocks.size,
+            blocks.axis,
+        )
+        dead = phase.due & ~keep
+        new.append(jnp.where(dead, jnp.zeros_like(x), x))
+        n, zeros = n + int(jnp.size(x)), zeros + jnp.sum(dead, dtype=jnp.int32)
+    if n == 0:
+        return z_def.unflatten(z_leaves), (
+            state.threshold,
+            state.sparsity,
+            z_def.unflatten(z_leaves),
+        )
+    zeroed = jnp.where(phase.due, zeros.astype(jnp.float32) / n, state.sparsity)
+    tau = jnp.where(phase.due, k.astype(jnp.float32), -jnp.inf)
+    return z_def.unflatten(new), (tau, zeroed, z_def.unflatten(z_leaves))
 
 
 def _score_dtype(w_leaves: list[Any], lays: list[Any]) -> Any:
@@ -460,8 +496,9 @@ def _init_state(params: Any, cfg: _Config, inner: Any, mask: Any) -> SparsityTar
         inner_state = inner.init(_inner.inexact_only(params))
         _preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
     copy = _init_latent(params, mask) if cfg.latent else None
-    units = _units_of(params, cfg, mask)
-    shape = () if cfg.allocation == "global" else (len(units.sizes),)
+    shape = ()
+    if cfg.allocation in ("uniform", "erk"):
+        shape = (len(_units_of(params, cfg, mask).sizes),)
     tau = jnp.zeros(shape, jnp.float32)
     return SparsityTargetState(_transforms.zero_count(), tau, zero(), zero(), copy, inner_state)
 
@@ -559,7 +596,8 @@ def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
     _checks.check_choice("hold", cfg.hold, _HOLDS)
     _checks.check_choice("quantile", cfg.quantile, _select.METHODS)
     _checks.check_choice("shrink", cfg.shrink, _SHRINKS)
-    _checks.check_choice("allocation", cfg.allocation, _ALLOCATIONS)
+    if not isinstance(cfg.allocation, _structures.Blocks):
+        _checks.check_choice("allocation", cfg.allocation, _ALLOCATIONS)
     if cfg.allocation == "erk" and _checks.scalar_value(cfg.target) is None:
         raise ValueError("`allocation='erk'` needs a concrete `target` (it sets each share)")
     if optimizer is not None:
@@ -668,7 +706,11 @@ def sparsity_target(
         all, the default), ``"uniform"`` (every leaf, or coupled group of leaves, at the
         ramp's fraction: one threshold each, logged as a vector), or ``"erk"``
         (Erdos-Renyi-Kernel, Evci et al. 2020: a leaf's density proportional to
-        ``sum(shape) / prod(shape)``, the total at ``target``; per leaf, no coupling).
+        ``sum(shape) / prod(shape)``, the total at ``target``; per leaf, no coupling); or
+        a :class:`Blocks` ``(m, axis)``: N:M sparsity, every block of ``m`` along ``axis``
+        loses its ``floor(s_t m)`` lowest-scoring entries (``target=0.5`` with
+        ``Blocks(4, axis=0)`` ramps a Dense kernel ``(in, out)`` from dense through 3:4 to
+        2:4 along its reduction axis; ``threshold`` logs the entries zeroed per block).
       optimizer: optional; an optax optimizer with a diagonal second moment in its state
         (``nu``: adam, adamw, rmsprop...; ``sum_of_squares``: adagrad). The returned
         transformation then *is* that optimizer followed by the thresholding, and a weight's

@@ -334,3 +334,53 @@ def test_report_counts_zero_groups_and_n_of_m_compliance():
     assert float(got["nm:n_of_m"]) == 1.0
     assert (counts <= 2).sum() == 5
     np.testing.assert_allclose(float(got["half:n_of_m"]), 5 / 6, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- N:M ramp
+
+
+@pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (4, 8)])
+@pytest.mark.parametrize("latent", [True, False])
+def test_n_of_m_allocation_ends_n_of_m_compliant(n, m, latent):
+    params = {"w": jax.random.normal(jax.random.PRNGKey(n * m), (16, 6)), "b": jnp.ones(6)}
+    mask = {"w": True, "b": False}
+    target = optax_l1.sparsity_target(
+        1 - n / m, ramp_steps=12, allocation=optax_l1.Blocks(m, axis=0), mask=mask, latent=latent
+    )
+    tx = optax.chain(optax.adam(3e-2), target)
+    state = tx.init(params)
+
+    @jax.jit
+    def step(p, s, t):
+        g = jax.tree.map(lambda x: jnp.cos(x + t), p)  # a gradient that changes each step
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    nonzeros = []
+    for t in range(20):
+        params, state = step(params, state, jnp.float32(t))
+        nonzeros.append((np.asarray(params["w"]).reshape(16 // m, m, 6) != 0).sum(1).max())
+    assert nonzeros[-1] <= n and max(nonzeros[13:]) <= n  # held after the ramp
+    assert nonzeros[0] == m  # dense before the ramp moves
+    report = optax_l1.sparsity_report(params, mask=mask, n_of_m=(n, m, 0))
+    assert float(report["w:n_of_m"]) == 1.0
+    assert float(state[1].sparsity) == pytest.approx(1 - n / m)
+    assert np.all(np.asarray(params["b"]) != 0)
+
+
+def test_n_of_m_allocation_keeps_the_largest_of_each_block():
+    """With no latent copy and no movement, the ramp's end is the N:M projection."""
+    w = jax.random.normal(jax.random.PRNGKey(9), (8, 5))
+    tx = optax_l1.sparsity_target(
+        0.5, ramp_steps=3, allocation=optax_l1.Blocks(4, axis=0), latent=False
+    )
+    state, p = tx.init(w), w
+    for _ in range(5):
+        u, state = tx.update(jnp.zeros_like(p), state, p)
+        p = optax.apply_updates(p, u)
+    np.testing.assert_array_equal(p, optax_l1.n_of_m_projection(w, 2, 4, axis=0))
+    with pytest.raises(ValueError, match="give no group `structure`"):
+        bad = optax_l1.sparsity_target(
+            0.5, ramp_steps=1, allocation=optax_l1.Blocks(4, axis=0), structure=optax_l1.Groups(0)
+        )
+        bad.update(jnp.zeros_like(w), bad.init(w), w)
