@@ -5,6 +5,11 @@ import importlib.metadata
 from optax_l1._compact import Compacted as Compacted
 from optax_l1._compact import Fold as Fold
 from optax_l1._compact import compact as compact
+from optax_l1._export import NofM as NofM
+from optax_l1._export import n_of_m_matmul as n_of_m_matmul
+from optax_l1._export import nbytes as nbytes
+from optax_l1._export import pack_n_of_m as pack_n_of_m
+from optax_l1._export import to_bcoo as to_bcoo
 from optax_l1._freeze import FreezeSupportState as FreezeSupportState
 from optax_l1._freeze import freeze_support as freeze_support
 from optax_l1._ftrl import FtrlState as FtrlState
@@ -62,6 +67,7 @@ __all__ = (
     "FtrlState",
     "GroupL1ProxState",
     "L1ProxState",
+    "NofM",
     "PreconditionedL1State",
     "ProximalAdagradState",
     "ProximalAdamState",
@@ -79,7 +85,10 @@ __all__ = (
     "kernel_mask",
     "l1_penalty",
     "l1_prox",
+    "n_of_m_matmul",
     "n_of_m_projection",
+    "nbytes",
+    "pack_n_of_m",
     "path_mask",
     "proximal",
     "proximal_adagrad",
@@ -90,5 +99,6 @@ __all__ = (
     "sparsity_report",
     "sparsity_target",
     "suggest_strength",
+    "to_bcoo",
     "with_preconditioned_l1",
 )

@@ -1,0 +1,174 @@
+r"""Sparse export: the zeros that cannot be sliced away, stored without them.
+
+Unstructured zeros go to :class:`jax.experimental.sparse.BCOO` (values plus coordinates);
+N:M sparsity goes to :class:`NofM`, a packed format (the ``n`` values kept of every block
+of ``m`` and their positions in the block, one byte each) with a matmul that consumes it
+without rebuilding the dense kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse
+
+from optax_l1 import _checks, _structures, _tree
+
+
+def to_bcoo(params: Any, *, mask: Any = None) -> Any:
+    r"""Each selected leaf as a :class:`jax.experimental.sparse.BCOO` of its non-zeros.
+
+    Runs eagerly (the number of stored entries is the leaf's non-zero count). ``x.todense()``
+    gives the leaf back exactly; ``bcoo @ y`` is a sparse matmul.
+
+    Args:
+      params: a pytree of arrays.
+      mask: a pytree of bools or a callable selecting the leaves converted (others are
+        returned as they are).
+
+    Returns:
+      The tree with BCOO leaves where selected.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax_l1
+      >>> w = jnp.array([[0.0, 2.0], [0.0, 0.0]])
+      >>> sp = optax_l1.to_bcoo({"w": w})["w"]
+      >>> sp.nse, sp.todense().tolist()
+      (1, [[0.0, 2.0], [0.0, 0.0]])
+    """
+    leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
+    keep = _tree.resolve_mask(mask, params)
+    out = [
+        sparse.BCOO.fromdense(x, nse=int(np.count_nonzero(np.asarray(x))))
+        if m and x is not None and _tree.is_inexact(x)
+        else x
+        for x, m in zip(leaves, keep, strict=True)
+    ]
+    return treedef.unflatten(out)
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["values", "positions"], meta_fields=["m", "axis"]
+)
+@dataclasses.dataclass(frozen=True)
+class NofM:
+    """An N:M sparse kernel, packed: the ``n`` entries kept of every block of ``m``.
+
+    A pytree (``values`` and ``positions`` are its leaves; ``m`` and ``axis`` static), so it
+    passes through :func:`jax.jit` and checkpointing.
+
+    Attributes:
+      values: the kept values, the leaf with ``axis`` of length ``L`` replaced by two axes
+        ``(L // m, n)`` (entries of a block in position order; zeros pad a block with fewer
+        non-zeros).
+      positions: uint8, the position in its block (``0 .. m - 1``) of each value.
+      m: the block length.
+      axis: the axis the blocks run along.
+    """
+
+    values: jax.Array
+    positions: jax.Array
+    m: int
+    axis: int
+
+    def todense(self) -> jax.Array:
+        """The dense kernel back (exactly)."""
+        v = jnp.moveaxis(self.values, (self.axis, self.axis + 1), (-2, -1))
+        pos = jnp.moveaxis(self.positions, (self.axis, self.axis + 1), (-2, -1)).astype(jnp.int32)
+        one_hot = jax.nn.one_hot(pos, self.m, dtype=v.dtype)  # (..., B, n, m)
+        dense = jnp.einsum("...bn,...bnm->...bm", v, one_hot)
+        dense = dense.reshape(*dense.shape[:-2], -1)
+        return jnp.moveaxis(dense, -1, self.axis)
+
+
+def pack_n_of_m(x: jax.Array, n: int, m: int, *, axis: int = 0) -> NofM:
+    r"""Packs a kernel with at most ``n`` non-zeros in every block of ``m`` along ``axis``.
+
+    Runs eagerly; a block with more than ``n`` non-zeros raises (project first with
+    :func:`n_of_m_projection`, or train with ``sparsity_target(allocation=Blocks(m, axis))``).
+    Stores ``n / m`` of the values and one byte per value for its position.
+
+    Args:
+      x: the kernel (float).
+      n: values kept per block.
+      m: the block length (at most 256).
+      axis: the axis the blocks run along (0 for a Dense kernel ``(in, out)``: the
+        matmul's reduction axis, as :func:`n_of_m_matmul` expects).
+
+    Returns:
+      An :class:`NofM`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax_l1
+      >>> w = jnp.array([[0.0], [3.0], [0.0], [-1.0]])
+      >>> packed = optax_l1.pack_n_of_m(w, 2, 4)
+      >>> packed.values[:, :, 0].tolist(), packed.positions[:, :, 0].tolist()
+      ([[3.0, -1.0]], [[1, 3]])
+    """
+    _checks.check_number("n", n, _checks.at_least(1), integer=True, scalar=True)
+    _checks.check_number("m", m, _checks.at_least(1), integer=True, scalar=True)
+    n, m = int(n), int(m)
+    if n > m or m > 256:
+        raise ValueError(f"`n` must be at most `m` and `m` at most 256, got n={n}, m={m}")
+    x = jnp.asarray(x)
+    ax = _structures.normalize_axis(axis, x.ndim)[0]
+    lay = _structures.Blocks(m, axis=ax).layout(tuple(x.shape))
+    blocks = jnp.moveaxis(x.reshape(lay.split), ax + 1, -1)  # (..., B, ..., m)
+    count = np.asarray(jnp.sum(blocks != 0, axis=-1))
+    if count.max(initial=0) > n:
+        raise ValueError(
+            f"`x` has a block of {m} along axis {ax} with {int(count.max())} non-zeros, "
+            f"more than `n`={n}: not {n}:{m} sparse"
+        )
+    # Non-zeros first, in position order: a stable sort on "is zero".
+    order = jnp.argsort(blocks == 0, axis=-1, stable=True)[..., :n]
+    values = jnp.take_along_axis(blocks, order, axis=-1)
+    values, order = (jnp.moveaxis(a, -1, ax + 1) for a in (values, order))
+    return NofM(values, order.astype(jnp.uint8), m, ax)
+
+
+def n_of_m_matmul(x: jax.Array, w: NofM) -> jax.Array:
+    r"""``x @ W`` for an N:M kernel ``W`` ``(in, out)`` packed along ``axis=0``.
+
+    Gathers, for each output column, the ``n`` inputs of every block its kept weights
+    read, and contracts them with the packed values: ``n / m`` of the dense
+    multiply-adds, the dense kernel never formed.
+
+    Args:
+      x: the input, ``(..., in)``.
+      w: an :class:`NofM` of a 2-D kernel packed along axis 0.
+
+    Returns:
+      ``(..., out)``, equal to ``x @ w.todense()`` up to float rounding.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax_l1
+      >>> w = jnp.array([[0.0], [3.0], [0.0], [-1.0]])
+      >>> optax_l1.n_of_m_matmul(jnp.ones((1, 4)), optax_l1.pack_n_of_m(w, 2, 4))
+      Array([[2.]], dtype=float32)
+    """
+    if w.axis != 0 or w.values.ndim != 3:
+        raise ValueError("`n_of_m_matmul` takes a 2-D kernel (in, out) packed along axis 0")
+    blocks, n, out = w.values.shape
+    xb = x.reshape(*x.shape[:-1], blocks, w.m)  # (..., B, m)
+    pos = w.positions.astype(jnp.int32)  # (B, n, out)
+    picked = jnp.take_along_axis(
+        xb[..., :, :, None], pos.reshape((1,) * (x.ndim - 1) + pos.shape), axis=-2
+    )  # (..., B, n, out)
+    return jnp.einsum("...bno,bno->...o", picked, w.values.astype(x.dtype))
+
+
+def nbytes(tree: Any) -> int:
+    """The bytes of every array in ``tree`` (BCOO and :class:`NofM` count what they store).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax_l1
+      >>> optax_l1.nbytes({"w": jnp.zeros((4, 4)), "b": jnp.zeros(4)})
+      80
+    """
+    return sum(int(np.asarray(x).nbytes) for x in jax.tree.leaves(tree) if hasattr(x, "dtype"))
