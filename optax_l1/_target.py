@@ -469,10 +469,10 @@ def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any, shrink: str) -> A
     return aligned.treedef.unflatten(out)
 
 
-def _init_latent(params: Any, mask: Any) -> Any:
+def _init_latent(params: Any, cfg: _Config, mask: Any) -> Any:
     """The latent copy at the start: the regularized params in float32, None elsewhere."""
     leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
-    keep = _tree.resolve_mask(mask, params)
+    keep = _selection(params, cfg, _tree.resolve_mask(mask, params))
     copy = [
         # A copy, never the params' own buffer: params and state are often both donated.
         jnp.array(p, _tree.compute_dtype(jnp.asarray(p).dtype), copy=True)
@@ -495,7 +495,7 @@ def _init_state(params: Any, cfg: _Config, inner: Any, mask: Any) -> SparsityTar
     if inner is not None:
         inner_state = inner.init(_inner.inexact_only(params))
         _preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
-    copy = _init_latent(params, mask) if cfg.latent else None
+    copy = _init_latent(params, cfg, mask) if cfg.latent else None
     shape = ()
     if cfg.allocation in ("uniform", "erk"):
         shape = (len(_units_of(params, cfg, mask).sizes),)
@@ -507,6 +507,14 @@ def _structures_of(params: Any, cfg: _Config, selected: list[bool]) -> list[Any]
     """Each leaf's structure (None where nothing is regularized)."""
     structure = _structures.Elements() if cfg.structure is None else cfg.structure
     return _structures.resolve("structure", structure, params, selected)
+
+
+def _selection(params: Any, cfg: _Config, selected: list[bool]) -> list[bool]:
+    """``selected`` narrowed to the leaves that have a structure (None: not regularized)."""
+    if cfg.structure is None:
+        return selected
+    sts = _structures_of(params, cfg, selected)
+    return [bool(sel) and s is not None for sel, s in zip(selected, sts, strict=True)]
 
 
 def _units_of(params: Any, cfg: _Config, mask: Any) -> _Units:
@@ -534,6 +542,7 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     if precondition:
         scale = _preconditioner(state.inner_state if before else inner_state, aligned.treedef)
     params_tree = aligned.treedef.unflatten(aligned.params)
+    aligned = aligned._replace(selected=_selection(params_tree, cfg, aligned.selected))
     sts = _structures_of(params_tree, cfg, aligned.selected)
     prox = _target_prox(aligned.params if before else None, scale, sts, phase, state, cfg)
     shrunk, (tau, zeroed, z) = _step.prox_update(

@@ -18,6 +18,7 @@ SMOKE_RUNS = {
     "quickstart": (["--out", "quickstart.png"], ("matplotlib", "tqdm")),
     "flax_linen_train_state": ([], ("flax",)),
     "flax_nnx": ([], ("flax",)),
+    "compact_mlp": ([], ()),
     "lasso_path": (["--out", "lasso_path.png"], ("matplotlib",)),
     "equinox_example": ([], ("equinox",)),
     "sharded": ([], ()),
@@ -156,6 +157,17 @@ def test_flax_nnx(examples):
     max_diff = float(re.search(r"max \|logits - pruned logits\| = (\S+),", out).group(1))
     assert max_diff < 1e-4
     assert "same predictions: 100.0%" in out
+
+
+def test_compact_mlp(examples):
+    out = examples.stdout("compact_mlp")
+    kept = [int(k) for k in re.search(r"units kept: (\d+) and (\d+) of (\d+)", out).groups()]
+    assert kept[0] == kept[1] == kept[2] // 4  # 75% of each layer's units off
+    accs = re.search(r"test accuracy\s*: ([\d.]+%) sparse dense-shaped, ([\d.]+%) compacted", out)
+    assert accs.group(1) == accs.group(2) and percent(accs.group(1)) > 0.5
+    diff = re.search(r"compacted logits\| = (\S+), (\S+) of the logits' scale", out)
+    assert float(diff.group(2)) <= 1e-5
+    assert "same predictions : 100.0%" in out
 
 
 def test_lasso_path(examples):

@@ -384,3 +384,14 @@ def test_n_of_m_allocation_keeps_the_largest_of_each_block():
             0.5, ramp_steps=1, allocation=optax_l1.Blocks(4, axis=0), structure=optax_l1.Groups(0)
         )
         bad.update(jnp.zeros_like(w), bad.init(w), w)
+
+
+@pytest.mark.parametrize("latent", [True, False])
+def test_a_leaf_without_a_structure_is_not_touched(latent):
+    """None in the structure tree: not regularized, whatever the mask says."""
+    p = {**_mlp(hidden=8), "b2": jnp.full((3,), 1e-3), "k3": jnp.full((3, 3), 1e-3)}
+    sts = {**_mlp_units(), "b2": None, "k3": None}
+    out, state = _target_run(p, structure=sts, latent=latent)
+    for k in ("b2", "k3"):
+        np.testing.assert_allclose(out[k], p[k] - 0.01 * (1 + 2 + 3) * 0.1, rtol=1e-5)
+    assert float(state.sparsity) == 0.5
