@@ -339,11 +339,10 @@ def summary_signature_errors(obj: object, shown: str) -> list[str]:
 
 
 def test_summary_signature_check_catches_a_missing_required_parameter():
-    # What Sphinx's own autosummary showed for group_l1_penalty: no `axis`.
-    assert summary_signature_errors(optax_l1.group_l1_penalty, "params[, strength, mask]")
-    assert not summary_signature_errors(
-        optax_l1.group_l1_penalty, "params[, strength], *, axis[, mask]"
-    )
+    # What Sphinx's own autosummary once showed for group_l1_penalty: no required `axis`
+    # (`axis` is optional now; sparsity_target's `ramp_steps` is the same case).
+    assert summary_signature_errors(optax_l1.sparsity_target, "target[, ...]")
+    assert not summary_signature_errors(optax_l1.sparsity_target, "target, *, ramp_steps[, ...]")
     assert not summary_signature_errors(optax_l1.l1_prox, "strength, *, learning_rate[, ...]")
 
 
