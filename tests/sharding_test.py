@@ -83,6 +83,32 @@ CHILD = textwrap.dedent(
                 "kernel": True, "wide": True, "bias": False, "scalar": False}),
         ),
     }
+    # A unit couples kernel column j and bias j, both sharded on "model" (a coupled group
+    # across leaves sharded on different mesh axes is left to XLA's propagation: give the
+    # step out_shardings there).
+    units = {
+        "kernel": optax_l1.Groups(0, couple="u"),
+        "bias": optax_l1.Elements(couple="u"),
+        "wide": optax_l1.Groups(0),
+        "scalar": None,
+    }
+    kernels = {"kernel": True, "wide": True, "bias": False, "scalar": False}
+    txs["adam_coupled"] = optax.chain(
+        optax.adam(lr), optax_l1.group_l1_prox(3.0, learning_rate=lr, structure=units)
+    )
+    txs["target_units"] = optax.chain(
+        optax.adam(lr), optax_l1.sparsity_target(0.5, ramp_steps=3, structure=units)
+    )
+    txs["target_uniform"] = optax.chain(
+        optax.adam(lr),
+        optax_l1.sparsity_target(0.7, ramp_steps=3, allocation="uniform", mask=kernels),
+    )
+    txs["target_n_of_m"] = optax.chain(
+        optax.adam(lr),
+        optax_l1.sparsity_target(
+            0.5, ramp_steps=3, allocation=optax_l1.Blocks(4, axis=0), mask=kernels
+        ),
+    )
     for name, tx in txs.items():
         p_sh = put(host, True)
         p_one = put(host, False)
@@ -172,14 +198,17 @@ def test_child_sees_eight_devices(result):
     assert result["n_devices"] == 8
 
 
-@pytest.mark.parametrize("tx", ["adam_l1", "adam_group"])
+TXS = ["adam_l1", "adam_group", "adam_coupled", "target_units", "target_uniform", "target_n_of_m"]
+
+
+@pytest.mark.parametrize("tx", TXS)
 def test_jitted_step_keeps_input_sharding(result, tx):
     assert result[tx]["sharding_kept"] == {k: True for k in ("kernel", "wide", "bias", "scalar")}
     assert result[tx]["spec"]["kernel"] == ["data", "model"]
     assert result[tx]["kernel_devices"] == 8
 
 
-@pytest.mark.parametrize("tx", ["adam_l1", "adam_group"])
+@pytest.mark.parametrize("tx", TXS)
 def test_sharded_numbers_equal_single_device(result, tx):
     assert result[tx]["max_rel_diff"] <= 1e-5
     assert result[tx]["zero_pattern_equal"]
