@@ -36,6 +36,7 @@ from optax_l1._structures import Elements as Elements
 from optax_l1._structures import Groups as Groups
 from optax_l1._structures import Heads as Heads
 from optax_l1._structures import Structure as Structure
+from optax_l1._structures import path_structure as path_structure
 from optax_l1._suggest import suggest_strength as suggest_strength
 from optax_l1._target import SparsityTargetState as SparsityTargetState
 from optax_l1._target import sparsity_target as sparsity_target
@@ -90,6 +91,7 @@ __all__ = (
     "nbytes",
     "pack_n_of_m",
     "path_mask",
+    "path_structure",
     "proximal",
     "proximal_adagrad",
     "proximal_adam",

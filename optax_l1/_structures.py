@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_l1 import _tree
+from optax_l1 import _checks, _masks, _tree
 
 Axis = int | Sequence[int]
 
@@ -314,4 +314,51 @@ def group_counts(structures: Sequence[Any], lays: Sequence[Layout | None]) -> in
     return total
 
 
-StructureArg = Structure | Any | Callable[[Any], Any]
+def path_structure(rules: Any) -> Callable[[Any], Any]:
+    r"""A ``structure`` callable that gives each leaf a structure by its path.
+
+    ``rules`` maps regular expressions to structures (a dict, or a sequence of pairs, in
+    order); a leaf's '/'-joined path (as in :func:`sparsity_report`) takes the structure
+    of the first expression that :func:`re.search` finds in it, and None (not
+    regularized) when none does. A callable works inside :func:`optax.masked` and
+    :func:`optax.multi_transform`, where a pytree of structures would not match the tree.
+
+    Args:
+      rules: ``{regex: Structure}`` or ``[(regex, Structure), ...]``.
+
+    Returns:
+      A function ``params -> pytree of Structure or None``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax_l1
+      >>> units = optax_l1.path_structure({
+      ...     r"^fc1/kernel$": optax_l1.Groups(0, couple="h"),
+      ...     r"^fc1/bias$": optax_l1.Elements(couple="h"),
+      ...     r"^fc2/kernel$": optax_l1.Groups(1, couple="h"),
+      ... })
+      >>> params = {"fc1": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
+      ...           "fc2": {"kernel": jnp.ones((4, 2)), "bias": jnp.ones(2)}}
+      >>> units(params)["fc2"]
+      {'bias': None, 'kernel': Groups(couple='h', axis=1)}
+    """
+    pairs = list(rules.items()) if isinstance(rules, dict) else list(rules)
+    compiled = []
+    for pattern, structure in pairs:
+        regex = _checks.check_regex("rules", pattern)
+        if regex is None or not isinstance(structure, Structure):
+            raise TypeError(
+                f"`rules` must map regular expressions to Structures, got {pattern!r}: "
+                f"{structure!r}"
+            )
+        compiled.append((regex, structure))
+
+    def assign(params: Any) -> Any:
+        def leaf(path, x):
+            if x is None:
+                return None
+            name = _masks.path_name(path)
+            return next((s for r, s in compiled if r.search(name)), None)
+
+        return jax.tree_util.tree_map_with_path(leaf, params, is_leaf=_tree.is_none)
+
+    return assign

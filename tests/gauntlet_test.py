@@ -127,6 +127,41 @@ def adam_sparsity_target(learning_rate):
     )
 
 
+# Callables (not pytrees): they also fit the tree optax.masked hands the transform.
+UNITS = optax_l1.path_structure(
+    {"kernel$": optax_l1.Groups(0, couple="u"), "bias$": optax_l1.Elements(couple="u")}
+)
+
+
+def sgd_coupled_units(learning_rate, strength):
+    prox = optax_l1.group_l1_prox(strength, learning_rate=learning_rate, structure=UNITS)
+    return optax.chain(optax.sgd(learning_rate), prox)
+
+
+def np_coupled_units(c, t):
+    """Unit j = kernel column j and bias j, shrunk by their joint norm."""
+    k, b = np.asarray(c["kernel"], np.float64), np.asarray(c["bias"], np.float64)
+    norm = np.sqrt((k**2).sum(0) + b**2)
+    scale = np.maximum(0.0, 1.0 - t / np.where(norm > 0, norm, 1.0))
+    return {"kernel": k * scale[None], "bias": b * scale}
+
+
+def adam_target_units(learning_rate):
+    return optax.chain(
+        optax.adam(learning_rate), optax_l1.sparsity_target(0.5, ramp_steps=20, structure=UNITS)
+    )
+
+
+def adam_target_n_of_m(learning_rate):
+    target = optax_l1.sparsity_target(
+        0.5,
+        ramp_steps=20,
+        allocation=optax_l1.Blocks(2, axis=0),
+        mask=lambda p: optax_l1.path_mask(p, include="kernel$"),
+    )
+    return optax.chain(optax.adam(learning_rate), target)
+
+
 CASES = [
     Case(
         "l1_prox",
@@ -195,6 +230,15 @@ CASES = [
     Case("ftrl", optax_l1.ftrl, dict(learning_rate=0.5, strength=0.2), schedulable=("strength",)),
     # The target-sparsity controller has no fixed minimizer either (tests/target_test.py).
     Case("sparsity_target", adam_sparsity_target, dict(learning_rate=0.05)),
+    Case(
+        "group_l1_prox_coupled_units",
+        sgd_coupled_units,
+        dict(learning_rate=0.1, strength=0.5),
+        schedulable=("learning_rate", "strength"),
+        minimizer=lambda c: np_coupled_units(c, 0.5),
+    ),
+    Case("sparsity_target_units", adam_target_units, dict(learning_rate=0.05)),
+    Case("sparsity_target_n_of_m", adam_target_n_of_m, dict(learning_rate=0.05)),
 ]
 
 cases = pytest.mark.parametrize("case", CASES, ids=str)
