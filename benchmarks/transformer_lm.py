@@ -19,7 +19,9 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   mask=...))`` with the library's defaults; ``target_soft``: the same with ``shrink="soft"``
   (the 0.1 default); ``target_adam``: ``sparsity_target(s, ..., optimizer=adamw)``;
   ``target_uniform`` / ``target_erk``: ``allocation="uniform"`` (every kernel at ``s``, as
-  ``gmp``) / ``"erk"``.
+  ``gmp``) / ``"erk"``; ``structured``: whole heads and MLP units (coupled across q/k/v,
+  the output kernel, ``fc`` and ``proj``), each layer at ``s`` (``benchmarks/compaction.py``
+  compacts them).
 - ``proximal_adam`` / ``adamw_l1_prox``: fixed L1 strengths (``--strength``).
 - Research arms defined here, thresholding ``z = p + u`` at the ramp's global quantile:
   ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
@@ -60,6 +62,7 @@ METHODS = (
     "target_adam",
     "target_uniform",
     "target_erk",
+    "structured",
     "proximal_adam",
     "adamw_l1_prox",
     "hard",
@@ -132,6 +135,22 @@ def init_params(key: jax.Array, cfg: argparse.Namespace) -> dict[str, Any]:
         }
     params["ln_f"] = norm()
     return params
+
+
+def head_and_unit_structure(heads: int, layers: int) -> Any:
+    """Head h of layer i: its q/k/v columns and biases (the fused kernel's layout is
+    (3, heads, head_dim)) and its rows of the output kernel; MLP unit j of layer i: column
+    j of ``fc``, its bias and row j of ``proj``. One coupled label each."""
+    rules = {}
+    for i in range(layers):
+        att, mlp = f"heads{i}", f"units{i}"
+        rules[f"^layer_{i}/qkv/kernel$"] = optax_l1.Heads(heads, axis=1, parts=3, couple=att)
+        rules[f"^layer_{i}/qkv/bias$"] = optax_l1.Heads(heads, axis=0, parts=3, couple=att)
+        rules[f"^layer_{i}/out/kernel$"] = optax_l1.Heads(heads, axis=0, couple=att)
+        rules[f"^layer_{i}/fc/kernel$"] = optax_l1.Groups(0, couple=mlp)
+        rules[f"^layer_{i}/fc/bias$"] = optax_l1.Elements(couple=mlp)
+        rules[f"^layer_{i}/proj/kernel$"] = optax_l1.Groups(1, couple=mlp)
+    return optax_l1.path_structure(rules)
 
 
 def kernel_mask(params: Any) -> Any:
@@ -334,6 +353,15 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
     if method == "target_soft":  # the 0.1 default
         st = optax_l1.sparsity_target(value, shrink="soft", **target_options)
+        return optax.chain(adamw(), st)
+    if method == "structured":  # whole heads and MLP units, each layer at `value`
+        st = optax_l1.sparsity_target(
+            value,
+            structure=head_and_unit_structure(cfg.heads, cfg.layers),
+            allocation="uniform",
+            ramp_steps=ramp_steps,
+            begin_step=begin,
+        )
         return optax.chain(adamw(), st)
     if method in ("target_uniform", "target_erk"):  # one threshold per kernel
         allocation = method.removeprefix("target_")

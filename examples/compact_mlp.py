@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
 
     x_tr, y_tr, x_te, y_te = load_data(args.seed)
     params = init_mlp(jax.random.PRNGKey(args.seed), (64, args.hidden, args.hidden, 10))
-    print(run(params, (x_tr, y_tr, x_te, y_te), args))
+    print(report(run(params, (x_tr, y_tr, x_te, y_te), args), args))
 
 
 def two_layer_units() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -160,25 +160,37 @@ def run(params: dict[str, Any], data, args) -> str:
     dense_fn, small_fn = jax.jit(forward), jax.jit(forward)
     times = timed(dense_fn, params, small_fn, small, x_te, args.reps)
     logits, small_logits = dense_fn(params, x_te), small_fn(small, x_te)
-    acc = float(jnp.mean(jnp.argmax(logits, -1) == y_te))
-    small_acc = float(jnp.mean(jnp.argmax(small_logits, -1) == y_te))
-    diff = float(jnp.max(jnp.abs(logits - small_logits)))
-    scale = float(jnp.max(jnp.abs(logits)))
-    same = float(jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(small_logits, -1)))
-    n_dense = sum(int(x.size) for x in jax.tree.leaves(params))
-    n_small = sum(int(x.size) for x in jax.tree.leaves(small))
+    return {
+        "kept": [len(kept1["h0"]), len(kept2["h1"])],
+        "params": [sum(int(x.size) for x in jax.tree.leaves(t)) for t in (params, small)],
+        "bytes": list(sizes),
+        "accuracy": [float(jnp.mean(jnp.argmax(t, -1) == y_te)) for t in (logits, small_logits)],
+        "max_diff": float(jnp.max(jnp.abs(logits - small_logits))),
+        "scale": float(jnp.max(jnp.abs(logits))),
+        "same": float(jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(small_logits, -1))),
+        "seconds": list(times),
+    }
+
+
+def report(r: dict[str, Any], args) -> str:
+    (n_dense, n_small), (b_dense, b_small), (t_dense, t_small) = (
+        r["params"],
+        r["bytes"],
+        r["seconds"],
+    )
     return "\n".join(
         [
-            f"hidden units kept: {len(kept1['h0'])} and {len(kept2['h1'])} of {args.hidden}",
+            f"hidden units kept: {r['kept'][0]} and {r['kept'][1]} of {args.hidden}",
             f"parameters       : {n_dense} dense -> {n_small} compacted "
             f"({n_dense / n_small:.2f}x fewer)",
-            f"bytes on disk    : {sizes[0]} -> {sizes[1]} ({sizes[0] / sizes[1]:.2f}x smaller)",
-            f"test accuracy    : {acc:.2%} sparse dense-shaped, {small_acc:.2%} compacted",
-            f"max |logits - compacted logits| = {diff:.2e}, "
-            f"{diff / scale:.1e} of the logits' scale",
-            f"same predictions : {same:.1%}",
-            f"inference (test set, median of {args.reps}): dense {times[0] * 1e6:.0f} us, "
-            f"compacted {times[1] * 1e6:.0f} us ({times[0] / times[1]:.2f}x faster)",
+            f"bytes on disk    : {b_dense} -> {b_small} ({b_dense / b_small:.2f}x smaller)",
+            f"test accuracy    : {r['accuracy'][0]:.2%} sparse dense-shaped, "
+            f"{r['accuracy'][1]:.2%} compacted",
+            f"max |logits - compacted logits| = {r['max_diff']:.2e}, "
+            f"{r['max_diff'] / max(r['scale'], 1e-30):.1e} of the logits' scale",
+            f"same predictions : {r['same']:.1%}",
+            f"inference (test set, median of {args.reps}): dense {t_dense * 1e6:.0f} us, "
+            f"compacted {t_small * 1e6:.0f} us ({t_dense / t_small:.2f}x faster)",
         ]
     )
 

@@ -213,3 +213,18 @@ def test_gpu_script_names_only_scripts_and_flags_that_exist():
         source = (BENCH / f"{name}.py").read_text()
         for flag in (a for a in args if a.startswith("--")):
             assert f'"{flag}"' in source, (name, flag)
+
+
+def test_compaction_quick(tmp_path):
+    stdout, out = run_script("compaction", tmp_path, timeout=300)
+    assert_header(stdout, "compaction")
+    for r in out["mlp"]:
+        s = r["structured"]
+        assert s["accuracy"][0] == s["accuracy"][1] and s["same"] == 1.0
+        assert s["max_diff"] <= 1e-5 * s["scale"]
+        assert s["params"][1] < s["params"][0] / 4  # 3/4 of both hidden layers gone
+    for r in out["transformer"]:
+        assert r["compacted"]["heads"] == 2 and r["compacted"]["units"] == [64]
+        assert r["max_diff"] <= 1e-5 * r["scale"]
+        assert abs(r["compacted"]["bits_per_byte"] - r["structured"]["bits_per_byte"]) < 1e-4
+        assert r["params"][1] < r["params"][0]
