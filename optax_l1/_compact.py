@@ -29,13 +29,15 @@ class Fold:
 
     A unit ``j`` of ``couple`` whose entries are all zero except its bias entry outputs
     ``activation(bias[j])`` for every input. :func:`compact` adds
-    ``activation(bias[j]) * weights[j]`` (``weights``' unit axis is its first) to
-    ``next_bias`` and zeroes the bias entry and the row, so the unit is removed.
+    ``activation(bias[j])`` times unit ``j``'s slice of ``weights`` (row ``j`` of a
+    ``(units, out)`` kernel, column ``j`` of Equinox's ``(out, units)``: the axis its
+    structure indexes) to ``next_bias`` and zeroes the bias entry and the slice, so the
+    unit is removed.
 
     Attributes:
       couple: the label of the coupled structures.
       bias: the '/'-joined path of the unit's bias (as in :func:`sparsity_report`).
-      weights: the path of the next kernel, whose rows are the units ``(units, out)``.
+      weights: the path of the next kernel (its structure says which axis is the units).
       next_bias: the path of the next layer's bias ``(out,)``.
       activation: the activation between them (``jax.nn.relu``, ``jax.nn.gelu``...).
     """
@@ -84,13 +86,23 @@ def _by_path(params: Any) -> dict[str, int]:
     return {_masks.path_name(p): i for i, (p, _) in enumerate(paths)}
 
 
-def _fold(leaves: list[Any], names: dict[str, int], fold: Fold, zero_units: np.ndarray) -> None:
-    """Folds the units in ``zero_units`` (constant ``act(bias)``) into ``next_bias``."""
+def _fold(leaves: list[Any], sts: list[Any], names: dict[str, int], fold: Fold, units) -> None:
+    """Folds the units in ``units`` (constant ``act(bias)``) into ``next_bias``: the next
+    kernel, contracted over its unit axis (rows for ``(units, out)``, columns for
+    Equinox's ``(out, units)``), times the constants."""
     b, w, nb = (names[p] for p in (fold.bias, fold.weights, fold.next_bias))
-    const = jnp.where(jnp.asarray(zero_units), fold.activation(leaves[b]), 0.0)
-    leaves[nb] = leaves[nb] + (const @ leaves[w]).astype(leaves[nb].dtype)
-    leaves[w] = jnp.where(jnp.asarray(zero_units)[:, None], 0.0, leaves[w]).astype(leaves[w].dtype)
-    leaves[b] = jnp.where(jnp.asarray(zero_units), 0.0, leaves[b]).astype(leaves[b].dtype)
+    _, bias_group = _unit_positions(sts[b].layout(leaves[b].shape), leaves[b].shape, fold.bias)
+    ax, w_group = _unit_positions(sts[w].layout(leaves[w].shape), leaves[w].shape, fold.weights)
+    const = jnp.where(jnp.asarray(units[bias_group]), fold.activation(leaves[b]), 0.0)
+    per_position = jnp.zeros(len(units), const.dtype).at[bias_group].set(const)[w_group]
+    added = jnp.tensordot(per_position, leaves[w], axes=([0], [ax]))
+    if added.shape != leaves[nb].shape:
+        raise ValueError(
+            f"`fold`: {fold.weights!r} contracted over its units gives shape {added.shape}, "
+            f"not the shape {leaves[nb].shape} of {fold.next_bias!r}"
+        )
+    leaves[nb] = leaves[nb] + added.astype(leaves[nb].dtype)
+    leaves[b] = jnp.where(jnp.asarray(units[bias_group]), 0.0, leaves[b]).astype(leaves[b].dtype)
 
 
 def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compacted:
@@ -103,6 +115,14 @@ def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compac
     leaves the outputs unchanged when the activation maps 0 to 0 (relu, gelu, tanh, silu);
     with ``fold``, units whose only non-zero entry is their bias are folded into the next
     bias first (see :class:`Fold`). Runs eagerly (the new shapes depend on the values).
+
+    The tree keeps its structure; only leaf shapes change. Flax linen: apply the module
+    built at the new width (``len(kept[label])``) to the small params. Flax NNX: compact
+    the state of ``nnx.split(model, nnx.Param)``, build the smaller module and
+    ``nnx.update`` it with that state. Equinox (widths are static fields): build the
+    smaller module and move the arrays in
+    (``jax.tree.unflatten(jax.tree.structure(arrays), jax.tree.leaves(small))``, with
+    ``arrays`` from :func:`equinox.partition`); ``tests/compact_test.py`` does all three.
 
     Args:
       params: a pytree of arrays (plain dicts, Flax linen params, NNX ``State``...).
@@ -159,10 +179,11 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
     incoming = [i for i in members if i not in (b, w)]
     silent = _zero_groups(leaves, sts, [w])
     constant = _zero_groups(leaves, sts, incoming) & ~silent
-    _fold(leaves, names, fold, constant)
-    for i in members:  # a unit nothing reads: zero on every member, so it is removed
+    _fold(leaves, sts, names, fold, constant)
+    for i in members:  # a unit nothing reads, or folded: zero on every member, removed
         lay = sts[i].layout(tuple(leaves[i].shape))
-        off = _structures.expand(lay, jnp.asarray(silent).reshape(lay.grid), leaves[i].shape)
+        gone = silent | (constant if i == w else np.zeros_like(silent))
+        off = _structures.expand(lay, jnp.asarray(gone).reshape(lay.grid), leaves[i].shape)
         leaves[i] = jnp.where(off, jnp.zeros_like(leaves[i]), leaves[i])
 
 

@@ -228,3 +228,75 @@ def test_flax_linen_params_rebuild_at_the_new_width():
     before = MLP(10).apply({"params": params}, x)
     after = MLP(len(kept["h"])).apply({"params": small}, x)
     _assert_same_outputs(before, after)
+
+
+def test_flax_nnx_module_rebuilt_smaller():
+    nnx = pytest.importorskip("flax.nnx")
+
+    class MLP(nnx.Module):
+        def __init__(self, n_in, n_hidden, n_out, *, rngs):
+            self.linear1 = nnx.Linear(n_in, n_hidden, rngs=rngs)
+            self.linear2 = nnx.Linear(n_hidden, n_out, rngs=rngs)
+
+        def __call__(self, x):
+            return self.linear2(jax.nn.relu(self.linear1(x)))
+
+    model = MLP(5, 10, 3, rngs=nnx.Rngs(0))
+    model.linear1.kernel[...] = model.linear1.kernel[...].at[:, 2:8].set(0.0)
+    model.linear1.bias[...] = model.linear1.bias[...].at[2:8].set(0.4)
+    units = optax_l1.path_structure(
+        {
+            "^linear1/kernel$": optax_l1.Groups(0, couple="h"),
+            "^linear1/bias$": optax_l1.Elements(couple="h"),
+            "^linear2/kernel$": optax_l1.Groups(1, couple="h"),
+        }
+    )
+    fold = optax_l1.Fold(
+        "h",
+        bias="linear1/bias",
+        weights="linear2/kernel",
+        next_bias="linear2/bias",
+        activation=jax.nn.relu,
+    )
+    _, state = nnx.split(model, nnx.Param)
+    small_state, kept = optax_l1.compact(state, units, fold=[fold])
+    small = MLP(5, len(kept["h"]), 3, rngs=nnx.Rngs(1))
+    nnx.update(small, small_state)
+    x = jax.random.normal(jax.random.PRNGKey(8), (7, 5))
+    assert len(kept["h"]) == 4 and small.linear1.kernel[...].shape == (5, 4)
+    _assert_same_outputs(model(x), small(x))
+
+
+def test_equinox_mlp_rebuilt_smaller():
+    eqx = pytest.importorskip("equinox")
+    model = eqx.nn.MLP(5, 3, 10, depth=1, key=jax.random.PRNGKey(0))
+    # Equinox stores Linear weights as (out, in): unit j is row j of the first weight
+    # and column j of the second.
+    w0 = model.layers[0].weight.at[2:8].set(0.0)
+    b0 = model.layers[0].bias.at[2:8].set(-0.2)  # relu(-0.2) = 0: these fold to nothing
+    model = eqx.tree_at(lambda m: (m.layers[0].weight, m.layers[0].bias), model, (w0, b0))
+    units = optax_l1.path_structure(
+        {
+            r"^layers/0/weight$": optax_l1.Groups(1, couple="h"),
+            r"^layers/0/bias$": optax_l1.Elements(couple="h"),
+            r"^layers/1/weight$": optax_l1.Groups(0, couple="h"),
+        }
+    )
+    params, _ = eqx.partition(model, eqx.is_array)
+    fold = optax_l1.Fold(
+        "h",
+        bias="layers/0/bias",
+        weights="layers/1/weight",
+        next_bias="layers/1/bias",
+        activation=jax.nn.relu,
+    )
+    assert len(optax_l1.compact(params, units).kept["h"]) == 10  # biases are not zero
+    small_params, kept = optax_l1.compact(params, units, fold=[fold])
+    assert len(kept["h"]) == 4
+    template = eqx.nn.MLP(5, 3, len(kept["h"]), depth=1, key=jax.random.PRNGKey(1))
+    # The width is static metadata of eqx.nn.MLP: move the arrays into the new module.
+    arrays, static = eqx.partition(template, eqx.is_array)
+    arrays = jax.tree.unflatten(jax.tree.structure(arrays), jax.tree.leaves(small_params))
+    small = eqx.combine(arrays, static)
+    x = jax.random.normal(jax.random.PRNGKey(9), (7, 5))
+    _assert_same_outputs(jax.vmap(model)(x), jax.vmap(small)(x))
