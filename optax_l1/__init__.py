@@ -31,6 +31,8 @@ from optax_l1._preconditioned import proximal_adagrad as proximal_adagrad
 from optax_l1._preconditioned import proximal_adam as proximal_adam
 from optax_l1._preconditioned import proximal_adamw as proximal_adamw
 from optax_l1._preconditioned import with_preconditioned_l1 as with_preconditioned_l1
+from optax_l1._spectral import nuclear_threshold as nuclear_threshold
+from optax_l1._spectral import rank_projection as rank_projection
 from optax_l1._structures import Blocks as Blocks
 from optax_l1._structures import Elements as Elements
 from optax_l1._structures import Groups as Groups
@@ -88,6 +90,7 @@ __all__ = (
     "l1_prox",
     "n_of_m_matmul",
     "n_of_m_projection",
+    "nuclear_threshold",
     "nbytes",
     "pack_n_of_m",
     "path_mask",
@@ -96,6 +99,7 @@ __all__ = (
     "proximal_adagrad",
     "proximal_adam",
     "proximal_adamw",
+    "rank_projection",
     "soft_threshold",
     "sparsity",
     "sparsity_report",

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_l1 import _masks, _structures, _tree
+from optax_l1 import _checks, _masks, _spectral, _structures, _tree
 
 
 def _selected(params: Any, mask: Any) -> list[tuple[str, jax.Array]]:
@@ -61,6 +61,7 @@ def sparsity_report(
     mask: Any = None,
     structure: Any = None,
     n_of_m: tuple[int, int, int] | None = None,
+    rank: bool = False,
 ) -> dict[str, jax.Array]:
     """Per-leaf fraction of exact zeros, keyed by path, plus ``"total"``; ready to log.
 
@@ -69,6 +70,8 @@ def sparsity_report(
     with a structure and ``"couple:<label>"`` for each coupled label (a group zero on all
     its leaves). With ``n_of_m=(n, m, axis)``, ``"<path>:n_of_m"`` is the fraction of the
     blocks of ``m`` along ``axis`` with at most ``n`` non-zeros (1.0: N:M compliant).
+    With ``rank=True``, ``"<path>:rank"`` is the numerical rank of each matrix leaf (two or
+    more dimensions; the mean over a stack of matrices), as :func:`numpy.linalg.matrix_rank`.
 
     Args:
       params: any pytree of arrays.
@@ -76,6 +79,7 @@ def sparsity_report(
       structure: optional; a :class:`Structure`, a pytree prefix of them (None: no group
         count for that leaf) or a callable ``params -> that``.
       n_of_m: optional ``(n, m, axis)``: report N:M compliance.
+      rank: report the rank of the matrix leaves (one SVD each).
 
     Returns:
       A dict ``{"Dense_0/kernel": 0.93, ..., "total": 0.9}`` of float32 scalars.
@@ -104,6 +108,11 @@ def sparsity_report(
         report.update(_group_report(params, mask, structure))
     if n_of_m is not None:
         report.update(_n_of_m_report(params, mask, n_of_m))
+    if _checks.check_flag("rank", rank):
+        for name, x in _selected(params, mask):
+            if jnp.ndim(x) >= 2:
+                ranks = _spectral.matrix_rank(x)
+                report[name + ":rank"] = jnp.mean(ranks.astype(jnp.float32))
     report["total"] = sparsity(params, mask=mask)
     return report
 
