@@ -207,7 +207,12 @@ def _threshold(
 
 
 def _shrink(
-    x: jax.Array, w: jax.Array, d: jax.Array | None, tau: jax.Array, mode: str, group: Any
+    x: jax.Array,
+    w: jax.Array,
+    d: jax.Array | None,
+    tau: jax.Array,
+    mode: str,
+    group: Any = None,
 ) -> jax.Array:
     """Zero ``x`` where the score of ``w`` is at most ``tau`` (as the search counted); the
     survivors kept as they are (``"hard"``) or soft-thresholded at ``tau / d`` (``"soft"``,

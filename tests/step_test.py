@@ -86,6 +86,8 @@ CFG = _target._Config(
     shrink="hard",
     quantile="radix",
     latent=True,
+    structure=None,
+    allocation="global",
 )
 
 
@@ -123,7 +125,8 @@ def test_threshold_is_the_kth_score_and_counts_its_zeros_on_a_search_else_held()
     state = _target.SparsityTargetState(zero, jnp.float32(0.05), jnp.float32(0.25), zero, None, ())
 
     def run(phase, cfg=CFG):
-        tau, zeroed = _target._threshold(scores, 6, jnp.float32, phase, state, cfg)
+        units = _target._Units([0, 0], [True, True], [6], [1.0])
+        tau, zeroed = _target._threshold(scores, units, jnp.float32, phase, state, cfg)
         return float(tau), float(zeroed)
 
     assert run(_phase()) == (pytest.approx(0.3), pytest.approx(3 / 6))  # k = 3, and 0.3 twice
@@ -134,6 +137,23 @@ def test_threshold_is_the_kth_score_and_counts_its_zeros_on_a_search_else_held()
     assert run(_phase(), smooth) == (pytest.approx(want), pytest.approx(1 / 6))  # 0.1 only
     last = _phase(last=True)  # the search before freezing is unsmoothed
     assert run(last, smooth) == (pytest.approx(0.3), pytest.approx(3 / 6))
+
+
+def test_threshold_per_unit_is_each_units_kth_score():
+    """allocation="uniform": one k-th score per unit, k from the unit's own size."""
+    values = [jnp.array([0.5, 0.1, 0.9, 0.3]), jnp.array([0.7, 0.3])]
+    zero = jnp.zeros([], jnp.float32)
+    state = _target.SparsityTargetState(zero, jnp.zeros(2), zero, zero, None, ())
+    units = _target._Units([0, 1], [True, True], [4, 2], [1.0, 1.0])
+    cfg = CFG._replace(allocation="uniform")
+    tau, zeroed = _target._threshold(lambda: values, units, jnp.float32, _phase(), state, cfg)
+    # k = floor(0.5 * 4) = 2 -> 0.3; k = floor(0.5 * 2) = 1 -> 0.3
+    np.testing.assert_allclose(tau, [0.3, 0.3])
+    assert float(zeroed) == pytest.approx(3 / 6)
+    erk = _target._Units([0, 1], [True, True], [4, 2], [1.5, 0.0])  # shares of s
+    tau, zeroed = _target._threshold(lambda: values, erk, jnp.float32, _phase(), state, cfg)
+    assert float(tau[0]) == pytest.approx(0.5) and float(tau[1]) == -np.inf  # k = 3, 0
+    assert float(zeroed) == pytest.approx(3 / 6)
 
 
 def test_shrink_zeroes_exactly_the_scores_at_most_tau():
