@@ -228,3 +228,18 @@ def test_compaction_quick(tmp_path):
         assert r["max_diff"] <= 1e-5 * r["scale"]
         assert abs(r["compacted"]["bits_per_byte"] - r["structured"]["bits_per_byte"]) < 1e-4
         assert r["params"][1] < r["params"][0]
+
+
+def test_structures_quick(tmp_path):
+    stdout, out = run_script("structures", tmp_path)
+    assert_header(stdout, "structures")
+    runs = {(r["structure"], r["arm"]): r for r in out["runs"]}
+    assert runs[("2:4", "gradual")]["n_of_m"] == 1.0 == runs[("2:4", "one-shot")]["n_of_m"]
+    for arm in ("gradual", "one-shot"):  # equal sparsity in both arms
+        for s in ("elements", "2:4", "blocks"):
+            assert (
+                abs(runs[(s, arm)]["zeros"] - {"elements": 0.9, "2:4": 0.5, "blocks": 0.75}[s])
+                < 0.01
+            )
+    assert runs[("units", "gradual")]["zeros"] == runs[("units", "one-shot")]["zeros"]
+    assert "| 2:4 | 50.0% |" in stdout

@@ -1,0 +1,172 @@
+"""Structured sparsity on the digits MLP: gradual (sparsity_target's ramp) vs one-shot
+magnitude pruning plus fine-tuning, per structure, at equal steps, schedule and data.
+
+The MLP of ``examples/compact_mlp.py`` (64 -> H -> H -> 10, relu), AdamW, ``--steps``
+steps; every kernel regularized (biases only inside coupled units). For each structure:
+
+- ``gradual``: ``sparsity_target`` ramps from ``begin = steps / 10`` over ``steps / 2``
+  steps (cubic), then holds the support (fine-tuning);
+- ``one-shot``: the baseline, dense training until the ramp's end, one magnitude pruning
+  to the target there (``sparsity_target(ramp_steps=1, latent=False)`` at that step: the
+  smallest groups by norm, or the N:M projection), then the same fine-tuning.
+
+Structures: ``elements`` (90% of kernel entries), ``2:4`` (N:M along the reduction axis:
+``allocation=Blocks(4, axis=0)``), ``blocks`` (75% of the 4x1 blocks along the reduction
+axis), ``units`` (75% of each hidden layer's units: column of the kernel, bias, row of
+the next kernel; ``latent=False`` in both arms, see the structures guide).
+
+Run::
+
+    python benchmarks/structures.py --seeds 3          # ~5 min on a 2-core CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+
+import compact_mlp  # noqa: E402
+from _common import header, write_json  # noqa: E402
+
+import optax_l1  # noqa: E402
+
+STRUCTURES = ("elements", "2:4", "blocks", "units")
+
+
+def pruning(structure: str, arm: str, cfg: argparse.Namespace) -> list[Any]:
+    """The sparsity_target transforms of one (structure, arm)."""
+    begin, ramp = cfg.steps // 10, cfg.steps // 2
+    if arm == "one-shot":
+        when = dict(begin_step=begin + ramp - 1, ramp_steps=1, latent=False)
+    else:
+        when = dict(begin_step=begin, ramp_steps=ramp)
+    kernels = optax_l1.kernel_mask
+    if structure == "elements":
+        return [optax_l1.sparsity_target(0.9, mask=kernels, **when)]
+    if structure == "2:4":
+        blocks = optax_l1.Blocks(4, axis=0)
+        return [optax_l1.sparsity_target(0.5, allocation=blocks, mask=kernels, **when)]
+    if structure == "blocks":
+        st = optax_l1.Blocks(4, axis=0)
+        return [optax_l1.sparsity_target(0.75, structure=st, mask=kernels, **when)]
+    when["latent"] = False
+    return [
+        optax_l1.sparsity_target(0.75, structure=units, allocation="uniform", **when)
+        for units in compact_mlp.two_layer_units()
+    ]
+
+
+def run(structure: str, arm: str, seed: int, cfg: argparse.Namespace, data) -> dict[str, Any]:
+    x_tr, y_tr, x_te, y_te = data
+    params = compact_mlp.init_mlp(jax.random.PRNGKey(seed), (64, cfg.hidden, cfg.hidden, 10))
+    extra = [] if structure == "dense" else pruning(structure, arm, cfg)
+    tx = optax.chain(optax.adamw(cfg.lr, weight_decay=1e-4), *extra)
+
+    def loss(p, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(compact_mlp.forward(p, x), y).mean()
+
+    @jax.jit
+    def step(p, s, key):
+        idx = jax.random.choice(key, x_tr.shape[0], (cfg.batch_size,), replace=False)
+        u, s = tx.update(jax.grad(loss)(p, x_tr[idx], y_tr[idx]), s, p)
+        return optax.apply_updates(p, u), s
+
+    state, key = tx.init(params), jax.random.PRNGKey(seed + 1)
+    for i in range(cfg.steps):
+        params, state = step(params, state, jax.random.fold_in(key, i))
+    acc = float(jnp.mean(jnp.argmax(compact_mlp.forward(params, x_te), -1) == y_te))
+    report = optax_l1.sparsity_report(
+        params, mask=optax_l1.kernel_mask, n_of_m=(2, 4, 0) if structure == "2:4" else None
+    )
+    return {
+        "structure": structure,
+        "arm": arm,
+        "seed": seed,
+        "accuracy": acc,
+        "zeros": float(report["total"]),
+        "n_of_m": min((float(v) for k, v in report.items() if k.endswith(":n_of_m")), default=None),
+    }
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    def stat(rows, key):
+        a = np.asarray([r[key] for r in rows], np.float64)
+        return a.mean(), (a.std(ddof=1) if a.size > 1 else 0.0)
+
+    lines = ["| structure | kernel zeros | gradual | one-shot + fine-tune | gradual - one-shot |"]
+    lines.append("|---|---|---|---|---|")
+    dense = [r for r in runs if r["structure"] == "dense"]
+    if dense:
+        m, s = stat(dense, "accuracy")
+        lines.append(f"| dense | 0% | {100 * m:.2f} ± {100 * s:.2f} | | |")
+    for structure in STRUCTURES:
+        g = sorted(
+            (r for r in runs if r["structure"] == structure and r["arm"] == "gradual"),
+            key=lambda r: r["seed"],
+        )
+        o = sorted(
+            (r for r in runs if r["structure"] == structure and r["arm"] == "one-shot"),
+            key=lambda r: r["seed"],
+        )
+        if not g or len(g) != len(o):
+            continue
+        diff = [{"d": a["accuracy"] - b["accuracy"]} for a, b in zip(g, o, strict=True)]
+        (gm, gs), (om, os_), (dm, ds) = stat(g, "accuracy"), stat(o, "accuracy"), stat(diff, "d")
+        zeros = np.mean([r["zeros"] for r in g])
+        lines.append(
+            f"| {structure} | {100 * zeros:.1f}% | {100 * gm:.2f} ± {100 * gs:.2f} | "
+            f"{100 * om:.2f} ± {100 * os_:.2f} | {100 * dm:+.2f} ± {100 * ds:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="tiny runs: smoke test")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p.add_argument("--hidden", type=int, default=256, help="units per hidden layer")
+    p.add_argument("--steps", type=int, default=1500, help="training steps")
+    p.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
+    p.add_argument("--batch-size", type=int, default=128, help="minibatch size")
+    p.add_argument("--structures", nargs="+", default=list(STRUCTURES), choices=STRUCTURES)
+    p.add_argument("--json", default=None, help="raw results")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.hidden, args.steps = 1, 32, 60
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_args(argv)
+    info = header("structures", seeds=cfg.seeds, hidden=cfg.hidden, steps=cfg.steps)
+    runs: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for seed in range(cfg.seeds):
+        data = compact_mlp.load_data(seed)
+        runs.append(run("dense", "dense", seed, cfg, data))
+        for structure in cfg.structures:
+            for arm in ("gradual", "one-shot"):
+                runs.append(run(structure, arm, seed, cfg, data))
+                print(runs[-1], flush=True)
+        write_json(cfg.json, {"info": info, "runs": runs})
+    print()
+    print(table(runs))
+    print(f"total wall time {time.perf_counter() - t0:.1f}s")
+    return {"info": info, "runs": runs}
+
+
+if __name__ == "__main__":
+    main()
