@@ -215,7 +215,52 @@ def make_rows(
     else:
         skipped.append("ftrl")
     rows += target_rows(opts["adam"], every_latent, every_plain)
+    rows += structure_rows(opts["adam"], lr, lam)
     return rows, skipped
+
+
+def structure_rows(adam, lr: float, lam: float) -> list[Row]:
+    """adam vs adam + a structured step: N:M ranked every step (2:4 along axis 0), blocks
+    of 4 searched every step and every 10 (amortized), and the group prox on blocks."""
+    blocks = optax_l1.Blocks(4, axis=0)
+    rows = []
+    for every, latent in ((1, False), (1, True)):
+
+        def nm(every=every, latent=latent):
+            target = optax_l1.sparsity_target(
+                0.5, ramp_steps=10**6, hold="track", allocation=blocks, latent=latent
+            )
+            return optax.chain(adam(), target)
+
+        label = f"adam + sparsity_target(2:4{'' if latent else ', no latent'})"
+        rows.append(Row("n_of_m_target", "adam", label, adam, nm, cycle=every))
+    for every in (1, 10):
+
+        def blk(every=every):
+            target = optax_l1.sparsity_target(
+                0.75,
+                ramp_steps=10**6,
+                hold="track",
+                structure=blocks,
+                update_every=every,
+                latent=False,
+            )
+            return optax.chain(adam(), target)
+
+        label = f"adam + sparsity_target(Blocks(4), every={every}, no latent)"
+        rows.append(Row("blocks_target", "adam", label, adam, blk, cycle=every))
+    rows.append(
+        Row(
+            "group_l1_prox(blocks)",
+            "adam",
+            "adam + group_l1_prox(Blocks(4))",
+            adam,
+            lambda: optax.chain(
+                adam(), optax_l1.group_l1_prox(lam, learning_rate=lr, structure=blocks)
+            ),
+        )
+    )
+    return rows
 
 
 def target_rows(adam, every_latent: str, every_plain: str) -> list[Row]:
