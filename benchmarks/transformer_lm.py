@@ -21,7 +21,9 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   ``target_uniform`` / ``target_erk``: ``allocation="uniform"`` (every kernel at ``s``, as
   ``gmp``) / ``"erk"``; ``structured``: whole heads and MLP units (coupled across q/k/v,
   the output kernel, ``fc`` and ``proj``), each layer at ``s`` (``benchmarks/compaction.py``
-  compacts them).
+  compacts them); ``n_of_m``: ``allocation=Blocks(4, axis=0)`` on the kernels (``s=0.5``
+  is 2:4 along the reduction axis) on the ramp, against ``n_of_m_oneshot``: dense until
+  the ramp's end, one N:M magnitude projection there, then the same fine-tuning.
 - ``proximal_adam`` / ``adamw_l1_prox``: fixed L1 strengths (``--strength``).
 - Research arms defined here, thresholding ``z = p + u`` at the ramp's global quantile:
   ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
@@ -63,6 +65,8 @@ METHODS = (
     "target_uniform",
     "target_erk",
     "structured",
+    "n_of_m",
+    "n_of_m_oneshot",
     "proximal_adam",
     "adamw_l1_prox",
     "hard",
@@ -353,6 +357,13 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
     if method == "target_soft":  # the 0.1 default
         st = optax_l1.sparsity_target(value, shrink="soft", **target_options)
+        return optax.chain(adamw(), st)
+    if method in ("n_of_m", "n_of_m_oneshot"):  # N:M along the reduction axis, s = 1 - n/m
+        blocks = optax_l1.Blocks(4, axis=0)
+        when = dict(ramp_steps=ramp_steps, begin_step=begin)
+        if method == "n_of_m_oneshot":  # dense, one N:M projection at the ramp's end
+            when = dict(ramp_steps=1, begin_step=begin + ramp_steps - 1, latent=False)
+        st = optax_l1.sparsity_target(value, allocation=blocks, mask=kmask, **when)
         return optax.chain(adamw(), st)
     if method == "structured":  # whole heads and MLP units, each layer at `value`
         st = optax_l1.sparsity_target(
