@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from optax_l1 import _checks, _structures, _tree
 
@@ -287,16 +288,23 @@ def _leaf_axes(tree: Any, axis: Axis) -> list[Any]:
 def n_of_m_keep(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
     """True for the ``n`` highest ``scores`` of every block of ``m`` along ``axis`` (ties:
     the earlier entry). ``n`` may be traced. A NaN score outranks nothing and is outranked
-    by nothing, so it is kept (and shows)."""
+    by nothing, so it is kept (and shows).
+
+    An entry's rank is counted against the ``m`` entries of its block one at a time (a
+    static loop of elementwise compares on the blocked view): no ``m x m`` temporary and
+    no transpose, so XLA fuses it into one pass.
+    """
     lay = _structures.Blocks(m, axis=axis).layout(tuple(scores.shape))
     b = lay.reduce[0]
-    a = jnp.moveaxis(scores.reshape(lay.split), b, -1)
-    first = jnp.arange(m)[:, None] < jnp.arange(m)[None, :]  # j < i: j comes first on ties
-    first = first.reshape((1,) * (a.ndim - 1) + (m, m))
-    # rank_i = #{j : s_j > s_i, or equal and j first}
-    beats = (a[..., :, None] > a[..., None, :]) | ((a[..., :, None] == a[..., None, :]) & first)
-    keep = jnp.sum(beats, axis=-2) < n
-    return jnp.moveaxis(keep, -1, b).reshape(scores.shape)
+    a = scores.reshape(lay.split)
+    shape = [1] * a.ndim
+    shape[b] = m
+    pos = jnp.arange(m).reshape(shape)
+    rank = jnp.zeros(a.shape, jnp.int32)
+    for j in range(m):  # rank_i = #{j : s_j > s_i, or equal and j first}
+        aj = lax.slice_in_dim(a, j, j + 1, axis=b)
+        rank = rank + ((aj > a) | ((aj == a) & (j < pos))).astype(jnp.int32)
+    return (rank < n).reshape(scores.shape)
 
 
 def _n_of_m_array(z: jax.Array, n: int, m: int, axis: int) -> jax.Array:
