@@ -66,18 +66,16 @@ def _unit_positions(
     lay: _structures.Layout, shape: tuple[int, ...], what: str
 ) -> tuple[int, np.ndarray]:
     """The leaf axis that indexes the groups, and each position's group along it."""
-    n = int(np.prod(lay.groups))
-    gid = np.broadcast_to(np.arange(n).reshape(lay.grid), lay.split).reshape(shape)
-    varying = [a for a in range(len(shape)) if shape[a] > 1 and np.ptp(gid, axis=a).any()]
-    if len(varying) != 1:
+    kept = {lay.origins[i] for i in range(len(lay.split)) if i not in lay.reduce}
+    if len(kept) != 1:
         raise ValueError(
             f"`compact`: {what} does not index its groups along one axis of its leaf "
             f"(shape {shape}); only units, heads and channels can be sliced away"
         )
-    ax = varying[0]
-    index = [0] * len(shape)
-    index[ax] = slice(None)  # pyright: ignore[reportArgumentType, reportCallIssue]
-    return ax, gid[tuple(index)]
+    ax = kept.pop()
+    along = [d if o == ax else 1 for d, o in zip(lay.split, lay.origins, strict=True)]
+    gid = np.broadcast_to(np.arange(int(np.prod(lay.groups))).reshape(lay.grid), along)
+    return ax, gid.reshape(-1)
 
 
 def _by_path(params: Any) -> dict[str, int]:
@@ -128,7 +126,8 @@ def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compac
       params: a pytree of arrays (plain dicts, Flax linen params, NNX ``State``...).
       structure: the coupled structures, as for :func:`sparsity_target` (a pytree prefix of
         :class:`Structure` or None, or a callable ``params -> that``).
-      fold: :class:`Fold` entries for labels whose bias is not part of the coupled group.
+      fold: :class:`Fold` entries: for a label whose units may have zero incoming weights
+        and a non-zero bias (the bias and the next kernel carry the label too).
 
     Returns:
       A :class:`Compacted`: ``params`` sliced and ``kept`` (the units kept, per label).
@@ -147,7 +146,7 @@ def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compac
     live = [x is not None and _tree.is_inexact(x) for x in leaves]
     sts = _structures.resolve("structure", structure, params, live)
     leaves = [jnp.asarray(x) if ok else x for x, ok in zip(leaves, live, strict=True)]
-    _structures.check_coupled(sts, _structures.layouts(sts, leaves))
+    _structures.check_coupled(sts, _structures.layouts(sts, leaves, _structures.leaf_names(params)))
     names = _by_path(params)
     folds = {f.couple: f for f in fold}
     kept: dict[str, np.ndarray] = {}
@@ -155,7 +154,8 @@ def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compac
         members = [i for i, s in enumerate(sts) if s is not None and s.couple == label]
         if label in folds:
             _fold_constant_units(leaves, sts, names, folds[label], members)
-        dead = _zero_groups(leaves, sts, members)
+        count = int(np.prod(sts[members[0]].layout(tuple(leaves[members[0]].shape)).groups))
+        dead = _zero_groups(leaves, sts, members, count)
         kept[label] = np.flatnonzero(~dead)
         for i in members:
             leaves[i] = _slice_units(leaves[i], sts[i], kept[label])
@@ -177,8 +177,9 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
             f"`fold`: {fold.bias!r} and {fold.weights!r} must carry the label {fold.couple!r}"
         )
     incoming = [i for i in members if i not in (b, w)]
-    silent = _zero_groups(leaves, sts, [w])
-    constant = _zero_groups(leaves, sts, incoming) & ~silent
+    count = int(np.prod(sts[b].layout(tuple(leaves[b].shape)).groups))
+    silent = _zero_groups(leaves, sts, [w], count)
+    constant = _zero_groups(leaves, sts, incoming, count) & ~silent
     _fold(leaves, sts, names, fold, constant)
     for i in members:  # a unit nothing reads, or folded: zero on every member, removed
         lay = sts[i].layout(tuple(leaves[i].shape))
@@ -187,16 +188,16 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
         leaves[i] = jnp.where(off, jnp.zeros_like(leaves[i]), leaves[i])
 
 
-def _zero_groups(leaves: list[Any], sts: list[Any], members: list[int]) -> np.ndarray:
-    """True for the groups that are exactly zero on every leaf in ``members`` (a NaN entry
-    is not zero)."""
-    peaks = []
+def _zero_groups(leaves: list[Any], sts: list[Any], members: list[int], count: int) -> np.ndarray:
+    """True for the ``count`` groups that are exactly zero on every leaf in ``members``
+    (a NaN entry is not zero; with no member, every group is)."""
+    zero = np.ones(count, bool)
     for i in members:
         lay = sts[i].layout(tuple(leaves[i].shape))
         a = jnp.abs(leaves[i]).reshape(lay.split)
-        peak = jnp.max(a, axis=lay.reduce) if lay.reduce else a
-        peaks.append(np.asarray(peak).reshape(-1))
-    return np.all(np.stack(peaks) == 0, axis=0)
+        peak = jnp.max(a, axis=lay.reduce, initial=0.0) if lay.reduce else a
+        zero &= np.asarray(peak).reshape(-1) == 0
+    return zero
 
 
 def _slice_units(x: jax.Array, st: Any, kept: np.ndarray) -> jax.Array:

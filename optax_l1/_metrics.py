@@ -131,29 +131,41 @@ def _group_report(params: Any, mask: Any, structure: Any) -> dict[str, jax.Array
     ]
     sts = _structures.resolve("structure", structure, params, live)
     leaves = [x for _, x in flat]
-    lays = _structures.layouts(sts, leaves)
+    lays = _structures.layouts(sts, leaves, _structures.leaf_names(params))
     _structures.check_coupled(sts, lays)
     out, coupled = {}, {}
     for (path, x), st, lay in zip(flat, sts, lays, strict=True):
         if lay is None:
             continue
         zero = _zero_groups(lay, x)
-        out[_masks.path_name(path) + ":groups"] = jnp.mean(zero, dtype=jnp.float32)
+        out[_masks.path_name(path) + ":groups"] = _fraction(zero)
         if st.couple is not None:
             coupled[st.couple] = zero if st.couple not in coupled else coupled[st.couple] & zero
     for label, zero in coupled.items():
-        out["couple:" + label] = jnp.mean(zero, dtype=jnp.float32)
+        out["couple:" + label] = _fraction(zero)
     return out
+
+
+def _fraction(flags: jax.Array) -> jax.Array:
+    """The fraction of True (0 for no entry, as the per-leaf zero fraction)."""
+    if flags.size == 0:
+        return jnp.zeros((), jnp.float32)
+    return jnp.mean(flags, dtype=jnp.float32)
 
 
 def _n_of_m_report(params: Any, mask: Any, n_of_m: Any) -> dict[str, jax.Array]:
     if not (isinstance(n_of_m, tuple) and len(n_of_m) == 3):
         raise TypeError(f"`n_of_m` must be a tuple (n, m, axis), got {n_of_m!r}")
     n, m, axis = n_of_m
-    blocks = _structures.Blocks(m, axis=axis)
+    _checks.check_number("n_of_m[0] (n)", n, _checks.at_least(0), integer=True, scalar=True)
+    _checks.check_number("n_of_m[1] (m)", m, _checks.at_least(1), integer=True, scalar=True)
+    if n > m:
+        raise ValueError(f"`n_of_m`: n must be at most m, got {n_of_m!r}")
+    blocks = _structures.Blocks(int(m), axis=axis)
     out = {}
     for name, x in _selected(params, mask):
-        lay = blocks.layout(tuple(jnp.shape(x)))
+        lay = _structures.layouts([blocks], [x], [name], "n_of_m")[0]
+        assert lay is not None
         count = jnp.sum((jnp.asarray(x) != 0).reshape(lay.split), axis=lay.reduce)
-        out[name + ":n_of_m"] = jnp.mean(count <= n, dtype=jnp.float32)
+        out[name + ":n_of_m"] = _fraction(count <= n)
     return out

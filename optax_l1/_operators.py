@@ -68,8 +68,8 @@ def _group_shrink(z: jax.Array, t: Any, lay: _structures.Layout, sq: jax.Array) 
     # t == 0 is the identity, also for a group whose squared norm underflowed to 0. A NaN
     # entry (NaN norm) or threshold makes the group NaN: never a silently pruned group.
     dead = (n <= t) & (t != 0)
-    scale = jnp.where(dead, 0.0, scale).astype(z.dtype)
-    return z * _structures.expand(lay, scale, z.shape)
+    out = z * _structures.expand(lay, scale.astype(z.dtype), z.shape)
+    return jnp.where(_structures.expand(lay, dead, z.shape), jnp.zeros_like(z), out)  # +0.0
 
 
 # ----------------------------------------------------------------------------- pytrees
@@ -252,7 +252,7 @@ def group_threshold_tree(tree: Any, threshold: Any, *, structure: Any) -> Any:
         jnp.asarray(x).astype(_tree.compute_dtype(jnp.asarray(x).dtype)) if ok else None
         for x, ok in zip(leaves, live, strict=True)
     ]
-    lays = _structures.layouts(sts, zs)
+    lays = _structures.layouts(sts, zs, _structures.leaf_names(tree))
     sqs = _structures.coupled_sq_norms(sts, lays, zs)
     out = [
         x

@@ -106,7 +106,7 @@ def group_l1_penalty(
         jnp.asarray(z).astype(_tree.compute_dtype(jnp.asarray(z).dtype)) if ok else None
         for z, ok in zip(leaves, live, strict=True)
     ]
-    lays = _structures.layouts(sts, zs)
+    lays = _structures.layouts(sts, zs, _structures.leaf_names(params))
     sqs = _structures.coupled_sq_norms(sts, lays, zs)
     total, seen = jnp.zeros((), jnp.float32), set()
     for st, w, sq, z in zip(sts, weights, sqs, zs, strict=True):

@@ -101,11 +101,13 @@ def rank_projection(tree: Any, rank: int) -> Any:
 
 def matrix_rank(x: jax.Array) -> jax.Array:
     """The numerical rank of each matrix: singular values above ``max(m, n) * eps * s_max``
-    (NumPy's default tolerance, in the leaf's compute dtype)."""
+    (NumPy's default tolerance, with the ``eps`` of the leaf's own dtype)."""
     z = jnp.asarray(x)
     _matrix(z, "rank")
+    if z.size == 0:
+        return jnp.zeros(z.shape[:-2], jnp.int32)
+    eps = jnp.finfo(z.dtype).eps  # the leaf's own precision: bf16 values are bf16-rounded
     z = z.astype(_tree.compute_dtype(z.dtype))
     s = jnp.linalg.svd(z, compute_uv=False)
-    eps = jnp.finfo(jnp.real(z).dtype).eps
     tol = max(z.shape[-2:]) * eps * jnp.max(s, axis=-1, keepdims=True)
     return jnp.sum(s > tol, axis=-1)

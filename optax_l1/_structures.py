@@ -71,16 +71,27 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _int_axis(axis: Any) -> None:
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"`axis` must be one int here, got {axis!r}")
+
+
 def _check_couple(couple: Any) -> None:
     if couple is not None and not isinstance(couple, str):
         raise TypeError(f"`couple` must be a str label or None, got {couple!r}")
 
 
 class Layout(NamedTuple):
-    """A leaf seen as groups: reshaped to ``split``, a group is a slice over ``reduce``."""
+    """A leaf seen as groups: reshaped to ``split``, a group is a slice over ``reduce``;
+    ``origin[i]`` is the leaf axis that split axis ``i`` comes from (None: the same)."""
 
     split: tuple[int, ...]
     reduce: tuple[int, ...]
+    origin: tuple[int, ...] | None = None
+
+    @property
+    def origins(self) -> tuple[int, ...]:
+        return tuple(range(len(self.split))) if self.origin is None else self.origin
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -114,15 +125,17 @@ class Structure:
         return Layout(tuple(shape), ())
 
     def _split(self, shape: tuple[int, ...], axis: int, parts: tuple[int, ...]) -> Layout:
-        """``shape`` with ``axis`` split into ``parts`` (their product is its length)."""
+        """``shape`` with ``axis`` split into ``(shape[axis] // prod(parts), *parts)``."""
         ax = normalize_axis(axis, len(shape))[0]
-        if math.prod(parts) != shape[ax]:
+        per = math.prod(parts)
+        if shape[ax] % per:
             raise ValueError(
                 f"{self!r}: axis {axis} of a leaf of shape {tuple(shape)} has length "
-                f"{shape[ax]}, which does not split into {' x '.join(map(str, parts))}"
+                f"{shape[ax]}, not a multiple of {per}"
             )
-        split = (*shape[:ax], *parts, *shape[ax + 1 :])
-        return Layout(split, ())
+        split = (*shape[:ax], shape[ax] // per, *parts, *shape[ax + 1 :])
+        origin = (*range(ax), *([ax] * (len(parts) + 1)), *range(ax + 1, len(shape)))
+        return Layout(split, (), origin)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -132,7 +145,7 @@ class Elements(Structure):
     Examples:
       >>> import optax_l1
       >>> optax_l1.Elements().layout((3, 4))
-      Layout(split=(3, 4), reduce=())
+      Layout(split=(3, 4), reduce=(), origin=None)
     """
 
 
@@ -166,7 +179,7 @@ class Blocks(Structure):
     Examples:
       >>> import optax_l1
       >>> optax_l1.Blocks(4, axis=0).layout((8, 3))
-      Layout(split=(2, 4, 3), reduce=(1,))
+      Layout(split=(2, 4, 3), reduce=(1,), origin=(0, 0, 1))
     """
 
     size: int
@@ -175,12 +188,12 @@ class Blocks(Structure):
     def __post_init__(self):
         super().__post_init__()
         _positive_int("size", self.size)
+        _int_axis(self.axis)
 
     def layout(self, shape: tuple[int, ...]) -> Layout:
         ax = normalize_axis(self.axis, len(shape))[0]
-        parts = (shape[ax] // self.size if shape[ax] % self.size == 0 else -1, self.size)
-        split = self._split(shape, ax, parts).split
-        return Layout(split, (ax + 1,))
+        lay = self._split(shape, ax, (self.size,))
+        return lay._replace(reduce=(ax + 1,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,14 +222,20 @@ class Heads(Structure):
         super().__post_init__()
         _positive_int("num_heads", self.num_heads)
         _positive_int("parts", self.parts)
+        _int_axis(self.axis)
 
     def layout(self, shape: tuple[int, ...]) -> Layout:
         ax = normalize_axis(self.axis, len(shape))[0]
         per = self.parts * self.num_heads
-        head_dim = shape[ax] // per if shape[ax] % per == 0 else -1
-        split = self._split(shape, ax, (self.parts, self.num_heads, head_dim)).split
+        if shape[ax] % per:
+            raise ValueError(
+                f"{self!r}: axis {self.axis} of a leaf of shape {tuple(shape)} has length "
+                f"{shape[ax]}, not a multiple of parts x num_heads = {per}"
+            )
+        split = (*shape[:ax], self.parts, self.num_heads, shape[ax] // per, *shape[ax + 1 :])
+        origin = (*range(ax), ax, ax, ax, *range(ax + 1, len(shape)))
         keep = ax + 1  # the head index
-        return Layout(split, tuple(i for i in range(len(split)) if i != keep))
+        return Layout(split, tuple(i for i in range(len(split)) if i != keep), origin)
 
 
 # ----------------------------------------------------------------------------- operations
@@ -258,15 +277,42 @@ def resolve(name: str, structure: Any, tree: Any, selected: Sequence[bool]) -> l
                 f"`{name}` must be a Structure, a pytree prefix of Structures (or None), or "
                 f"a callable returning one; got a leaf {bad!r}"
             )
+    if not isinstance(structure, Structure):
+        for s, sel in zip(flat, selected, strict=True):
+            if s is not None and s.couple is not None and not sel:
+                raise ValueError(
+                    f"`{name}`: a leaf labelled `couple`={s.couple!r} is not regularized "
+                    "(masked out, None or not a float array): a coupled group must see all "
+                    "its leaves; drop the label there or include the leaf"
+                )
     return [s if sel else None for s, sel in zip(flat, selected, strict=True)]
 
 
-def layouts(structures: Sequence[Any], leaves: Sequence[Any]) -> list[Layout | None]:
-    """Each leaf's layout under its structure (None where there is none)."""
-    return [
-        None if s is None or x is None else s.layout(tuple(jnp.shape(x)))
-        for s, x in zip(structures, leaves, strict=True)
-    ]
+def layouts(
+    structures: Sequence[Any],
+    leaves: Sequence[Any],
+    names: Sequence[str] | None = None,
+    arg: str = "structure",
+) -> list[Layout | None]:
+    """Each leaf's layout under its structure (None where there is none); a structure that
+    does not fit its leaf raises, naming the leaf (``names``: their paths)."""
+    out = []
+    for i, (s, x) in enumerate(zip(structures, leaves, strict=True)):
+        if s is None or x is None:
+            out.append(None)
+            continue
+        try:
+            out.append(s.layout(tuple(jnp.shape(x))))
+        except ValueError as e:
+            where = f"leaf {names[i]!r}" if names is not None else f"leaf {i}"
+            raise ValueError(f"`{arg}` at {where}: {e}") from None
+    return out
+
+
+def leaf_names(tree: Any) -> list[str]:
+    """The '/'-joined path of every leaf of ``tree`` (None leaves included)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_tree.is_none)[0]
+    return [_masks.path_name(p) for p, _ in flat]
 
 
 def check_coupled(structures: Sequence[Any], lays: Sequence[Layout | None]) -> None:

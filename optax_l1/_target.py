@@ -167,8 +167,9 @@ def _threshold(
     NaN score is not zeroed (it stays visible in the weights).
 
     ``scores`` (one array per leaf, None for a leaf counted elsewhere) is called inside the
-    search's branch, so a step without a search never computes them; the zero count comes
-    with the selection (one more pass only with ``smoothing``).
+    search's branch, so a step without a search never computes entry scores (group norms
+    are computed on every step); the zero count comes with
+    the selection (one more pass only with ``smoothing``).
     """
     n = sum(units.sizes)
     if n >= 2**31:
@@ -229,17 +230,19 @@ def _shrink(
     return y if d is None else jnp.where(dead, jnp.zeros_like(y), y)
 
 
-def _erk_ratios(shapes: list[tuple[int, ...]], target: float) -> list[float]:
-    """Each leaf's share of ``target`` under Erdos-Renyi-Kernel allocation (Evci et al.
-    2020): density proportional to ``sum(shape) / prod(shape)``, the densest capped at 1
-    and the rest rescaled so that the total zero fraction is ``target``."""
-    sizes = [math.prod(sh) for sh in shapes]
-    raw = [sum(sh) / n for sh, n in zip(shapes, sizes, strict=True)]
+def _erk_ratios(shapes: list[tuple[int, ...]], sizes: list[int], target: float) -> list[float]:
+    """Each unit's share of ``target`` under Erdos-Renyi-Kernel allocation (Evci et al.
+    2020): density proportional to ``sum(shape) / prod(shape)`` of its leaf (1 for a
+    scalar), the densest capped at 1 and the rest rescaled so that the zeros are
+    ``target`` of all ``sizes`` (entries, or groups with a group structure)."""
+    raw = [sum(sh) / math.prod(sh) if sh else 1.0 for sh in shapes]
     dense: set[int] = set()
+    scale = 0.0
     while True:
         free = [i for i in range(len(sizes)) if i not in dense]
         budget = (1 - target) * sum(sizes) - sum(sizes[i] for i in dense)
-        scale = budget / sum(raw[i] * sizes[i] for i in free) if free else 0.0
+        weight = sum(raw[i] * sizes[i] for i in free)
+        scale = budget / weight if weight > 0 else 0.0
         over = [i for i in free if scale * raw[i] > 1]
         if not over:
             break
@@ -279,7 +282,7 @@ def _units(sts: list[Any], lays: list[Any], shapes: list[Any], cfg: _Config) -> 
         if target is None:
             raise ValueError("`allocation='erk'` needs a concrete `target` (it sets the shares)")
         kept = [tuple(sh) for sh, c in zip(shapes, counted, strict=True) if c]
-        ratios = _erk_ratios(kept, target)
+        ratios = _erk_ratios(kept, sizes, target)
     return _Units(of_leaf, counted, sizes, ratios)
 
 
@@ -315,7 +318,7 @@ def _target_prox(
             )
         if isinstance(cfg.allocation, _structures.Blocks):
             return _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg)
-        lays = _structures.layouts(live, w_leaves)
+        lays = _structures.layouts(live, w_leaves, _structures.leaf_names(z))
         shapes = [
             None if lay is None else jnp.shape(w) for w, lay in zip(w_leaves, lays, strict=True)
         ]
@@ -337,7 +340,9 @@ def _target_prox(
             tau if cfg.allocation == "global" or u is None else tau[u] for u in units.of_leaf
         ]
         new = [
-            None if x is None else _shrink(x, w, d, t, cfg.shrink, None if g is None else (lay, g))
+            x
+            if x is None or lay is None  # not regularized, or a zero-size leaf
+            else _shrink(x, w, d, t, cfg.shrink, None if g is None else (lay, g))
             for x, w, d, t, lay, g in zip(
                 z_leaves, w_leaves, d_leaves, per_leaf, lays, grids, strict=True
             )
@@ -354,6 +359,8 @@ def _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg: _
     blocks = cfg.allocation
     if not all(_plain(s) for s in live):
         raise ValueError("a `Blocks` allocation (N:M) zeroes entries: give no group `structure`")
+    names = _structures.leaf_names(z_def.unflatten(z_leaves))
+    _structures.layouts([blocks if st else None for st in live], w_leaves, names, "allocation")
     k = jnp.floor(phase.scheduled * blocks.size).astype(jnp.int32)
     n, zeros, new = 0, jnp.int32(0), []
     for x, w, d, st in zip(z_leaves, w_leaves, d_leaves, live, strict=True):
@@ -398,14 +405,14 @@ def _group_grids(sts, lays, w_leaves, d_leaves, dtype) -> list[jax.Array | None]
     plain = [lay is None or _plain(st) for st, lay in zip(sts, lays, strict=True)]
     if all(plain):
         return [None] * len(sts)
-    weighted = [
-        None if p else (w if d is None else w * d).astype(dtype)
+    weighted = [  # complex entries keep their modulus: sq_norms takes |x|^2
+        None if p else (w if d is None else w * d)
         for w, d, p in zip(w_leaves, d_leaves, plain, strict=True)
     ]
     sqs = _structures.coupled_sq_norms(
         sts, [None if p else lay for lay, p in zip(lays, plain, strict=True)], weighted
     )
-    return [None if sq is None else _structures.safe_sqrt(sq) for sq in sqs]
+    return [None if sq is None else _structures.safe_sqrt(sq.astype(dtype)) for sq in sqs]
 
 
 def _check_shrink(sts: list[Any], cfg: _Config) -> None:
@@ -531,7 +538,7 @@ def _units_of(params: Any, cfg: _Config, mask: Any) -> _Units:
         for p, m in zip(leaves, keep, strict=True)
     ]
     sts = _structures_of(params, cfg, selected)
-    lays = _structures.layouts(sts, leaves)
+    lays = _structures.layouts(sts, leaves, _structures.leaf_names(params))
     return _units(sts, lays, [None if p is None else jnp.shape(p) for p in leaves], cfg)
 
 
@@ -588,6 +595,16 @@ def _poison(aligned: _tree.Aligned, out: Any, bad: jax.Array | None) -> Any:
     return aligned.merge([jnp.where(bad, jnp.nan, u) if sel else None for u, sel in leaves])
 
 
+def _check_n_of_m(cfg: _Config) -> None:
+    """What a ``Blocks`` allocation (a rank within each block, no threshold) cannot do."""
+    if cfg.shrink != "hard":
+        raise ValueError("`allocation=Blocks(...)` (N:M) zeroes entries: use `shrink='hard'`")
+    if not _checks.is_literal_zero(cfg.smoothing):
+        raise ValueError("`allocation=Blocks(...)` (N:M) has no threshold to smooth: `smoothing=0`")
+    if cfg.allocation.couple is not None:
+        raise ValueError("`allocation=Blocks(...)` takes no `couple` label (blocks are per leaf)")
+
+
 def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
     _checks.check_number("target", cfg.target, _checks.FRACTION, scalar=True)
     _checks.check_number(
@@ -612,6 +629,8 @@ def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
     _checks.check_choice("shrink", cfg.shrink, _SHRINKS)
     if not isinstance(cfg.allocation, _structures.Blocks):
         _checks.check_choice("allocation", cfg.allocation, _ALLOCATIONS)
+    else:
+        _check_n_of_m(cfg)
     if cfg.allocation == "erk" and _checks.scalar_value(cfg.target) is None:
         raise ValueError("`allocation='erk'` needs a concrete `target` (it sets each share)")
     if optimizer is not None:

@@ -91,9 +91,9 @@ def test_layout_forms_the_groups_the_loops_list(structure, shape):
 @pytest.mark.parametrize(
     "structure, shape, match",
     [
-        (optax_l1.Blocks(4, axis=0), (6, 3), "does not split into"),
-        (optax_l1.Heads(4, axis=1), (5, 6), "does not split into"),
-        (optax_l1.Heads(2, axis=1, parts=3), (5, 8), "does not split into"),
+        (optax_l1.Blocks(4, axis=0), (6, 3), "not a multiple of"),
+        (optax_l1.Heads(4, axis=1), (5, 6), "not a multiple of"),
+        (optax_l1.Heads(2, axis=1, parts=3), (5, 8), "not a multiple of"),
         (optax_l1.Groups(2), (3, 4), "does not exist"),
     ],
 )
@@ -395,3 +395,53 @@ def test_a_leaf_without_a_structure_is_not_touched(latent):
     for k in ("b2", "k3"):
         np.testing.assert_allclose(out[k], p[k] - 0.01 * (1 + 2 + 3) * 0.1, rtol=1e-5)
     assert float(state.sparsity) == 0.5
+
+
+# ----------------------------------------------------------------------------- edge cases
+
+
+def test_edge_cases_found_in_review():
+    # A zero-size leaf next to per-leaf thresholds.
+    p = {"a": _mlp()["k1"], "z": jnp.ones((0, 8)), "c": jnp.arange(1.0, 4.0)}
+    out, state = _target_run(p, allocation="uniform", latent=False)
+    assert out["z"].shape == (0, 8) and state.threshold.shape == (2,)
+    # Complex groups are scored by their modulus, as the group prox does.
+    w = {"w": jnp.array([[10j, 1], [10j, 1]], jnp.complex64)}
+    out, _ = _target_run(w, structure=optax_l1.Groups(0), latent=False)
+    assert np.all(np.asarray(out["w"])[:, 1] == 0) and np.all(np.asarray(out["w"])[:, 0] != 0)
+    # ERK with a group structure shares the groups (the target counts groups).
+    key_a, key_b = jax.random.split(jax.random.PRNGKey(4))
+    p = {"a": jax.random.normal(key_a, (8, 64)), "b": jax.random.normal(key_b, (256, 16))}
+    _, state = _target_run(p, structure=optax_l1.Groups(0), allocation="erk", latent=False)
+    assert abs(float(state.sparsity) - 0.5) < 0.05
+    _target_run({"a": jnp.ones((1, 1)), "s": jnp.ones(())}, allocation="erk")  # no 1/0
+    # N:M has no threshold: soft shrink and smoothing are refused, not ignored.
+    blocks = optax_l1.Blocks(4, axis=0)
+    for kw in (dict(shrink="soft"), dict(smoothing=0.5)):
+        with pytest.raises(ValueError, match="N:M"):
+            optax_l1.sparsity_target(0.5, ramp_steps=1, allocation=blocks, **kw)
+    with pytest.raises(TypeError, match="`axis` must be one int"):
+        optax_l1.Blocks(4, axis=(1, 0))  # pyright: ignore[reportArgumentType]
+    # The group prox lands on +0.0, as the elementwise one does.
+    out = optax_l1.group_soft_threshold(jnp.array([[-0.1, 3.0], [0.1, 4.0]]), 1.0, axis=0)
+    assert not np.any(np.signbit(np.asarray(out)[:, 0]))
+    # A coupled label on a masked-out leaf would leave the group incomplete: refused.
+    with pytest.raises(ValueError, match="not regularized"):
+        optax_l1.group_l1_penalty(
+            _mlp(), 1.0, structure=_mlp_units(), mask={"k1": True, "b1": False, "k2": True}
+        )
+
+
+def test_compact_edge_cases_and_ranks_of_low_precision_leaves():
+    p = {"k1": jnp.zeros((3, 1)), "b1": jnp.zeros(1), "k2": jnp.zeros((1, 2))}
+    small, kept = optax_l1.compact(p, _mlp_units())  # a width-1 layer, all dead
+    assert kept["h"].size == 0 and small["k1"].shape == (3, 0) and small["k2"].shape == (0, 2)
+    fold = optax_l1.Fold("h", bias="b1", weights="k2", next_bias="b2", activation=jax.nn.relu)
+    only = {"b1": optax_l1.Elements(couple="h"), "k2": optax_l1.Groups(1, couple="h"), "b2": None}
+    p = {"b1": jnp.ones(3), "k2": jnp.ones((3, 2)), "b2": jnp.zeros(2)}
+    small, kept = optax_l1.compact(p, only, fold=[fold])  # no incoming leaf: all constant
+    np.testing.assert_allclose(small["b2"], [3.0, 3.0])
+    assert kept["h"].size == 0
+    w = optax_l1.rank_projection(jax.random.normal(jax.random.PRNGKey(0), (50, 50)), 1)
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+        assert float(optax_l1.sparsity_report({"w": w.astype(dtype)}, rank=True)["w:rank"]) == 1.0
