@@ -113,7 +113,7 @@ def two_layer_units() -> tuple[dict[str, Any], dict[str, Any]]:
     return first, second
 
 
-def run(params: dict[str, Any], data, args) -> str:
+def run(params: dict[str, Any], data, args) -> dict[str, Any]:
     x_tr, y_tr, x_te, y_te = data
     first, second = two_layer_units()
     # One sparsity_target per hidden layer, each on its own coupled units. Dense_1 is in

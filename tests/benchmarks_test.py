@@ -243,3 +243,6 @@ def test_structures_quick(tmp_path):
             )
     assert runs[("units", "gradual")]["zeros"] == runs[("units", "one-shot")]["zeros"]
     assert "| 2:4 | 50.0% |" in stdout
+    for fmt in ("elements", "2:4"):  # BCOO of 90% zeros, packed 2:4: smaller, same product
+        e = out["export"][fmt]
+        assert e["stored_bytes"] < e["dense_bytes"] and e["max_rel_err"] < 1e-5
