@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -445,3 +445,44 @@ def test_compact_edge_cases_and_ranks_of_low_precision_leaves():
     w = optax_l1.rank_projection(jax.random.normal(jax.random.PRNGKey(0), (50, 50)), 1)
     for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
         assert float(optax_l1.sparsity_report({"w": w.astype(dtype)}, rank=True)["w:rank"]) == 1.0
+
+
+# ----------------------------------------------------------------------------- feasibility
+
+kernels = hnp.arrays(
+    np.float32, (8, 6), elements=st.floats(-4, 4, width=32, allow_subnormal=False), unique=True
+)  # XLA on CPU flushes subnormals to zero
+
+
+@settings(max_examples=20)  # eager transform calls: each example runs two updates
+@given(kernels, st.sampled_from([(1, 4), (2, 4), (3, 4), (1, 2), (4, 8)]))
+def test_n_of_m_constraint_is_feasible_and_keeps_the_largest(w, nm):
+    """After the ramp every block has at most n non-zeros, and the kept entries are the
+    block's n largest magnitudes (latent=False, no update: the N:M projection)."""
+    n, m = nm
+    tx = optax_l1.sparsity_target(
+        1 - n / m, ramp_steps=1, allocation=optax_l1.Blocks(m, axis=0), latent=False
+    )
+    p, state = jnp.asarray(w), tx.init(jnp.asarray(w))
+    for _ in range(2):
+        u, state = tx.update(jnp.zeros_like(p), state, p)
+        p = optax.apply_updates(p, u)
+    blocks = np.asarray(p).reshape(8 // m, m, 6)
+    assert ((blocks != 0).sum(1) <= n).all()
+    np.testing.assert_array_equal(p, optax_l1.n_of_m_projection(jnp.asarray(w), n, m, axis=0))
+
+
+@settings(max_examples=20)
+@given(kernels, st.floats(0.05, 0.95))
+def test_group_constraint_zeroes_exactly_the_smallest_groups(w, s):
+    tx = optax_l1.sparsity_target(s, ramp_steps=1, structure=optax_l1.Groups(0), latent=False)
+    p, state = jnp.asarray(w), tx.init(jnp.asarray(w))
+    for _ in range(2):
+        u, state = tx.update(jnp.zeros_like(p), state, p)
+        p = optax.apply_updates(p, u)
+    norms = np.linalg.norm(w.astype(np.float64), axis=0)
+    k = min(int(np.floor(np.float32(s) * 6)), 5)
+    dead = np.all(np.asarray(p) == 0, axis=0)
+    assert dead.sum() == k
+    assert set(np.flatnonzero(dead)) == set(np.argsort(norms)[:k])
+    np.testing.assert_array_equal(np.asarray(p)[:, ~dead], w[:, ~dead])  # survivors untouched
