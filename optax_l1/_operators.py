@@ -68,8 +68,9 @@ def _group_shrink(z: jax.Array, t: Any, lay: _structures.Layout, sq: jax.Array) 
     # t == 0 is the identity, also for a group whose squared norm underflowed to 0. A NaN
     # entry (NaN norm) or threshold makes the group NaN: never a silently pruned group.
     dead = (n <= t) & (t != 0)
-    out = z * _structures.expand(lay, scale.astype(z.dtype), z.shape)
-    return jnp.where(_structures.expand(lay, dead, z.shape), jnp.zeros_like(z), out)  # +0.0
+    zs = z.reshape(lay.split)  # in the blocked view: broadcasts, no expanded copy
+    out = jnp.where(dead, jnp.zeros_like(zs), zs * scale.astype(z.dtype))  # +0.0 when dead
+    return out.reshape(z.shape)
 
 
 # ----------------------------------------------------------------------------- pytrees

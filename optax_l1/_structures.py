@@ -21,6 +21,7 @@ compaction read structures through the functions here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from optax_l1 import _checks, _masks, _tree
 
@@ -241,10 +243,23 @@ class Heads(Structure):
 # ----------------------------------------------------------------------------- operations
 
 
+_UNROLL = 8  # a reduced axis this short is summed slice by slice (fuses on XLA's CPU)
+
+
 def sq_norms(layout: Layout, x: jax.Array) -> jax.Array:
-    """The squared 2-norm of each group of ``x`` (shape ``layout.grid``)."""
+    """The squared 2-norm of each group of ``x`` (shape ``layout.grid``).
+
+    A single short reduced axis (a block of up to 8) is summed as a static sum of slices,
+    which XLA fuses into one pass (a reduction over a short middle axis measured 1.25x
+    slower on CPU).
+    """
     x = x.reshape(layout.split)
-    return jnp.sum(jnp.real(x * jnp.conj(x)), axis=layout.reduce, keepdims=True)
+    sq = jnp.real(x * jnp.conj(x))
+    if len(layout.reduce) == 1 and layout.split[layout.reduce[0]] <= _UNROLL:
+        ax = layout.reduce[0]
+        parts = [lax.slice_in_dim(sq, i, i + 1, axis=ax) for i in range(layout.split[ax])]
+        return functools.reduce(jnp.add, parts)
+    return jnp.sum(sq, axis=layout.reduce, keepdims=True)
 
 
 def safe_sqrt(sq: jax.Array) -> jax.Array:
