@@ -99,10 +99,6 @@ CHILD = textwrap.dedent(
     txs["target_units"] = optax.chain(
         optax.adam(lr), optax_l1.sparsity_target(0.5, ramp_steps=3, structure=units)
     )
-    txs["target_uniform"] = optax.chain(
-        optax.adam(lr),
-        optax_l1.sparsity_target(0.7, ramp_steps=3, allocation="uniform", mask=kernels),
-    )
     txs["target_n_of_m"] = optax.chain(
         optax.adam(lr),
         optax_l1.sparsity_target(
@@ -198,7 +194,7 @@ def test_child_sees_eight_devices(result):
     assert result["n_devices"] == 8
 
 
-TXS = ["adam_l1", "adam_group", "adam_coupled", "target_units", "target_uniform", "target_n_of_m"]
+TXS = ["adam_l1", "adam_group", "adam_coupled", "target_units", "target_n_of_m"]
 
 
 @pytest.mark.parametrize("tx", TXS)

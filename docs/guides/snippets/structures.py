@@ -39,13 +39,20 @@ params = {
 }
 tx = optax.chain(
     optax.adamw(1e-3),
-    optax_l1.sparsity_target(0.75, ramp_steps=100, structure=unit),  # 3/4 units off
+    optax_l1.sparsity_target(0.75, ramp_steps=10, structure=unit),  # 3/4 units off
 )
-state = tx.init(params)
-grads = jax.tree.map(jnp.zeros_like, params)
-for _ in range(101):
+
+
+@jax.jit
+def step(params, state):
+    grads = jax.tree.map(jnp.zeros_like, params)  # your loss's gradient here
     updates, state = tx.update(grads, state, params)
-    params = optax.apply_updates(params, updates)
+    return optax.apply_updates(params, updates), state
+
+
+state = tx.init(params)
+for _ in range(11):
+    params, state = step(params, state)
 print(optax_l1.sparsity_report(params, structure=unit)["couple:h"])  # 0.75
 # [end coupled]
 
@@ -95,11 +102,12 @@ assert jnp.allclose(mlp(params, x), mlp(small, x), atol=1e-5)
 w = {"kernel": jax.random.normal(jax.random.key(3), (16, 8))}
 tx = optax.chain(
     optax.adam(1e-3),
-    optax_l1.sparsity_target(0.5, ramp_steps=50, allocation=optax_l1.Blocks(4, axis=0)),
+    optax_l1.sparsity_target(0.5, ramp_steps=10, allocation=optax_l1.Blocks(4, axis=0)),
 )
 state = tx.init(w)
-for _ in range(51):
-    updates, state = tx.update(jax.tree.map(jnp.zeros_like, w), state, w)
+step = jax.jit(lambda w, state: tx.update(jax.tree.map(jnp.zeros_like, w), state, w))
+for _ in range(11):
+    updates, state = step(w, state)
     w = optax.apply_updates(w, updates)
 print(optax_l1.sparsity_report(w, n_of_m=(2, 4, 0))["kernel:n_of_m"])  # 1.0: all 2:4
 
