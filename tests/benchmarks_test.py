@@ -216,13 +216,10 @@ def test_gpu_script_names_only_scripts_and_flags_that_exist():
 
 
 def test_compaction_quick(tmp_path):
-    stdout, out = run_script("compaction", tmp_path, timeout=300)
+    # The MLP half is examples/compact_mlp.py's run, smoke-tested in examples_test.py.
+    stdout, out = run_script("compaction", tmp_path, "--models", "transformer", timeout=300)
     assert_header(stdout, "compaction")
-    for r in out["mlp"]:
-        s = r["structured"]
-        assert s["accuracy"][0] == s["accuracy"][1] and s["same"] == 1.0
-        assert s["max_diff"] <= 1e-5 * s["scale"]
-        assert s["params"][1] < s["params"][0] / 4  # 3/4 of both hidden layers gone
+    assert out["mlp"] == [] and len(out["transformer"]) == 1
     for r in out["transformer"]:
         assert r["compacted"]["heads"] == 2 and r["compacted"]["units"] == [64]
         assert r["max_diff"] <= 1e-5 * r["scale"]
@@ -231,16 +228,13 @@ def test_compaction_quick(tmp_path):
 
 
 def test_structures_quick(tmp_path):
-    stdout, out = run_script("structures", tmp_path)
+    stdout, out = run_script("structures", tmp_path, "--structures", "elements", "2:4", "units")
     assert_header(stdout, "structures")
     runs = {(r["structure"], r["arm"]): r for r in out["runs"]}
     assert runs[("2:4", "gradual")]["n_of_m"] == 1.0 == runs[("2:4", "one-shot")]["n_of_m"]
     for arm in ("gradual", "one-shot"):  # equal sparsity in both arms
-        for s in ("elements", "2:4", "blocks"):
-            assert (
-                abs(runs[(s, arm)]["zeros"] - {"elements": 0.9, "2:4": 0.5, "blocks": 0.75}[s])
-                < 0.01
-            )
+        for s in ("elements", "2:4"):
+            assert abs(runs[(s, arm)]["zeros"] - {"elements": 0.9, "2:4": 0.5}[s]) < 0.01
     assert runs[("units", "gradual")]["zeros"] == runs[("units", "one-shot")]["zeros"]
     assert "| 2:4 | 50.0% |" in stdout
     for fmt in ("elements", "2:4"):  # BCOO of 90% zeros, packed 2:4: smaller, same product

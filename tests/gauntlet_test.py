@@ -146,12 +146,6 @@ def np_coupled_units(c, t):
     return {"kernel": k * scale[None], "bias": b * scale}
 
 
-def adam_target_units(learning_rate):
-    return optax.chain(
-        optax.adam(learning_rate), optax_l1.sparsity_target(0.5, ramp_steps=20, structure=UNITS)
-    )
-
-
 def adam_target_n_of_m(learning_rate):
     target = optax_l1.sparsity_target(
         0.5,
@@ -237,7 +231,6 @@ CASES = [
         schedulable=("learning_rate", "strength"),
         minimizer=lambda c: np_coupled_units(c, 0.5),
     ),
-    Case("sparsity_target_units", adam_target_units, dict(learning_rate=0.05)),
     Case("sparsity_target_n_of_m", adam_target_n_of_m, dict(learning_rate=0.05)),
 ]
 
