@@ -248,13 +248,7 @@ def group_threshold_tree(tree: Any, threshold: Any, *, structure: Any) -> Any:
     leaves, treedef = jax.tree.flatten(tree, is_leaf=_tree.is_none)
     t = _tree.broadcast_prefix("threshold", threshold, tree)
     live = [x is not None and _tree.is_inexact(x) for x in leaves]
-    sts = _structures.resolve("structure", structure, tree, live)
-    zs = [
-        jnp.asarray(x).astype(_tree.compute_dtype(jnp.asarray(x).dtype)) if ok else None
-        for x, ok in zip(leaves, live, strict=True)
-    ]
-    lays = _structures.layouts(sts, zs, _structures.leaf_names(tree))
-    sqs = _structures.coupled_sq_norms(sts, lays, zs)
+    _, zs, lays, sqs = _structures.grouped(structure, tree, live)
     out = [
         x
         if lay is None or z is None or sq is None

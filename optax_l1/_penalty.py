@@ -101,13 +101,7 @@ def group_l1_penalty(
     weights = _tree.broadcast_prefix("strength", strength, params)
     keep = _tree.resolve_mask(mask, params)
     live = [m and z is not None and _tree.is_inexact(z) for z, m in zip(leaves, keep, strict=True)]
-    sts = _structures.resolve("structure", structure, params, live)
-    zs = [
-        jnp.asarray(z).astype(_tree.compute_dtype(jnp.asarray(z).dtype)) if ok else None
-        for z, ok in zip(leaves, live, strict=True)
-    ]
-    lays = _structures.layouts(sts, zs, _structures.leaf_names(params))
-    sqs = _structures.coupled_sq_norms(sts, lays, zs)
+    sts, zs, _, sqs = _structures.grouped(structure, params, live)
     total, seen = jnp.zeros((), jnp.float32), set()
     for st, w, sq, z in zip(sts, weights, sqs, zs, strict=True):
         if sq is None or z is None or (st.couple is not None and st.couple in seen):

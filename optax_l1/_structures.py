@@ -362,6 +362,29 @@ def coupled_sq_norms(
     ]
 
 
+class Grouped(NamedTuple):
+    """A tree's leaves seen through their structures (None where a leaf has none)."""
+
+    structures: list[Any]
+    leaves: list[Any]  # in their compute dtype (at least float32)
+    layouts: list[Layout | None]
+    sq_norms: list[jax.Array | None]  # coupled squared group norms, ``layout.grid`` shape
+
+
+def grouped(structure: Any, tree: Any, selected: Sequence[bool]) -> Grouped:
+    """Resolves ``structure`` on the ``selected`` leaves of ``tree`` and computes their
+    (coupled) squared group norms in at least float32: what the group prox and penalty
+    read."""
+    leaves = jax.tree.leaves(tree, is_leaf=_tree.is_none)
+    sts = resolve("structure", structure, tree, selected)
+    zs = [
+        jnp.asarray(x).astype(_tree.compute_dtype(jnp.asarray(x).dtype)) if ok else None
+        for x, ok in zip(leaves, selected, strict=True)
+    ]
+    lays = layouts(sts, zs, leaf_names(tree))
+    return Grouped(sts, zs, lays, coupled_sq_norms(sts, lays, zs))
+
+
 def group_counts(structures: Sequence[Any], lays: Sequence[Layout | None]) -> int:
     """The number of distinct groups: coupled groups counted once."""
     seen: set[str] = set()
