@@ -7,7 +7,7 @@ jitted with params and optimizer state donated, gradients as an input), lowered 
 inputs) and temporary sizes; the peak of one call is ``argument + output - alias + temp``.
 
     python benchmarks/memory.py           # 100M parameters, float32 and bfloat16 (about 1 min)
-    python benchmarks/memory.py --quick   # 1M parameters, float32 only (seconds)
+    python benchmarks/memory.py --quick   # 1M parameters in 4 leaves, float32 only (smoke run)
 """
 
 from __future__ import annotations
@@ -46,14 +46,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--quick", action="store_true", help="1M parameters, float32 only")
     p.add_argument("--params", type=int, default=100_000_000, help="total parameter count")
     p.add_argument("--leaves", type=int, default=100, help="leaves in the multi layout")
-    p.add_argument("--layouts", default="single,multi")
+    p.add_argument("--layouts", default=None, help="single,multi (default both; --quick: multi)")
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--strength", type=float, default=1e-4)
     p.add_argument("--json", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.params, args.leaves, args.dtypes = 1_000_000, 10, "float32"
+        args.params, args.leaves, args.dtypes = 4 * 512 * 512, 4, "float32"  # 512^2 leaves
+        args.layouts = args.layouts or "multi"
+    args.layouts = args.layouts or "single,multi"
     layouts = [s for s in args.layouts.split(",") if s]
     dtypes = [s for s in args.dtypes.split(",") if s]
     info = _common.header(

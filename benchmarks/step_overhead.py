@@ -20,7 +20,7 @@ reported against that memory floor, ``(argument bytes + output bytes) / bandwidt
 ``--diagnose`` times the pieces of the fused sgd + l1_prox loop instead.
 
     python benchmarks/step_overhead.py            # the issue's sizes (about 2-3 min, 2 cores)
-    python benchmarks/step_overhead.py --quick    # tiny sizes, a few reps (seconds)
+    python benchmarks/step_overhead.py --quick    # 3 tiny leaves, a few reps (CI smoke run)
 """
 
 from __future__ import annotations
@@ -497,7 +497,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--single-dim", type=int, default=4096, help="layout (a): one dim x dim leaf")
     p.add_argument("--leaves", type=int, default=128, help="layout (b): number of leaves")
     p.add_argument("--leaf-dim", type=int, default=256, help="layout (b): each leaf dim x dim")
-    p.add_argument("--layouts", default="single,multi", help="comma list of single,multi")
+    p.add_argument(
+        "--layouts", default=None, help="comma list of single,multi (default both; --quick: multi)"
+    )
     p.add_argument("--rows", default="", help="comma list of row names to keep (default all)")
     p.add_argument("--reps", type=int, default=30, help="interleaved A/B pairs per row")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per arm")
@@ -521,8 +523,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--json", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.single_dim, args.leaves, args.leaf_dim = 128, 8, 32
-        args.reps, args.warmup, args.min_time = 5, 1, 0.001
+        args.single_dim, args.leaves, args.leaf_dim = 128, 3, 32
+        args.reps, args.warmup, args.min_time = 3, 1, 0.001
+        args.layouts = args.layouts or "multi"  # every row compiled once: the smoke run
+    args.layouts = args.layouts or "single,multi"
     layouts = [s for s in args.layouts.split(",") if s]
     info = _common.header(
         "step_overhead",

@@ -13,6 +13,7 @@ bias first, so that the unit is zero everywhere and goes too.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -60,6 +61,60 @@ class Compacted(NamedTuple):
 
     params: Any
     kept: dict[str, np.ndarray]
+
+    def into(self, module: Any) -> Any:
+        r"""``module``, built at the new widths, holding these params.
+
+        For models whose widths are static configuration (Flax NNX, Equinox): build the
+        module at ``len(kept[label])`` (cheaply, with ``nnx.eval_shape`` or
+        ``equinox.filter_eval_shape``; its values are replaced), then ``into`` moves the
+        compacted arrays in. A Flax NNX module is updated in place (``nnx.update``) with
+        ``params``, the compacted ``nnx.State`` of ``nnx.split(model, nnx.Param)``, and
+        returned; any other pytree (an Equinox module, a dict) is returned as a copy whose
+        array leaves are those of ``params``, in order.
+
+        Raises:
+          ValueError: naming the first leaf whose shape or dtype differs from the
+            module's, or when the numbers of arrays differ.
+        """
+        nnx = sys.modules.get("flax.nnx")
+        if nnx is not None and isinstance(module, nnx.Module):
+            _check_same_arrays(nnx.split(module, nnx.Param)[1], self.params)
+            nnx.update(module, self.params)
+            return module
+        _check_same_arrays(module, self.params)
+        leaves, treedef = jax.tree.flatten(module)
+        arrays = iter(x for x in jax.tree.leaves(self.params) if _is_array(x))
+        return treedef.unflatten([next(arrays) if _is_array(x) else x for x in leaves])
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
+
+
+def _check_same_arrays(template: Any, params: Any) -> None:
+    """Raises unless ``params`` has ``template``'s arrays, shape for shape, dtype for dtype."""
+    want = [
+        (n, x)
+        for n, x in zip(
+            _structures.leaf_names(template),
+            jax.tree.leaves(template, is_leaf=_tree.is_none),
+            strict=True,
+        )
+        if _is_array(x)
+    ]
+    have = [x for x in jax.tree.leaves(params) if _is_array(x)]
+    if len(want) != len(have):
+        raise ValueError(
+            f"`module` has {len(want)} arrays and the compacted params {len(have)}: build "
+            "the module that the params came from, at the new widths"
+        )
+    for (name, w), h in zip(want, have, strict=True):
+        if tuple(w.shape) != tuple(h.shape) or w.dtype != h.dtype:
+            raise ValueError(
+                f"`module` leaf {name!r} is {w.dtype}{list(w.shape)} but the compacted params "
+                f"give {h.dtype}{list(h.shape)}: build the module at the widths in `kept`"
+            )
 
 
 def _unit_positions(
@@ -116,11 +171,12 @@ def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compac
 
     The tree keeps its structure; only leaf shapes change. Flax linen: apply the module
     built at the new width (``len(kept[label])``) to the small params. Flax NNX: compact
-    the state of ``nnx.split(model, nnx.Param)``, build the smaller module and
-    ``nnx.update`` it with that state. Equinox (widths are static fields): build the
-    smaller module and move the arrays in
-    (``jax.tree.unflatten(jax.tree.structure(arrays), jax.tree.leaves(small))``, with
-    ``arrays`` from :func:`equinox.partition`); ``tests/compact_test.py`` does all three.
+    the state of ``nnx.split(model, nnx.Param)``, build the module at the new width
+    (``nnx.eval_shape`` builds it without initializing) and :meth:`Compacted.into` it.
+    Equinox (widths are static fields): compact the arrays of
+    ``equinox.partition(model, equinox.is_array)``, build the module at the new width
+    (``equinox.filter_eval_shape``) and :meth:`Compacted.into` it;
+    ``tests/compact_test.py`` does all three.
 
     Args:
       params: a pytree of arrays (plain dicts, Flax linen params, NNX ``State``...).

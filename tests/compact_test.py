@@ -259,12 +259,17 @@ def test_flax_nnx_module_rebuilt_smaller():
         activation=jax.nn.relu,
     )
     _, state = nnx.split(model, nnx.Param)
-    small_state, kept = optax_l1.compact(state, units, fold=[fold])
-    small = MLP(5, len(kept["h"]), 3, rngs=nnx.Rngs(1))
-    nnx.update(small, small_state)
+    compacted = optax_l1.compact(state, units, fold=[fold])
+    width = len(compacted.kept["h"])
+    # Built abstractly (no initialization): into() replaces every value.
+    small = compacted.into(nnx.eval_shape(lambda: MLP(5, width, 3, rngs=nnx.Rngs(1))))
     x = jax.random.normal(jax.random.PRNGKey(8), (7, 5))
-    assert len(kept["h"]) == 4 and small.linear1.kernel[...].shape == (5, 4)
+    assert width == 4 and small.linear1.kernel[...].shape == (5, 4)
     _assert_same_outputs(model(x), small(x))
+    with pytest.raises(
+        ValueError, match=r"`module` leaf 'linear1/bias' is float32\[10\].*float32\[4\]"
+    ):
+        compacted.into(MLP(5, 10, 3, rngs=nnx.Rngs(1)))  # the old width
 
 
 def test_equinox_mlp_rebuilt_smaller():
@@ -293,10 +298,11 @@ def test_equinox_mlp_rebuilt_smaller():
     assert len(optax_l1.compact(params, units).kept["h"]) == 10  # biases are not zero
     small_params, kept = optax_l1.compact(params, units, fold=[fold])
     assert len(kept["h"]) == 4
-    template = eqx.nn.MLP(5, 3, len(kept["h"]), depth=1, key=jax.random.PRNGKey(1))
-    # The width is static metadata of eqx.nn.MLP: move the arrays into the new module.
-    arrays, static = eqx.partition(template, eqx.is_array)
-    arrays = jax.tree.unflatten(jax.tree.structure(arrays), jax.tree.leaves(small_params))
-    small = eqx.combine(arrays, static)
+    # The width is static metadata of eqx.nn.MLP: build it at the new width, move the arrays in.
+    template = eqx.filter_eval_shape(eqx.nn.MLP, 5, 3, len(kept["h"]), 1, key=jax.random.key(1))
+    small = optax_l1.Compacted(small_params, kept).into(template)
+    assert small.width_size == 4 and small.layers[0].weight.shape == (4, 5)
     x = jax.random.normal(jax.random.PRNGKey(9), (7, 5))
     _assert_same_outputs(jax.vmap(model)(x), jax.vmap(small)(x))
+    with pytest.raises(ValueError, match="`module` has 4 arrays and the compacted params 2"):
+        optax_l1.Compacted(small_params.layers[0], kept).into(template)

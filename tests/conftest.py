@@ -1,5 +1,9 @@
 """Shared test configuration: strict JAX (as optimistix does) and a tiny-example budget."""
 
+import os
+import shutil
+import tempfile
+
 import jax
 from hypothesis import settings
 
@@ -31,3 +35,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in SLOW_FILES:
             item.add_marker("slow")
+
+
+# One compilation cache per test run, shared by the xdist workers and the subprocesses they
+# start (examples, benchmarks' --quick runs): a step compiled by one test is loaded, not
+# compiled again, by the next test that compiles the same program. The directory is new and
+# empty at each run (nothing carries over between runs) and is removed at the end; a run that
+# sets JAX_COMPILATION_CACHE_DIR itself keeps its own.
+CACHE_ENV = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        config._optax_l1_cache = tempfile.mkdtemp(prefix="optax_l1_jax_cache_")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config._optax_l1_cache  # workers inherit it
+        for name, value in CACHE_ENV.items():
+            os.environ.setdefault(name, value)
+    # jax read its environment when conftest imported it: set this process's config too.
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        for name, kind in zip(CACHE_ENV, (float, int), strict=True):
+            if name in os.environ:
+                jax.config.update(name.lower(), kind(os.environ[name]))
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_optax_l1_cache", None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)

@@ -293,9 +293,14 @@ def test_the_issue_10_runaway_example():
     params = {"w": jax.random.normal(jax.random.key(0), (1000,))}
     tx = optax_l1.sparsity_target(0.5, ramp_steps=20, update_every=10, shrink="soft")
     state = tx.init(params)
-    for _ in range(60):
+
+    @jax.jit
+    def step(params, state):
         u, state = tx.update({"w": 0.01 * jnp.sin(params["w"])}, state, params)
-        params = optax.apply_updates(params, u)
+        return optax.apply_updates(params, u), state
+
+    for _ in range(60):
+        params, state = step(params, state)
         assert float(state.sparsity) <= float(state.scheduled) + 0.01
 
 
@@ -546,7 +551,9 @@ def test_benchmark_quick_mode_runs(tmp_path):
     out = tmp_path / "target_sparsity.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "target_sparsity.py"), "--quick"]
-        + ["--json", str(out)],
+        # Two of the five methods (each compiles a training loop): the library's and the
+        # baseline the table pairs against; the variants are unit-tested above.
+        + ["--methods", "sparsity_target", "gmp-global", "--json", str(out)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -557,13 +564,7 @@ def test_benchmark_quick_mode_runs(tmp_path):
     assert proc.stdout.startswith("# target_sparsity\n")
     assert "| 0.90 | sparsity_target |" in proc.stdout
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {
-        "sparsity_target",
-        "sparsity_target(optimizer=adam)",
-        "sparsity_target(shrink=soft)",
-        "gmp-layer",
-        "gmp-global",
-    }
+    assert set(results) == {"sparsity_target", "gmp-global"}
     for runs in results.values():
         (zeros, test_acc, train_acc, *_), *_ = runs["0.9"]
         assert abs(zeros - 0.9) < 0.005 and 0.5 < test_acc <= 1 and 0.5 < train_acc <= 1

@@ -1,5 +1,8 @@
 """Structures: what is zeroed together; compaction: zeros made into a smaller model."""
 
+# Flax is imported in the section of the guide that shows it:
+# ruff: noqa: E402
+
 # [start kinds]
 import jax
 import jax.numpy as jnp
@@ -95,6 +98,33 @@ print(kept["h"].size, jnp.max(jnp.abs(mlp(params, x) - mlp(small, x))))  # 8, ~1
 
 assert kept["h"].size == 8 and optax_l1.compact(params, unit).kept["h"].size == 32
 assert jnp.allclose(mlp(params, x), mlp(small, x), atol=1e-5)
+
+# [start nnx]
+# Flax NNX keeps widths in the module: compact its params, build the module at the
+# new width (abstractly: nothing is initialized) and move the small arrays into it.
+from flax import nnx
+
+
+class MLP(nnx.Module):
+    def __init__(self, width, *, rngs):
+        self.dense1 = nnx.Linear(8, width, rngs=rngs)
+        self.dense2 = nnx.Linear(width, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.dense2(jax.nn.relu(self.dense1(x)))
+
+
+model = MLP(32, rngs=nnx.Rngs(0))
+nnx.update(model, params)  # the trained params from above
+state = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # {"dense1": {"kernel": ...
+compacted = optax_l1.compact(state, unit, fold=[fold])
+width = compacted.kept["h"].size
+small_model = compacted.into(nnx.eval_shape(lambda: MLP(width, rngs=nnx.Rngs(0))))
+print(width, jnp.max(jnp.abs(model(x) - small_model(x))))  # 8, ~1e-6
+# [end nnx]
+
+assert small_model.dense1.kernel[...].shape == (8, 8)
+assert jnp.allclose(model(x), small_model(x), atol=1e-5)
 
 # [start n_of_m]
 # N:M from dense training: every block of 4 along the reduction axis ends with 2
