@@ -69,7 +69,7 @@ class Compacted(NamedTuple):
         module at ``len(kept[label])`` (cheaply, with ``nnx.eval_shape`` or
         ``equinox.filter_eval_shape``; its values are replaced), then ``into`` moves the
         compacted arrays in. A Flax NNX module is updated in place (``nnx.update``) with
-        ``params``, the compacted ``nnx.State`` of ``nnx.split(model, nnx.Param)``, and
+        ``params`` (the compacted ``nnx.state(model, nnx.Param)``, or its pure dict) and
         returned; any other pytree (an Equinox module, a dict) is returned as a copy whose
         array leaves are those of ``params``, in order.
 
