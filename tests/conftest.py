@@ -42,9 +42,9 @@ def pytest_collection_modifyitems(config, items):
 # compiled again, by the next test that compiles the same program. The directory is new and
 # empty at each run (nothing carries over between runs) and is removed at the end; a run that
 # sets JAX_COMPILATION_CACHE_DIR itself keeps its own.
-CACHE_ENV = {
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+CACHE_CONFIG = {  # cache every program, however small or quick to compile
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_persistent_cache_min_entry_size_bytes": 0,
 }
 
 
@@ -52,14 +52,14 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         config._optax_l1_cache = tempfile.mkdtemp(prefix="optax_l1_jax_cache_")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = config._optax_l1_cache  # workers inherit it
-        for name, value in CACHE_ENV.items():
-            os.environ.setdefault(name, value)
+        for name, value in CACHE_CONFIG.items():
+            os.environ.setdefault(name.upper(), str(value))
     # jax read its environment when conftest imported it: set this process's config too.
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-        for name, kind in zip(CACHE_ENV, (float, int), strict=True):
-            if name in os.environ:
-                jax.config.update(name.lower(), kind(os.environ[name]))
+        for name, value in CACHE_CONFIG.items():
+            if name.upper() in os.environ:
+                jax.config.update(name, type(value)(os.environ[name.upper()]))
 
 
 def pytest_unconfigure(config):
