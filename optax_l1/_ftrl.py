@@ -37,9 +37,16 @@ def _ftrl_leaf(g, w, n, z, *, lr, l1, l2, shrinkage, power, beta):
 
     # Saturate rather than overflow: a finite gradient whose square exceeds the dtype (1e20 in
     # float32) would make n' inf and w NaN; optax.adagrad stays finite there. NaN stays NaN.
-    n_new = jnp.minimum(n + g * g, jnp.finfo(n.dtype).max)
-    sigma = (pow_(n_new) - pow_(n)) / lr
-    z_new = z + (g + 2 * shrinkage * w) - sigma * w
+    def accumulate(n, g):
+        return jnp.minimum(n + g * g, jnp.finfo(n.dtype).max)
+
+    z_new = z + (g + 2 * shrinkage * w) - (pow_(accumulate(n, g)) - pow_(n)) / lr * w
+    # XLA keeps an expensive op with two consumers (pow(n')) as a full-size buffer; the barrier
+    # stops CSE merging the two pow(n') so each fusion recomputes it from n (one temporary,
+    # the copy of n, instead of two). XLA:CPU strips the barrier before fusion, so it cannot
+    # also order the in-place write of n' after the last read of n.
+    z_new, n, g = jax.lax.optimization_barrier((z_new, n, g))
+    n_new = accumulate(n, g)
     quadratic = (pow_(n_new) + beta) / lr + 2 * l2
     clipped = jnp.clip(z_new, -l1, l1)
     pre_shrink = (clipped - z_new) / jnp.where(clipped == z_new, 1.0, quadratic)
