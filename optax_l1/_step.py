@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from optax_l1 import _tree
 
@@ -67,14 +68,17 @@ def _as_input_dtype(name: str, result: Any, z: jax.Array) -> jax.Array:
             f"`{name}`: the proximal operator returned {result.dtype} values for real "
             f"{z.dtype} params"
         )
-    return result.astype(z.dtype)
+    return _tree.as_dtype(result, z.dtype)
 
 
 def _landing(new_z: Any, p: Any, u: Any) -> jax.Array:
     """``new_z - p`` in a dtype that keeps ``p + (-p) == 0``: never narrower than params."""
     out_dtype = jnp.promote_types(jnp.result_type(u), jnp.result_type(p))
     new_z = jnp.asarray(new_z)
-    return (new_z - jnp.asarray(p, new_z.dtype)).astype(out_dtype)
+    p = _tree.as_dtype(p, new_z.dtype)
+    if p.shape != new_z.shape:
+        return (new_z - p).astype(out_dtype)
+    return _tree.as_dtype(lax.sub(new_z, p), out_dtype)
 
 
 def prox_update(
