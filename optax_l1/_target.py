@@ -84,6 +84,7 @@ class _Config(NamedTuple):
     latent: bool
     structure: Any
     allocation: Any  # one of _ALLOCATIONS, or a Blocks (N:M)
+    latent_until: float = 1.0
 
 
 class _Phase(NamedTuple):
@@ -481,6 +482,22 @@ def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any, shrink: str) -> A
     return aligned.treedef.unflatten(out)
 
 
+def _reset_latent(aligned: _tree.Aligned, updates: Any, latent: Any, count, cfg: _Config):
+    """From ``latent_until`` of the ramp on, a zeroed weight's latent restarts from 0 on
+    every step: it no longer carries the updates it took while zeroed."""
+    if cfg.latent_until == 1:
+        return latent
+    begin, ramp = (jnp.asarray(x, jnp.float32) for x in (cfg.begin_step, cfg.ramp_steps))
+    late = count.astype(jnp.float32) >= begin + cfg.latent_until * ramp
+    new = _step.landed(aligned, updates)
+    leaves = aligned.treedef.flatten_up_to(latent)
+    out = [
+        None if x is None else jnp.where(late & (w == 0), jnp.zeros_like(x), x)
+        for x, w in zip(leaves, new, strict=True)
+    ]
+    return aligned.treedef.unflatten(out)
+
+
 def _init_latent(params: Any, cfg: _Config, mask: Any) -> Any:
     """The latent copy at the start: the regularized params in float32, None elsewhere."""
     leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
@@ -567,6 +584,7 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     latent = None
     if base is not None:
         latent = _next_latent(aligned, out, z, cfg.shrink)
+        latent = _reset_latent(aligned, out, latent, state.count, cfg)
     return out, _next_state(state, phase, tau, zeroed, latent, inner_state)
 
 
@@ -605,6 +623,14 @@ def _check_n_of_m(cfg: _Config) -> None:
         raise ValueError("`allocation=Blocks(...)` takes no `couple` label (blocks are per leaf)")
 
 
+def _check_latent_until(cfg: _Config) -> None:
+    until = cfg.latent_until
+    if not isinstance(until, (int, float)) or isinstance(until, bool) or not 0 < until <= 1:
+        raise ValueError(f"`latent_until` must be a Python number in (0, 1], got {until!r}")
+    if until != 1 and not cfg.latent:
+        raise ValueError("`latent_until` < 1 resets the latent copy: it needs `latent=True`")
+
+
 def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
     _checks.check_number("target", cfg.target, _checks.FRACTION, scalar=True)
     _checks.check_number(
@@ -617,6 +643,7 @@ def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
         "update_every", cfg.update_every, _checks.at_least(1), integer=True, scalar=True
     )
     _checks.check_number("smoothing", cfg.smoothing, _checks.DECAY, scalar=True)
+    _check_latent_until(cfg)
     begin, ramp = _checks.scalar_value(cfg.begin_step), _checks.scalar_value(cfg.ramp_steps)
     if begin is not None and ramp is not None and begin + ramp >= 2**31 - 1:
         raise ValueError(
@@ -653,6 +680,7 @@ def sparsity_target(
     smoothing: jax.typing.ArrayLike = 0.0,
     quantile: _select.Method = "radix",
     latent: bool = True,
+    latent_until: float = 1.0,
     structure: Any = None,
     allocation: Allocation = "global",
     optimizer: optax.GradientTransformation | None = None,
@@ -729,6 +757,11 @@ def sparsity_target(
         regularized params in the state); ``False``: :math:`\tilde w = p`, no copy. The copy
         assumes the params change only through these updates: after replacing the params
         (loading other weights), initialize a new state.
+      latent_until: the fraction of the ramp, in (0, 1], over which a zeroed weight keeps
+        its latent value (and can come back); from :math:`t_0 +` ``latent_until`` :math:`T`
+        on, a zeroed weight's latent restarts from 0 on every step, so it comes back only
+        if one update outgrows the threshold (as with ``latent=False``, scored after the
+        update). 1: the whole ramp.
       structure: what is zeroed together (default: single entries): a :class:`Structure`
         (:class:`Groups` for units or filters, :class:`Blocks`, :class:`Heads`, coupled
         across leaves by a shared ``couple`` label), a pytree prefix of them, or a callable
@@ -801,6 +834,7 @@ def sparsity_target(
         latent,
         structure,
         allocation,
+        latent_until,
     )
     _check_config(cfg, optimizer, mask)
     inner = None if optimizer is None else optax.with_extra_args_support(optimizer)

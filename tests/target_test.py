@@ -643,6 +643,69 @@ def test_latent_copy_lets_a_zeroed_weight_come_back(latent):
     assert all(int(np.sum(w == 0)) == 1 for w in seen[1:])
 
 
+def test_latent_until_resets_zeroed_latents_from_that_point_of_the_ramp():
+    """latent_until=0.5 of a 1-step ramp: from count 1 on a zeroed weight's latent restarts
+    from 0, so the weight that comes back with the full latent copy stays pruned."""
+    params = {"w": jnp.array([1.0, 0.5, -2.0, 0.05])}
+    grads = {"w": jnp.array([0.0, 0.0, 0.0, -0.2])}
+    target = optax_l1.sparsity_target(0.25, ramp_steps=1, hold="track", latent_until=0.5)
+    tx = optax.chain(optax.sgd(1.0), target)
+    state = tx.init(params)
+    latents = []
+    for _ in range(4):
+        u, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, u)
+        latents.append(float(state[1].latent["w"][3]))
+    np.testing.assert_allclose(params["w"], [1.0, 0.5, -2.0, 0.0])
+    assert latents[1:] == [0.0, 0.0, 0.0]  # reset on every step from count 1 (w[3] zeroed)
+
+
+def test_latent_until_matches_resetting_the_state_by_hand():
+    """The option is the full latent copy with, after the stop, zeroed weights' latents set to
+    0 in the state after each step (written here on the outside of the transform)."""
+    p0, goal = _problem(0)
+    begin, ramp, until = 3, 10, 0.3
+    stop = begin + until * ramp
+
+    def make(**kw):
+        st = optax_l1.sparsity_target(0.7, ramp_steps=ramp, begin_step=begin, **kw)
+        return optax.chain(optax.adam(0.05), st)
+
+    lib, ref = make(latent_until=until), make()
+    p_lib, s_lib, p_ref, s_ref = p0, lib.init(p0), p0, ref.init(p0)
+    for t in range(20):
+        u, s_lib = lib.update(jax.grad(_loss)(p_lib, goal), s_lib, p_lib)
+        p_lib = optax.apply_updates(p_lib, u)
+        u, s_ref = ref.update(jax.grad(_loss)(p_ref, goal), s_ref, p_ref)
+        p_ref = optax.apply_updates(p_ref, u)
+        if t >= stop:
+            latent = jax.tree.map(
+                lambda x, p: None if x is None else jnp.where(p == 0, 0.0, x),
+                s_ref[1].latent,
+                p_ref,
+                is_leaf=lambda x: x is None,
+            )
+            s_ref = (s_ref[0], s_ref[1]._replace(latent=latent))
+        for a, b in zip(jax.tree.leaves(p_lib), jax.tree.leaves(p_ref), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert optax_l1.sparsity(p_lib, mask=MASK) > 0.6
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(latent_until=0.0),
+        dict(latent_until=1.5),
+        dict(latent_until=True),
+        dict(latent_until=jnp.float32(0.5)),
+        dict(latent_until=0.5, latent=False),
+    ],
+)
+def test_latent_until_bad_values_name_the_argument(kwargs):
+    with pytest.raises(ValueError, match="`latent_until`"):
+        optax_l1.sparsity_target(0.5, ramp_steps=3, **kwargs)
+
+
 def test_latent_false_keeps_no_copy_and_matches_iterative_hard_thresholding():
     tx = optax.chain(optax.adam(0.05), optax_l1.sparsity_target(0.6, ramp_steps=10, latent=False))
     p, s, _ = _run(tx, 20)
