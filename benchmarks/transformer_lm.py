@@ -19,8 +19,8 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   mask=...))`` with the library's defaults; ``target_soft``: the same with ``shrink="soft"``
   (the 0.1 default); ``target_adam``: ``sparsity_target(s, ..., optimizer=adamw)``;
   ``target_uniform`` / ``target_erk``: ``allocation="uniform"`` (every kernel at ``s``, as
-  ``gmp``) / ``"erk"``; ``target_latent_half``: ``target`` whose latent copy stops at the
-  ramp's midpoint (zeroed weights restart from 0 after it); ``structured``: whole heads and
+  ``gmp``) / ``"erk"``; ``target_latent_full``: ``latent_until=1.0`` (the latent copy for
+  the whole ramp, not only its first half); ``structured``: whole heads and
   MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
   ``s`` (``benchmarks/compaction.py`` compacts them); ``n_of_m``: ``allocation=Blocks(4,
   axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis) on the ramp, against
@@ -66,7 +66,7 @@ METHODS = (
     "target_adam",
     "target_uniform",
     "target_erk",
-    "target_latent_half",
+    "target_latent_full",
     "structured",
     "n_of_m",
     "n_of_m_oneshot",
@@ -328,25 +328,6 @@ def thresholding(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def latent_until(tx: Any, stop: int):
-    """``tx`` (a ``sparsity_target``) whose latent copy stops at step ``stop``: from then on a
-    zeroed weight's latent is reset to 0 after every step (as with no latent copy)."""
-
-    def update_fn(updates, state, params):
-        updates, state = tx.update(updates, state, params)
-        late = state.count > stop
-        new_params = optax.apply_updates(params, updates)
-        latent = jax.tree.map(
-            lambda x, p: None if x is None else jnp.where(late & (p == 0), 0.0, x),
-            state.latent,
-            new_params,
-            is_leaf=lambda x: x is None,
-        )
-        return updates, state._replace(latent=latent)
-
-    return optax.GradientTransformation(tx.init, update_fn)
-
-
 def _flat(params: Any, kmask: Any) -> tuple[list[Any], list[bool]]:
     return jax.tree.leaves(params), jax.tree.leaves(kmask)
 
@@ -377,9 +358,9 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     target_options = dict(ramp_steps=ramp_steps, begin_step=begin, mask=kmask)
     if method == "target":  # the library's defaults
         return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
-    if method == "target_latent_half":  # the latent copy for the ramp's first half only
-        st = optax_l1.sparsity_target(value, **target_options)
-        return optax.chain(adamw(), latent_until(st, begin + ramp_steps // 2))
+    if method == "target_latent_full":  # the latent copy for the whole ramp (before 0.2.0)
+        st = optax_l1.sparsity_target(value, latent_until=1.0, **target_options)
+        return optax.chain(adamw(), st)
     if method == "target_soft":  # the 0.1 default
         st = optax_l1.sparsity_target(value, shrink="soft", **target_options)
         return optax.chain(adamw(), st)

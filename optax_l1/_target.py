@@ -623,12 +623,19 @@ def _check_n_of_m(cfg: _Config) -> None:
         raise ValueError("`allocation=Blocks(...)` takes no `couple` label (blocks are per leaf)")
 
 
-def _check_latent_until(cfg: _Config) -> None:
-    until = cfg.latent_until
+_LATENT_UNTIL = 0.5  # the default: measured on the transformer LM (benchmarks/RESULTS.md)
+
+
+def _latent_until(latent_until: Any, latent: bool) -> float:
+    """The validated ``latent_until``: the default with a latent copy, 1 (unused) without."""
+    if latent_until is None:
+        return _LATENT_UNTIL if latent else 1.0
+    until = latent_until
     if not isinstance(until, (int, float)) or isinstance(until, bool) or not 0 < until <= 1:
         raise ValueError(f"`latent_until` must be a Python number in (0, 1], got {until!r}")
-    if until != 1 and not cfg.latent:
-        raise ValueError("`latent_until` < 1 resets the latent copy: it needs `latent=True`")
+    if not latent:
+        raise ValueError("`latent_until` sets how long the latent copy lasts: needs `latent=True`")
+    return float(until)
 
 
 def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
@@ -643,7 +650,6 @@ def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
         "update_every", cfg.update_every, _checks.at_least(1), integer=True, scalar=True
     )
     _checks.check_number("smoothing", cfg.smoothing, _checks.DECAY, scalar=True)
-    _check_latent_until(cfg)
     begin, ramp = _checks.scalar_value(cfg.begin_step), _checks.scalar_value(cfg.ramp_steps)
     if begin is not None and ramp is not None and begin + ramp >= 2**31 - 1:
         raise ValueError(
@@ -680,7 +686,7 @@ def sparsity_target(
     smoothing: jax.typing.ArrayLike = 0.0,
     quantile: _select.Method = "radix",
     latent: bool = True,
-    latent_until: float = 1.0,
+    latent_until: float | None = None,
     structure: Any = None,
     allocation: Allocation = "global",
     optimizer: optax.GradientTransformation | None = None,
@@ -710,13 +716,14 @@ def sparsity_target(
     optimizer's updates there (the gradient at the sparse point: a straight-through
     estimator), so it comes back when it outgrows the threshold. This is gradual magnitude
     pruning (Zhu & Gupta 2017) with one global threshold found exactly at every step and a
-    dense latent copy (as torchao's pruning-aware training keeps by default). With
-    ``latent=False`` there is no copy: the search scores the params *before* the update,
-    :math:`d \odot |p_t|` (GMP's order: prune, then step the survivors; this reads no
-    temporary), and a zeroed weight stays zero. On a small transformer LM this beats GMP by
-    0.05-0.10 bits/byte at 50-95% zeros in 600-step runs (3 seeds); in 2,000-step runs at
-    90% it does not (GMP is 0.006 bits/byte better on average, within the seed spread;
-    ``benchmarks/RESULTS.md``). After each
+    dense latent copy (as torchao's pruning-aware training keeps by default) for the first
+    half of the ramp (``latent_until``); after it a zeroed weight restarts from 0 on every
+    step. With ``latent=False`` there is no copy: the search scores the params *before* the
+    update, :math:`d \odot |p_t|` (GMP's order: prune, then step the survivors; this reads
+    no temporary), and a zeroed weight stays zero. On a small transformer LM at 90% zeros
+    (3 seeds, ``benchmarks/RESULTS.md``) the default beats GMP by 0.014 bits/byte in
+    2,000-step runs and by 0.036 in 600-step runs; the copy for the whole ramp
+    (``latent_until=1``) ties GMP at 2,000 steps and beats it by 0.09 at 600. After each
     search exactly :math:`k_t` entries are zero (more only if entries tie at the threshold; for
     bfloat16/float16 params, also where ``p + u`` rounds a small survivor to 0).
 
@@ -761,7 +768,8 @@ def sparsity_target(
         its latent value (and can come back); from :math:`t_0 +` ``latent_until`` :math:`T`
         on, a zeroed weight's latent restarts from 0 on every step, so it comes back only
         if one update outgrows the threshold (as with ``latent=False``, scored after the
-        update). 1: the whole ramp.
+        update). Default (None): 0.5 with ``latent=True``; 1 keeps the copy for the whole
+        ramp (better for short training, see above). Only with ``latent=True``.
       structure: what is zeroed together (default: single entries): a :class:`Structure`
         (:class:`Groups` for units or filters, :class:`Blocks`, :class:`Heads`, coupled
         across leaves by a shared ``couple`` label), a pytree prefix of them, or a callable
@@ -821,6 +829,7 @@ def sparsity_target(
       <https://papers.nips.cc/paper/250-optimal-brain-damage>`_, NeurIPS 1989.
     """
     latent = _checks.check_flag("latent", latent)
+    latent_until = _latent_until(latent_until, latent)
     cfg = _Config(
         target,
         ramp_steps,

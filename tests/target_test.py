@@ -622,7 +622,8 @@ def test_latent_copy_lets_a_zeroed_weight_come_back(latent):
     threshold; with latent=False it restarts from 0 each step and stays pruned."""
     params = {"w": jnp.array([1.0, 0.5, -2.0, 0.05])}
     grads = {"w": jnp.array([0.0, 0.0, 0.0, -0.2])}  # sgd(1): w[3] grows by 0.2 per step
-    target = optax_l1.sparsity_target(0.25, ramp_steps=1, hold="track", latent=latent)
+    until = dict(latent_until=1.0) if latent else {}  # the copy for the whole ramp
+    target = optax_l1.sparsity_target(0.25, ramp_steps=1, hold="track", latent=latent, **until)
     tx = optax.chain(optax.sgd(1.0), target)
     state = tx.init(params)
     seen = []
@@ -671,7 +672,7 @@ def test_latent_until_matches_resetting_the_state_by_hand():
         st = optax_l1.sparsity_target(0.7, ramp_steps=ramp, begin_step=begin, **kw)
         return optax.chain(optax.adam(0.05), st)
 
-    lib, ref = make(latent_until=until), make()
+    lib, ref = make(latent_until=until), make(latent_until=1.0)
     p_lib, s_lib, p_ref, s_ref = p0, lib.init(p0), p0, ref.init(p0)
     for t in range(20):
         u, s_lib = lib.update(jax.grad(_loss)(p_lib, goal), s_lib, p_lib)
@@ -699,11 +700,22 @@ def test_latent_until_matches_resetting_the_state_by_hand():
         dict(latent_until=True),
         dict(latent_until=jnp.float32(0.5)),
         dict(latent_until=0.5, latent=False),
+        dict(latent_until=1.0, latent=False),
     ],
 )
 def test_latent_until_bad_values_name_the_argument(kwargs):
     with pytest.raises(ValueError, match="`latent_until`"):
         optax_l1.sparsity_target(0.5, ramp_steps=3, **kwargs)
+
+
+def test_the_default_latent_copy_lasts_half_the_ramp():
+    def final(**kw):
+        tx = optax.chain(optax.adam(0.05), optax_l1.sparsity_target(0.7, ramp_steps=10, **kw))
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(_run(tx, 15)[0])])
+
+    default = final()
+    np.testing.assert_array_equal(default, final(latent_until=0.5))
+    assert not np.array_equal(default, final(latent_until=1.0))
 
 
 def test_latent_false_keeps_no_copy_and_matches_iterative_hard_thresholding():
