@@ -487,8 +487,8 @@ def _reset_latent(aligned: _tree.Aligned, updates: Any, latent: Any, count, cfg:
     every step: it no longer carries the updates it took while zeroed."""
     if cfg.latent_until == 1:
         return latent
-    begin, ramp = (jnp.asarray(x, jnp.float32) for x in (cfg.begin_step, cfg.ramp_steps))
-    late = count.astype(jnp.float32) >= begin + cfg.latent_until * ramp
+    part = jnp.ceil(cfg.latent_until * jnp.asarray(cfg.ramp_steps, jnp.float32))
+    late = count >= jnp.asarray(cfg.begin_step, jnp.int32) + part.astype(jnp.int32)
     new = _step.landed(aligned, updates)
     leaves = aligned.treedef.flatten_up_to(latent)
     out = [
