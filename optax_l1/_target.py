@@ -720,12 +720,13 @@ def sparsity_target(
     half of the ramp (``latent_until``); after it a zeroed weight restarts from 0 on every
     step. With ``latent=False`` there is no copy: the search scores the params *before* the
     update, :math:`d \odot |p_t|` (GMP's order: prune, then step the survivors; this reads
-    no temporary), and a zeroed weight stays zero. On a small transformer LM at 90% zeros
-    (3 seeds, ``benchmarks/RESULTS.md``) the default beats GMP by 0.014 bits/byte in
-    2,000-step runs and by 0.036 in 600-step runs; the copy for the whole ramp
-    (``latent_until=1``) ties GMP at 2,000 steps and beats it by 0.09 at 600. After each
-    search exactly :math:`k_t` entries are zero (more only if entries tie at the threshold; for
-    bfloat16/float16 params, also where ``p + u`` rounds a small survivor to 0).
+    no temporary), and a zeroed weight stays zero. On a small transformer LM (3 seeds,
+    ``benchmarks/RESULTS.md``) the default beats GMP by 0.014 bits/byte at 90% zeros and by
+    0.032 at 95% in 2,000-step runs, and by 0.036 at 90% in 600-step runs; the copy for the
+    whole ramp (``latent_until=1``) ties GMP at 2,000 steps and beats it by 0.085 at 600.
+    After each search exactly :math:`k_t` entries are zero (more only if entries tie at the
+    threshold; for bfloat16/float16 params, also where ``p + u`` rounds a small survivor to
+    0).
 
     Between searches (``update_every > 1``) and after the ramp (``hold="support"``, the
     default) the support is held: zero weights stay zero and the others take the
