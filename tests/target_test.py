@@ -616,24 +616,33 @@ def test_int_and_python_float_leaves_with_a_wrapped_optimizer():
 # ----------------------------------------------------------------------------- latent copy
 
 
+def _come_back_run(steps: int, **kwargs):
+    """sgd(1) on w = [1, 0.5, -2, 0.05] where only w[3] moves (+0.2 a step), at 25% zeros
+    from count 1 on: the params and the latent copy (None without one) after each step."""
+    params = {"w": jnp.array([1.0, 0.5, -2.0, 0.05])}
+    grads = {"w": jnp.array([0.0, 0.0, 0.0, -0.2])}
+    target = optax_l1.sparsity_target(0.25, ramp_steps=1, hold="track", **kwargs)
+    tx = optax.chain(optax.sgd(1.0), target)
+    state = tx.init(params)
+    seen, latents = [], []
+    for _ in range(steps):
+        u, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, u)
+        seen.append(np.asarray(params["w"]).copy())
+        latent = state[1].latent
+        latents.append(None if latent is None else np.asarray(latent["w"]).copy())
+    return seen, latents
+
+
 @pytest.mark.parametrize("latent", [True, False])
 def test_latent_copy_lets_a_zeroed_weight_come_back(latent):
     """A zeroed weight keeps its updates in the latent copy and returns when it outgrows the
     threshold; with latent=False it restarts from 0 each step and stays pruned."""
-    params = {"w": jnp.array([1.0, 0.5, -2.0, 0.05])}
-    grads = {"w": jnp.array([0.0, 0.0, 0.0, -0.2])}  # sgd(1): w[3] grows by 0.2 per step
     until = dict(latent_until=1.0) if latent else {}  # the copy for the whole ramp
-    target = optax_l1.sparsity_target(0.25, ramp_steps=1, hold="track", latent=latent, **until)
-    tx = optax.chain(optax.sgd(1.0), target)
-    state = tx.init(params)
-    seen = []
-    for _ in range(6):
-        u, state = tx.update(grads, state, params)
-        params = optax.apply_updates(params, u)
-        seen.append(np.asarray(params["w"]).copy())
-        if latent:  # the latent copy is the params where they are not zero
-            kept = seen[-1] != 0
-            np.testing.assert_array_equal(np.asarray(state[1].latent["w"])[kept], seen[-1][kept])
+    seen, latents = _come_back_run(6, latent=latent, **until)
+    if latent:  # the latent copy is the params where they are not zero
+        for w, x in zip(seen, latents, strict=True):
+            np.testing.assert_array_equal(x[w != 0], w[w != 0])
     # Count 1: one zero among 4, the smallest |z|: w[3] = 0.45.
     np.testing.assert_allclose(seen[1], [1.0, 0.5, -2.0, 0.0])
     if latent:  # its latent reached 0.65 > 0.5 at count 2: it is back and w[1] goes
@@ -647,18 +656,9 @@ def test_latent_copy_lets_a_zeroed_weight_come_back(latent):
 def test_latent_until_resets_zeroed_latents_from_that_point_of_the_ramp():
     """latent_until=0.5 of a 1-step ramp: from count 1 on a zeroed weight's latent restarts
     from 0, so the weight that comes back with the full latent copy stays pruned."""
-    params = {"w": jnp.array([1.0, 0.5, -2.0, 0.05])}
-    grads = {"w": jnp.array([0.0, 0.0, 0.0, -0.2])}
-    target = optax_l1.sparsity_target(0.25, ramp_steps=1, hold="track", latent_until=0.5)
-    tx = optax.chain(optax.sgd(1.0), target)
-    state = tx.init(params)
-    latents = []
-    for _ in range(4):
-        u, state = tx.update(grads, state, params)
-        params = optax.apply_updates(params, u)
-        latents.append(float(state[1].latent["w"][3]))
-    np.testing.assert_allclose(params["w"], [1.0, 0.5, -2.0, 0.0])
-    assert latents[1:] == [0.0, 0.0, 0.0]  # reset on every step from count 1 (w[3] zeroed)
+    seen, latents = _come_back_run(4, latent_until=0.5)
+    np.testing.assert_allclose(seen[-1], [1.0, 0.5, -2.0, 0.0])
+    assert [float(x[3]) for x in latents[1:]] == [0.0, 0.0, 0.0]  # reset from count 1 on
 
 
 def test_latent_until_matches_resetting_the_state_by_hand():
