@@ -37,6 +37,7 @@ NONNEGATIVE = Rule(">= 0", lambda x: x >= 0)
 POSITIVE = Rule("> 0", lambda x: x > 0)
 NONPOSITIVE = Rule("<= 0", lambda x: x <= 0)
 DECAY = Rule("in [0, 1)", lambda x: (x >= 0) & (x < 1))
+UNIT_INTERVAL = Rule("in (0, 1]", lambda x: (x > 0) & (x <= 1))
 # float32(x) < 1 too: a target sparsity runs in float32, where 1 - 1e-9 is 1.
 FRACTION = Rule("in [0, 1)", lambda x: (x >= 0) & (x.astype(np.float32) < 1))
 

@@ -84,7 +84,7 @@ class _Config(NamedTuple):
     latent: bool
     structure: Any
     allocation: Any  # one of _ALLOCATIONS, or a Blocks (N:M)
-    latent_until: float = 1.0
+    latent_until: float
 
 
 class _Phase(NamedTuple):
@@ -631,8 +631,9 @@ def _latent_until(latent_until: Any, latent: bool) -> float:
     if latent_until is None:
         return _LATENT_UNTIL if latent else 1.0
     until = latent_until
-    if not isinstance(until, (int, float)) or isinstance(until, bool) or not 0 < until <= 1:
+    if not isinstance(until, (int, float)) or isinstance(until, bool):
         raise ValueError(f"`latent_until` must be a Python number in (0, 1], got {until!r}")
+    _checks.check_number("latent_until", until, _checks.UNIT_INTERVAL)
     if not latent:
         raise ValueError("`latent_until` sets how long the latent copy lasts: needs `latent=True`")
     return float(until)
