@@ -88,6 +88,7 @@ CFG = _target._Config(
     latent=True,
     structure=None,
     allocation="global",
+    latent_until=0.5,
 )
 
 
