@@ -23,9 +23,11 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   the whole ramp, not only its first half); ``structured``: whole heads and
   MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
   ``s`` (``benchmarks/compaction.py`` compacts them); ``n_of_m``: ``allocation=Blocks(4,
-  axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis) on the ramp, against
-  ``n_of_m_oneshot``: dense until the ramp's end, one N:M magnitude projection there, then
-  the same fine-tuning.
+  axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis); ``blocks``:
+  ``structure=Blocks(4, axis=0)`` (whole blocks of 4 along the reduction axis, one global
+  threshold). Each of ``structured``, ``n_of_m`` and ``blocks`` ramps; its ``*_oneshot``
+  twin is the matching magnitude-pruning baseline: dense until the ramp's end, one
+  magnitude projection with the same structure there, then the same fine-tuning.
 - ``proximal_adam`` / ``adamw_l1_prox``: fixed L1 strengths (``--strength``).
 - Research arms defined here, thresholding ``z = p + u`` at the ramp's global quantile:
   ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
@@ -68,6 +70,9 @@ METHODS = (
     "target_erk",
     "target_latent_full",
     "structured",
+    "structured_oneshot",
+    "blocks",
+    "blocks_oneshot",
     "n_of_m",
     "n_of_m_oneshot",
     "proximal_adam",
@@ -364,21 +369,19 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method == "target_soft":  # the 0.1 default
         st = optax_l1.sparsity_target(value, shrink="soft", **target_options)
         return optax.chain(adamw(), st)
+    when = dict(ramp_steps=ramp_steps, begin_step=begin)
+    if method.endswith("_oneshot"):  # dense, one projection at the ramp's end, fine-tuning
+        when = dict(ramp_steps=1, begin_step=begin + ramp_steps - 1, latent=False)
+    blocks = optax_l1.Blocks(4, axis=0)
     if method in ("n_of_m", "n_of_m_oneshot"):  # N:M along the reduction axis, s = 1 - n/m
-        blocks = optax_l1.Blocks(4, axis=0)
-        when = dict(ramp_steps=ramp_steps, begin_step=begin)
-        if method == "n_of_m_oneshot":  # dense, one N:M projection at the ramp's end
-            when = dict(ramp_steps=1, begin_step=begin + ramp_steps - 1, latent=False)
         st = optax_l1.sparsity_target(value, allocation=blocks, mask=kmask, **when)
         return optax.chain(adamw(), st)
-    if method == "structured":  # whole heads and MLP units, each layer at `value`
-        st = optax_l1.sparsity_target(
-            value,
-            structure=head_and_unit_structure(cfg.heads, cfg.layers),
-            allocation="uniform",
-            ramp_steps=ramp_steps,
-            begin_step=begin,
-        )
+    if method in ("blocks", "blocks_oneshot"):  # whole blocks of 4 along the reduction axis
+        st = optax_l1.sparsity_target(value, structure=blocks, mask=kmask, **when)
+        return optax.chain(adamw(), st)
+    if method in ("structured", "structured_oneshot"):  # whole heads and MLP units
+        units = head_and_unit_structure(cfg.heads, cfg.layers)
+        st = optax_l1.sparsity_target(value, structure=units, allocation="uniform", **when)
         return optax.chain(adamw(), st)
     if method in ("target_uniform", "target_erk"):  # one threshold per kernel
         allocation = method.removeprefix("target_")
