@@ -108,7 +108,9 @@ def make_train(cfg: argparse.Namespace, method: str, n_train: int):
             mask=kmask,
         )
         if method == "sparsity_target":
-            tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(target, **options))
+            until = {} if cfg.latent_until is None else dict(latent_until=cfg.latent_until)
+            st = optax_l1.sparsity_target(target, **options, **until)
+            tx = optax.chain(optax.adam(lr), st)
         elif method == "sparsity_target(shrink=soft)":  # the 0.1 default
             tx = optax.chain(
                 optax.adam(lr), optax_l1.sparsity_target(target, shrink="soft", **options)
@@ -175,6 +177,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--smoothing", type=float, default=0.0)
     p.add_argument("--update-every", type=int, default=1)
+    p.add_argument(
+        "--latent-until",
+        type=float,
+        default=None,
+        help="sparsity_target's latent_until (default: the library's)",
+    )
     p.add_argument("--json", default=None, help="write the raw results here")
     args = p.parse_args(argv)
     if args.quick:
@@ -195,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prune_every=cfg.prune_every,
         hold=cfg.hold,
         seeds=cfg.seeds,
+        latent_until=cfg.latent_until,
     )
     print("sparsity_target vs gradual magnitude pruning, digits MLP 64-256-10, Adam")
     data = [tuple(jnp.asarray(a) for a in load_data(s)) for s in range(cfg.seeds)]
