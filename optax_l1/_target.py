@@ -57,7 +57,8 @@ class SparsityTargetState(NamedTuple):
         steered to; ``target`` once the ramp is over).
       latent: with ``latent=True``, the dense weights (float32, a tree like params with None
         where nothing is regularized): the params, except that a zeroed weight keeps taking
-        the optimizer's updates here; else None.
+        the optimizer's updates here (from ``latent_until`` of the ramp on, the next step
+        reads a zeroed weight's entry as 0: it holds at most one update); else None.
       inner_state: the state of ``optimizer``, or :class:`optax.EmptyState` without one.
     """
 
@@ -482,20 +483,23 @@ def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any, shrink: str) -> A
     return aligned.treedef.unflatten(out)
 
 
-def _reset_latent(aligned: _tree.Aligned, updates: Any, latent: Any, count, cfg: _Config):
-    """From ``latent_until`` of the ramp on, a zeroed weight's latent restarts from 0 on
-    every step: it no longer carries the updates it took while zeroed."""
+def _restart_latent(aligned: _tree.Aligned, base: list[Any], count, cfg: _Config) -> list[Any]:
+    """From ``latent_until`` of the ramp on, a weight the last step left at zero restarts
+    from 0: its latent no longer carries the updates it took while zeroed.
+
+    Applied as the step reads the copy (the params are the last step's landing, so
+    ``p == 0`` is "zeroed by the last step"), not when it writes it: the restart fuses into
+    the read of the copy, where a reset of the written copy was a pass of its own.
+    """
     if cfg.latent_until == 1:
-        return latent
+        return base
     part = jnp.ceil(cfg.latent_until * jnp.asarray(cfg.ramp_steps, jnp.float32))
-    late = count >= jnp.asarray(cfg.begin_step, jnp.int32) + part.astype(jnp.int32)
-    new = _step.landed(aligned, updates)
-    leaves = aligned.treedef.flatten_up_to(latent)
-    out = [
-        None if x is None else jnp.where(late & (w == 0), jnp.zeros_like(x), x)
-        for x, w in zip(leaves, new, strict=True)
+    stop = jnp.asarray(cfg.begin_step, jnp.int32) + part.astype(jnp.int32)
+    late = count > stop  # the last step, at count - 1, was at or past the stop
+    return [
+        None if x is None else jnp.where(late & (p == 0), jnp.zeros_like(x), x)
+        for x, p in zip(base, aligned.params, strict=True)
     ]
-    return aligned.treedef.unflatten(out)
 
 
 def _init_latent(params: Any, cfg: _Config, mask: Any) -> Any:
@@ -564,6 +568,8 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     aligned = _tree.align(_NAME, updates, params, mask)
     phase = _phase(state.count, cfg)
     base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
+    if base is not None:
+        base = _restart_latent(aligned, base, state.count, cfg)
     # Without a latent copy, a hard search scores the params before the update (in the
     # metric before it): no temporary. Else it scores z, which is the new latent copy.
     before = base is None and cfg.shrink == "hard"
@@ -584,7 +590,6 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     latent = None
     if base is not None:
         latent = _next_latent(aligned, out, z, cfg.shrink)
-        latent = _reset_latent(aligned, out, latent, state.count, cfg)
     return out, _next_state(state, phase, tau, zeroed, latent, inner_state)
 
 
