@@ -181,7 +181,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--latent-until",
         type=float,
         default=None,
-        help="sparsity_target's latent_until (default: the library's)",
+        help="latent_until of the sparsity_target method (default: the library's)",
     )
     p.add_argument("--json", default=None, help="write the raw results here")
     args = p.parse_args(argv)
