@@ -168,6 +168,18 @@ def make_rows(
         )
         rows.append(
             Row(
+                "group_l1_prox(workspace)",
+                o,
+                f"{o} + group_l1_prox(axis=0, workspace)",
+                make,
+                chain(
+                    make,
+                    lambda: optax_l1.group_l1_prox(lam, learning_rate=lr, axis=0, workspace=True),
+                ),
+            )
+        )
+        rows.append(
+            Row(
                 "add_l1_subgradient",
                 o,
                 f"add_l1_subgradient + {o}",

@@ -31,18 +31,36 @@ def step_size(value: Any) -> jax.Array:
     return step.astype(jnp.promote_types(step.dtype, jnp.float32))
 
 
-def points(aligned: _tree.Aligned, base: list[Any] | None = None) -> Any:
+def points(
+    aligned: _tree.Aligned, base: list[Any] | None = None, into: list[Any] | None = None
+) -> Any:
     r"""The tree of :math:`z = p + u` (at least float32) on selected leaves, None elsewhere.
 
     With ``base`` (one leaf per leaf of the updates, e.g. a dense latent copy of the params
-    kept in a state), :math:`z = \text{base} + u` instead.
+    kept in a state), :math:`z = \text{base} + u` instead. With ``into`` (one buffer or None
+    per leaf), each :math:`z` is written into its buffer (see :func:`written_into`).
     """
     bases = aligned.params if base is None else base
+    buffers = [None] * len(bases) if into is None else into
     z = [
-        _tree.upcast_sum(b, u) if sel else None
-        for u, b, sel in zip(aligned.updates, bases, aligned.selected, strict=True)
+        written_into(w, _tree.upcast_sum(b, u)) if sel else None
+        for u, b, w, sel in zip(aligned.updates, bases, buffers, aligned.selected, strict=True)
     ]
     return aligned.treedef.unflatten(z)
+
+
+def written_into(buffer: Any, z: jax.Array) -> jax.Array:
+    """``z``, computed into ``buffer`` (a state leaf of its shape and dtype) when there is one.
+
+    When the state is donated, the ``dynamic_update_slice`` makes XLA alias the state's
+    output with its input buffer and compute ``z`` in place, instead of in a fresh temporary
+    of the leaf's size (a ``z`` that a reduction reads is materialized on XLA:CPU; the
+    params' buffer cannot hold it, as the update reads the params again). A buffer of
+    another dtype (updates wider than the params) is left to hold nothing: ``z`` as it is.
+    """
+    if buffer is None or jnp.shape(buffer) != z.shape or buffer.dtype != z.dtype:
+        return z
+    return lax.dynamic_update_slice(buffer, z, (0,) * z.ndim)
 
 
 def _check_result(name: str, treedef: Any, z: list[Any], result: Any) -> list[Any]:
@@ -89,14 +107,16 @@ def prox_update(
     *,
     name: str,
     base: list[Any] | None = None,
+    into: list[Any] | None = None,
 ) -> tuple[Any, Any]:
     """Applies ``prox`` at :math:`z = p + u` (or ``base + u``); returns ``(updates, aux)``.
 
     The update lands on the map's result from the params, whatever ``base`` is. Unselected
-    leaves keep their update exactly. Raises a ValueError naming ``name`` when ``prox``
-    returns a tree of another structure or shape.
+    leaves keep their update exactly. ``into``: buffers :math:`z` is written into (see
+    :func:`points`). Raises a ValueError naming ``name`` when ``prox`` returns a tree of
+    another structure or shape.
     """
-    z = points(aligned, base)
+    z = points(aligned, base, into)
     result, aux = prox(z, step, count)
     z_leaves = jax.tree.leaves(z, is_leaf=_tree.is_none)
     new_z = _check_result(name, aligned.treedef, z_leaves, result)

@@ -83,6 +83,11 @@ CHILD = textwrap.dedent(
                 "kernel": True, "wide": True, "bias": False, "scalar": False}),
         ),
     }
+    txs["adam_group_workspace"] = optax.chain(
+        optax.adam(lr),
+        optax_l1.group_l1_prox(3.0, learning_rate=lr, axis=0, workspace=True, mask={
+            "kernel": True, "wide": True, "bias": False, "scalar": False}),
+    )
     # A unit couples kernel column j and bias j, both sharded on "model" (a coupled group
     # across leaves sharded on different mesh axes is left to XLA's propagation: give the
     # step out_shardings there).
@@ -135,6 +140,11 @@ CHILD = textwrap.dedent(
         }
         if name == "adam_l1":
             trained_sh, trained_one = out_sh, out_one
+        if name == "adam_group_workspace":
+            ws = state_sh[1].workspace
+            result["workspace_sharding_kept"] = {
+                k: ws[k] is not None and same_sharding(ws[k], p_sh[k]) for k in ("kernel", "wide")
+            }
 
     pen = jax.jit(lambda p: optax_l1.l1_penalty(p, 0.7))
     result["penalty_sharded"] = float(pen(trained_sh))
@@ -194,7 +204,14 @@ def test_child_sees_eight_devices(result):
     assert result["n_devices"] == 8
 
 
-TXS = ["adam_l1", "adam_group", "adam_coupled", "target_units", "target_n_of_m"]
+TXS = [
+    "adam_l1",
+    "adam_group",
+    "adam_group_workspace",
+    "adam_coupled",
+    "target_units",
+    "target_n_of_m",
+]
 
 
 @pytest.mark.parametrize("tx", TXS)
@@ -209,6 +226,10 @@ def test_sharded_numbers_equal_single_device(result, tx):
     assert result[tx]["max_rel_diff"] <= 1e-5
     assert result[tx]["zero_pattern_equal"]
     assert result[tx]["n_zeros"] > 8  # the prox produced zeros beyond the preset column
+
+
+def test_group_workspace_keeps_the_params_sharding(result):
+    assert result["workspace_sharding_kept"] == {"kernel": True, "wide": True}
 
 
 def test_group_prox_zeroes_whole_columns_across_shards(result):
