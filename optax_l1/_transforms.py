@@ -87,7 +87,10 @@ def _counted_prox(
             with_points, aligned, step, state.count, name=name, into=into
         )
         z = jax.tree.leaves(z, is_leaf=_tree.is_none)
-        kept = [w if x is None or x.dtype != w.dtype else x for w, x in zip(into, z, strict=True)]
+        kept = [
+            x if w is not None and x is not None and x.dtype == w.dtype else w
+            for w, x in zip(into, z, strict=True)
+        ]
         return updates, state_cls(
             count=next_count(state.count), workspace=aligned.treedef.unflatten(kept)
         )
@@ -315,7 +318,7 @@ def group_l1_prox(
         the state and compute :math:`z = p + u` into it. The group norms read :math:`z`, so
         XLA materializes it; without a workspace each step allocates a fresh temporary of
         the leaf's size, which on CPU costs more than the step's arithmetic
-        (``benchmarks/RESULTS.md``: 2.2x adam without, 1.6x with, one 16M leaf). The
+        (``benchmarks/RESULTS.md``: 2.3-2.7x adam without, 1.7x with, one 16M leaf). The
         buffer is reused only when the step donates the optimizer state
         (``jax.jit(..., donate_argnums=...)``); it adds the params' size (in float32) to the
         state and to its checkpoints. Same results either way.
