@@ -504,16 +504,13 @@ def _restart_latent(aligned: _tree.Aligned, base: list[Any], count, cfg: _Config
 
 def _init_latent(params: Any, cfg: _Config, mask: Any) -> Any:
     """The latent copy at the start: the regularized params in float32, None elsewhere."""
-    leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
     keep = _selection(params, cfg, _tree.resolve_mask(mask, params))
-    copy = [
-        # A copy, never the params' own buffer: params and state are often both donated.
-        jnp.array(p, _tree.compute_dtype(jnp.asarray(p).dtype), copy=True)
-        if m and p is not None and _tree.is_inexact(p)
-        else None
-        for p, m in zip(leaves, keep, strict=True)
-    ]
-    return treedef.unflatten(copy)
+    # A copy, never the params' own buffer: params and state are often both donated.
+    return _tree.on_regularized(
+        params,
+        keep,
+        lambda p: jnp.array(p, _tree.compute_dtype(jnp.asarray(p).dtype), copy=True),
+    )
 
 
 def _preconditioner(inner_state: Any, treedef: Any) -> list[Any]:

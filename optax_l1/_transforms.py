@@ -100,15 +100,11 @@ def _counted_prox(
 
 def _workspace_like(params: Any, mask: Any) -> Any:
     """Zeros of each regularized leaf's shape in its compute dtype (None elsewhere)."""
-    leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
-    keep = _tree.resolve_mask(mask, params)
-    buffers = [
-        jnp.zeros_like(p, dtype=_tree.compute_dtype(jnp.result_type(p)))
-        if k and p is not None and _tree.is_inexact(p)
-        else None
-        for p, k in zip(leaves, keep, strict=True)
-    ]
-    return treedef.unflatten(buffers)
+    return _tree.on_regularized(
+        params,
+        _tree.resolve_mask(mask, params),
+        lambda p: jnp.zeros_like(p, dtype=_tree.compute_dtype(jnp.result_type(p))),
+    )
 
 
 def proximal(

@@ -53,6 +53,17 @@ def upcast_sum(p: Any, u: Any) -> Any:
     return lax.add(as_dtype(p, cdt), as_dtype(u, cdt))
 
 
+def on_regularized(params: Any, keep: list[bool], make: Callable[[Any], Any]) -> Any:
+    """A tree like ``params`` with ``make(p)`` on the leaves ``keep`` marks that are present
+    and inexact (as :func:`align` selects them), None elsewhere: state buffers."""
+    leaves, treedef = jax.tree.flatten(params, is_leaf=is_none)
+    out = [
+        make(p) if k and p is not None and is_inexact(p) else None
+        for p, k in zip(leaves, keep, strict=True)
+    ]
+    return treedef.unflatten(out)
+
+
 def broadcast_prefix(name: str, prefix: Any, tree: Any) -> list[Any]:
     """Expands `prefix` (a scalar or a pytree prefix of `tree`) to one value per leaf of `tree`.
 
