@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_l1 import _checks, _transforms, _tree
+from optax_l1 import _checks, _in_place, _transforms, _tree
 
 
 class FtrlState(NamedTuple):
@@ -40,13 +40,19 @@ def _ftrl_leaf(g, w, n, z, *, lr, l1, l2, shrinkage, power, beta):
     def accumulate(n, g):
         return jnp.minimum(n + g * g, jnp.finfo(n.dtype).max)
 
-    z_new = z + (g + 2 * shrinkage * w) - (pow_(accumulate(n, g)) - pow_(n)) / lr * w
-    # XLA keeps an expensive op with two consumers (pow(n')) as a full-size buffer; the barrier
-    # stops CSE merging the two pow(n') so each fusion recomputes it from n (one temporary,
-    # the copy of n, instead of two). XLA:CPU strips the barrier before fusion, so it cannot
-    # also order the in-place write of n' after the last read of n.
-    z_new, n, g = jax.lax.optimization_barrier((z_new, n, g))
-    n_new = accumulate(n, g)
+    def accumulators(g, w, z, n):  # z first: its update reads the old n
+        n_new = accumulate(n, g)
+        return z + (g + 2 * shrinkage * w) - (pow_(n_new) - pow_(n)) / lr * w, n_new
+
+    if _in_place.applies(n):  # z', n' written in place; w' reads them (no copy of n)
+        z_new, n_new = _in_place.updated(accumulators, (g, w), (z, n))
+    else:
+        z_new, _ = accumulators(g, w, z, n)
+        # XLA keeps an expensive op with two consumers (pow(n')) as a full-size buffer; the
+        # barrier stops CSE merging the two pow(n') so each fusion recomputes it from n (one
+        # temporary, the copy of n, instead of two).
+        z_new, n, g = jax.lax.optimization_barrier((z_new, n, g))
+        n_new = accumulate(n, g)
     quadratic = (pow_(n_new) + beta) / lr + 2 * l2
     clipped = jnp.clip(z_new, -l1, l1)
     pre_shrink = (clipped - z_new) / jnp.where(clipped == z_new, 1.0, quadratic)
