@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CHUNK = 1 << 16  # elements per loop step: 256 KiB of float32, measured best of 2^14..2^20
+CHUNK = 1 << 16  # elements per loop step (256 KiB of f32); 2^14-2^18 measured alike, 2^20 slower
 
 
 def applies(x: jax.Array) -> bool:
