@@ -27,7 +27,10 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   ``structure=Blocks(4, axis=0)`` (whole blocks of 4 along the reduction axis, one global
   threshold). Each of ``structured``, ``n_of_m`` and ``blocks`` ramps; its ``*_oneshot``
   twin is the matching magnitude-pruning baseline: dense until the ramp's end, one
-  magnitude projection with the same structure there, then the same fine-tuning.
+  magnitude projection with the same structure there, then the same fine-tuning;
+  ``blocks_gmp`` / ``structured_gmp`` are GMP on the same groups (``latent=False``, a
+  search by group norm every ``--prune-every`` steps of the ramp, per tensor or coupled
+  group of tensors, the support held in between and after: survivors never shrunk).
 - ``proximal_adam`` / ``adamw_l1_prox``: fixed L1 strengths (``--strength``).
 - Research arms defined here, thresholding ``z = p + u`` at the ramp's global quantile:
   ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
@@ -71,8 +74,10 @@ METHODS = (
     "target_latent_full",
     "structured",
     "structured_oneshot",
+    "structured_gmp",
     "blocks",
     "blocks_oneshot",
+    "blocks_gmp",
     "n_of_m",
     "n_of_m_oneshot",
     "proximal_adam",
@@ -369,19 +374,21 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method == "target_soft":  # the 0.1 default
         st = optax_l1.sparsity_target(value, shrink="soft", **target_options)
         return optax.chain(adamw(), st)
-    when = dict(ramp_steps=ramp_steps, begin_step=begin)
+    when: dict[str, Any] = dict(ramp_steps=ramp_steps, begin_step=begin)
     if method.endswith("_oneshot"):  # dense, one projection at the ramp's end, fine-tuning
         when = dict(ramp_steps=1, begin_step=begin + ramp_steps - 1, latent=False)
+    if method.endswith("_gmp"):  # GMP on groups: per tensor, every 50 steps, support held
+        when |= dict(latent=False, update_every=cfg.prune_every, allocation="uniform")
     blocks = optax_l1.Blocks(4, axis=0)
     if method in ("n_of_m", "n_of_m_oneshot"):  # N:M along the reduction axis, s = 1 - n/m
         st = optax_l1.sparsity_target(value, allocation=blocks, mask=kmask, **when)
         return optax.chain(adamw(), st)
-    if method in ("blocks", "blocks_oneshot"):  # whole blocks of 4 along the reduction axis
+    if method in ("blocks", "blocks_oneshot", "blocks_gmp"):  # blocks of 4 along the reduction axis
         st = optax_l1.sparsity_target(value, structure=blocks, mask=kmask, **when)
         return optax.chain(adamw(), st)
-    if method in ("structured", "structured_oneshot"):  # whole heads and MLP units
+    if method in ("structured", "structured_oneshot", "structured_gmp"):  # heads, MLP units
         units = head_and_unit_structure(cfg.heads, cfg.layers)
-        st = optax_l1.sparsity_target(value, structure=units, allocation="uniform", **when)
+        st = optax_l1.sparsity_target(value, structure=units, **({"allocation": "uniform"} | when))
         return optax.chain(adamw(), st)
     if method in ("target_uniform", "target_erk"):  # one threshold per kernel
         allocation = method.removeprefix("target_")
