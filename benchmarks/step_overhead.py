@@ -103,6 +103,42 @@ def oracle(lr, lam, *, adam: bool, wd: float = 0.0, metric: bool = False):
     return optax.GradientTransformation(init, update)
 
 
+class FtrlOracleState(NamedTuple):
+    count: jax.Array
+    n: Any
+    z: Any
+
+
+def ftrl_oracle(lr, lam, l2):
+    """TensorFlow's ``ApplyFtrlV2`` step (power -0.5, n0 = 0.1, no shrinkage) written as a
+    user would, one expression per leaf on whole leaves, returning ``w' - w``: what the
+    ``ftrl`` row is compared against in the "B / oracle" column."""
+
+    def init(params):
+        n = jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)
+        return FtrlOracleState(jnp.zeros([], jnp.int32), n, jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params):
+        n_new = jax.tree.map(lambda n, g: n + g * g, state.n, grads)
+        z_new = jax.tree.map(
+            lambda z, g, w, n, m: z + g - (jnp.sqrt(m) - jnp.sqrt(n)) / lr * w,
+            state.z,
+            grads,
+            params,
+            state.n,
+            n_new,
+        )
+
+        def leaf(w, z, m):
+            w_new = (jnp.clip(z, -lam, lam) - z) / (jnp.sqrt(m) / lr + 2 * l2)
+            return jnp.where(jnp.abs(z) <= lam, 0.0, w_new) - w
+
+        out = jax.tree.map(leaf, params, z_new, n_new)
+        return out, FtrlOracleState(state.count + 1, n_new, z_new)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_rows(
     lr: float, lam: float, every_latent: str = "1,10,100", every_plain: str = "10,25"
 ) -> tuple[list[Row], list[str]]:
@@ -222,7 +258,14 @@ def make_rows(
     ftrl = _common.optional("ftrl")
     if ftrl is not None:
         rows.append(
-            Row("ftrl", "adagrad", "ftrl", adagrad, lambda: ftrl(lr, strength=lam, l2=1e-3))
+            Row(
+                "ftrl",
+                "adagrad",
+                "ftrl",
+                adagrad,
+                lambda: ftrl(lr, strength=lam, l2=1e-3),
+                make_oracle=lambda: ftrl_oracle(lr, lam, 1e-3),
+            )
         )
     else:
         skipped.append("ftrl")
