@@ -120,10 +120,11 @@ def ftrl(
     the largest finite value of its dtype: a finite gradient whose square overflows (above
     about 1.8e19 in float32) gives a finite step (not the exact one) instead of NaN.
 
-    Memory: on one device a jitted step that donates the state writes :math:`n` and
+    Memory: on one CPU device a jitted step that donates the state writes :math:`n` and
     :math:`z` in place, chunk by chunk, with no temporary of a leaf's size (about 1.6x an
-    ``optax.adagrad`` step on CPU, ``benchmarks/RESULTS.md``); with several devices each
-    leaf is updated whole, which keeps its sharding and one copy of the old :math:`n`.
+    ``optax.adagrad`` step, ``benchmarks/RESULTS.md``); on several devices (or another
+    backend) each leaf is updated whole, which keeps its sharding, and XLA:CPU keeps one
+    copy of the old :math:`n`.
 
     Args:
       learning_rate: :math:`\eta_t > 0`, number or schedule.

@@ -12,7 +12,8 @@ value the others read is written after them; what follows the loop reads the new
 which XLA cannot recompute from the old one across the loop. No temporary but a few scalars.
 
 The loop slices the flattened leaf at dynamic offsets, which a partitioned (sharded) array
-would gather first; it is used only when the computation runs on one device.
+would gather first; it is used only when the computation runs on one device, and only on
+CPU (where the copy was measured; on a GPU each chunk would be a kernel launch).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ CHUNK = 1 << 16  # elements per loop step (256 KiB of f32); 2^14-2^18 measured a
 
 
 def applies(x: jax.Array) -> bool:
-    """Whether :func:`updated` loops over ``x``: on one device, at least 2 elements (a
+    """Whether :func:`updated` loops over ``x``: on one CPU device (on a GPU each chunk
+    would be a kernel launch, and its fusions are another matter), at least 2 elements (a
     one-step loop would be inlined), int32 offsets."""
-    return jax.device_count() == 1 and 2 <= int(jnp.size(x)) < 2**31
+    one_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
+    return one_cpu and 2 <= int(jnp.size(x)) < 2**31
 
 
 def _after(at: jax.Array, written: jax.Array) -> jax.Array:
