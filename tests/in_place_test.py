@@ -91,8 +91,13 @@ def _tx():
     return optax_l1.ftrl(0.5, strength=0.05, l2=0.01, l2_shrinkage=0.02, mask=MASK)
 
 
-def _run(monkeypatch, loop, steps=5):
+def _force_loop(monkeypatch, loop):
+    """The loop on (on any leaf of 2+ elements, as on one CPU device) or off."""
     monkeypatch.setattr(_in_place, "applies", lambda x: loop and 2 <= jnp.size(x))
+
+
+def _run(monkeypatch, loop, steps=5):
+    _force_loop(monkeypatch, loop)
     tx = _tx()
 
     def step(p, s, g):
@@ -128,7 +133,7 @@ def test_ftrl_loop_under_scan_and_vmap(monkeypatch, wrap):
     grads = jax.random.normal(jax.random.key(3), (4, 3, 40))
 
     def run(loop):
-        monkeypatch.setattr(_in_place, "applies", lambda x: loop and 2 <= jnp.size(x))
+        _force_loop(monkeypatch, loop)
         tx = optax_l1.ftrl(0.5, strength=0.3)
 
         def one(w, gs):  # 4 steps on one (3, 40) leaf
