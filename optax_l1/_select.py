@@ -65,12 +65,13 @@ def _chunk_counts(counts: jax.Array, b: jax.Array, prefix: jax.Array, shift: int
     return counts.at[digit].add(1, mode="promise_in_bounds")
 
 
-def _pack_small(bits: list[jax.Array]) -> list[jax.Array]:
-    """The leaves under one chunk concatenated into one flat array (one scatter for all of
-    them: the compiled step stays small for a tree of thousands of small leaves); larger
-    leaves as they are (never concatenated, so a sharded leaf is not gathered)."""
-    small = [b.reshape(-1) for b in bits if b.size < _CHUNK]
-    large = [b for b in bits if b.size >= _CHUNK]
+def pack_small(arrays: list[jax.Array]) -> list[jax.Array]:
+    """The arrays under one chunk concatenated into one flat array, after the larger ones
+    as they are (never concatenated, so a sharded leaf is not gathered): one scatter for
+    all the small ones, so the compiled step stays small for a tree of thousands of small
+    leaves. Lists of equal shapes are packed in the same order."""
+    small = [b.reshape(-1) for b in arrays if b.size < _CHUNK]
+    large = [b for b in arrays if b.size >= _CHUNK]
     return large + ([jnp.concatenate(small)] if len(small) > 1 else small)
 
 
@@ -82,7 +83,7 @@ def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int) -> jax.A
     adds are chunk-sized: no temporary of the leaf's size.
     """
     counts = jnp.zeros(2**_DIGIT_BITS + 1, jnp.int32)  # the last bin: entries off the prefix
-    for b in _pack_small(bits):
+    for b in pack_small(bits):
         flat = b.reshape(-1)
         whole = flat.size // _CHUNK
 

@@ -149,13 +149,27 @@ class _Units(NamedTuple):
     ratios: list[float]
 
 
-def _members(leaves: list[Any], units: _Units, u: int) -> list[jax.Array]:
+def _members(leaves: list[Any], units: _Units, u: int) -> list[Any]:
     pairs = zip(leaves, units.of_leaf, units.counted, strict=True)
     return [x for x, v, c in pairs if c and v == u]
 
 
+def _packed_scores(ws: list[jax.Array], ds: list[Any], dtype: Any, method: str) -> list[jax.Array]:
+    """The scores of entries ``ws`` (preconditioners ``ds``, None each without one), the
+    small leaves concatenated *before* they are scored: one concatenation of the raw values
+    and one scoring of it, instead of a scoring fusion per leaf feeding the concatenation
+    (a tree of thousands of small kernels compiles faster). Large leaves are scored as they
+    are (never concatenated, so a sharded leaf is not gathered). ``"bisect"`` packs nothing:
+    its counts are reductions of each leaf where it lies, so no leaf is ever gathered."""
+    if not ws or method == "bisect":
+        return [_score(w, d, dtype) for w, d in zip(ws, ds, strict=True)]
+    packed_w = _select.pack_small([jnp.asarray(w) for w in ws])
+    packed_d = [None] * len(packed_w) if ds[0] is None else _select.pack_small(ds)
+    return [_score(w, d, dtype) for w, d in zip(packed_w, packed_d, strict=True)]
+
+
 def _threshold(
-    scores: Callable[[], list[jax.Array | None]],
+    scores: Callable[[int], list[jax.Array]],
     units: _Units,
     dtype: Any,
     phase: _Phase,
@@ -168,9 +182,9 @@ def _threshold(
     search's, except on the last search); with ``k = 0`` nothing is zeroed (``-inf``). A
     NaN score is not zeroed (it stays visible in the weights).
 
-    ``scores`` (one array per leaf, None for a leaf counted elsewhere) is called inside the
-    search's branch, so a step without a search never computes entry scores (group norms
-    are computed on every step); the zero count comes with
+    ``scores(u)`` (unit ``u``'s score arrays) is called inside the search's branch, so a
+    step without a search never computes entry scores (group norms are computed on every
+    step); the zero count comes with
     the selection (one more pass only with ``smoothing``).
     """
     n = sum(units.sizes)
@@ -193,10 +207,9 @@ def _threshold(
         return tau, sum((jnp.sum(x <= tau, dtype=jnp.int32) for x in leaves), jnp.int32(0))
 
     def search():
-        leaves = scores()
         previous = jnp.reshape(state.threshold, (-1,))
         found = [
-            one(_members(leaves, units, u), size, r, previous[u])
+            one(scores(u), size, r, previous[u])
             for u, (size, r) in enumerate(zip(units.sizes, units.ratios, strict=True))
         ]
         tau = jnp.stack([t for t, _ in found]).reshape(jnp.shape(state.threshold))
@@ -331,11 +344,15 @@ def _target_prox(
         sdt = _score_dtype(w_leaves, lays)
         grids = _group_grids(live, lays, w_leaves, d_leaves, sdt)
 
-        def scores():
-            return [
-                None if lay is None else (_score(w, d, sdt) if g is None else g)
-                for w, d, lay, g in zip(w_leaves, d_leaves, lays, grids, strict=True)
-            ]
+        def scores(u: int) -> list[jax.Array]:
+            def of(leaves):
+                return _members(leaves, units, u)
+
+            plain = [g is None for g in grids]
+            groups = [g for g, p in zip(of(grids), of(plain), strict=True) if not p]
+            ws = [w for w, p in zip(of(w_leaves), of(plain), strict=True) if p]
+            ds = [d for d, p in zip(of(d_leaves), of(plain), strict=True) if p]
+            return groups + _packed_scores(ws, ds, sdt, cfg.quantile)
 
         tau, zeroed = _threshold(scores, units, sdt, phase, state, cfg)
         per_leaf = [

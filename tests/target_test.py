@@ -165,6 +165,56 @@ def test_preconditioned_threshold_matches_numpy(shrink):
     np.testing.assert_allclose(float(state.threshold), tau, rtol=1e-5)
 
 
+def _count_primitive(jaxpr, name: str) -> int:
+    """Equations named ``name`` in ``jaxpr`` and every jaxpr nested in it (cond branches)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == name
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else [value]:
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's jaxpr
+                if hasattr(sub, "eqns"):
+                    n += _count_primitive(sub, name)
+    return n
+
+
+def test_small_leaves_are_packed_raw_before_they_are_scored():
+    # 30 small kernels (float32 and bfloat16) and one over a count chunk, in Adam's metric:
+    # the search scores one concatenation of the small ones (one |.|, not one per leaf,
+    # which is what made thousands of small kernels slow to compile), and still zeroes
+    # exactly the smallest scores.
+    rng = np.random.default_rng(3)
+    params = {f"k{i:02d}": jnp.asarray(rng.standard_normal((4, 3)), jnp.float32) for i in range(30)}
+    for i in range(0, 30, 3):
+        params[f"k{i:02d}"] = params[f"k{i:02d}"].astype(jnp.bfloat16)
+    params["big"] = jnp.asarray(rng.standard_normal(2**16 + 5), jnp.float32)
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)
+    tx = optax_l1.sparsity_target(0.7, ramp_steps=3, optimizer=optax.adam(0.1), latent=False)
+    state = tx.init(params)
+    _, state = tx.update(grads, state, params)  # a step in the ramp: nu is not zero after it
+    nu = state.inner_state[0].nu  # hard, no latent copy: the metric before the update
+    adam_u, _ = optax.adam(0.1).update(grads, state.inner_state, params)
+    u, state = tx.update(grads, state, params)
+    names = sorted(params)
+    w = [np.abs(np.asarray(params[k], np.float32)).ravel() for k in names]
+    d = [(np.sqrt(np.asarray(nu[k], np.float32)) + np.float32(1e-8)).ravel() for k in names]
+    score = np.concatenate([x * y for x, y in zip(w, d, strict=True)])
+    kth = int(np.floor(float(state.scheduled) * score.size))
+    tau = np.sort(score)[kth - 1]
+    new = optax.apply_updates(params, u)
+    for k, x, y in zip(names, w, d, strict=True):
+        z = np.asarray(params[k].astype(jnp.float32) + adam_u[k], np.float64).ravel()
+        ref = np.where(x * y <= tau, 0.0, z)
+        np.testing.assert_allclose(np.asarray(new[k], np.float64).ravel(), ref, rtol=1e-2)
+    assert 0 < kth < score.size
+    assert _count(state.sparsity, score.size) == kth
+    jaxpr = jax.make_jaxpr(tx.update)(grads, tx.init(params), params).jaxpr
+    searches = [e for e in jaxpr.eqns if e.primitive.name == "cond"]
+    assert len(searches) == 1
+    branches = searches[0].params["branches"]
+    assert max(_count_primitive(b.jaxpr, "abs") for b in branches) == 2  # small ones, big
+
+
 def _eager(tx, steps, seed=0):
     """Op-by-op training (no jit): XLA's fusion of a whole jitted step may contract
     ``p + lr * x`` into an FMA in one program and not in another, which moves the last
