@@ -148,12 +148,16 @@ def test_threshold_per_unit_is_each_units_kth_score():
     state = _target.SparsityTargetState(zero, jnp.zeros(2), zero, zero, None, ())
     units = _target._Units([0, 1], [True, True], [4, 2], [1.0, 1.0])
     cfg = CFG._replace(allocation="uniform")
-    tau, zeroed = _target._threshold(lambda u: [values[u]], units, jnp.float32, _phase(), state, cfg)
+
+    def scores(unit):
+        return [values[unit]]  # one leaf per unit
+
+    tau, zeroed = _target._threshold(scores, units, jnp.float32, _phase(), state, cfg)
     # k = floor(0.5 * 4) = 2 -> 0.3; k = floor(0.5 * 2) = 1 -> 0.3
     np.testing.assert_allclose(tau, [0.3, 0.3])
     assert float(zeroed) == pytest.approx(3 / 6)
     erk = _target._Units([0, 1], [True, True], [4, 2], [1.5, 0.0])  # shares of s
-    tau, zeroed = _target._threshold(lambda u: [values[u]], erk, jnp.float32, _phase(), state, cfg)
+    tau, zeroed = _target._threshold(scores, erk, jnp.float32, _phase(), state, cfg)
     assert float(tau[0]) == pytest.approx(0.5) and float(tau[1]) == -np.inf  # k = 3, 0
     assert float(zeroed) == pytest.approx(3 / 6)
 
