@@ -288,15 +288,33 @@ def _leaf_axes(tree: Any, axis: Axis) -> list[Any]:
 def n_of_m_keep(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
     """True for the ``n`` highest ``scores`` of every block of ``m`` along ``axis`` (ties:
     the earlier entry). ``n`` may be traced. A NaN score outranks nothing and is outranked
-    by nothing, so it is kept (and shows).
+    by nothing, so it is kept (and shows)."""
+    return n_of_m_unpack(n_of_m_codes(scores, n, m, axis), m, axis, tuple(scores.shape))
+
+
+def _code_dtype(m: int) -> Any:
+    for dtype in (jnp.uint8, jnp.uint16, jnp.uint32):
+        if m <= jnp.iinfo(dtype).bits:
+            return dtype
+    raise ValueError(f"N:M blocks of `m`={m} > 32 entries are not supported")
+
+
+def n_of_m_codes(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
+    """The keep pattern of every block of ``m`` along ``axis`` as one small integer (bit
+    ``i`` set: entry ``i`` of the block is among its ``n`` highest ``scores``), on the
+    blocked view with the block axis of length 1: ``1/m`` of the entries in 1-4 bytes.
 
     An entry's rank is counted against the ``m`` entries of its block one at a time (a
-    static loop of elementwise compares on the blocked view): no ``m x m`` temporary and
-    no transpose, so XLA fuses it into one pass.
+    static loop of elementwise compares on the blocked view: no ``m x m`` temporary, no
+    transpose) and the bits are summed over the block axis. That sum is a reduction, which
+    XLA does not fuse into its readers: the codes are written once (a small buffer) and the
+    step reads one code per block instead of recomputing the ranks from the block's
+    neighbours, so its write of the params stays in place.
     """
     lay = _structures.Blocks(m, axis=axis).layout(tuple(scores.shape))
     b = lay.reduce[0]
     a = scores.reshape(lay.split)
+    dtype = _code_dtype(m)
     shape = [1] * a.ndim
     shape[b] = m
     pos = jnp.arange(m).reshape(shape)
@@ -304,7 +322,18 @@ def n_of_m_keep(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
     for j in range(m):  # rank_i = #{j : s_j > s_i, or equal and j first}
         aj = lax.slice_in_dim(a, j, j + 1, axis=b)
         rank = rank + ((aj > a) | ((aj == a) & (j < pos))).astype(jnp.int32)
-    return (rank < n).reshape(scores.shape)
+    bits = (rank < n).astype(dtype) << pos.astype(dtype)
+    return jnp.sum(bits, axis=b, keepdims=True, dtype=dtype)  # distinct bits: sum = or
+
+
+def n_of_m_unpack(codes: jax.Array, m: int, axis: int, shape: tuple[int, ...]) -> jax.Array:
+    """The full-shape keep mask of :func:`n_of_m_codes` (bit ``i`` of its block's code)."""
+    lay = _structures.Blocks(m, axis=axis).layout(shape)
+    b = lay.reduce[0]
+    pos = [1] * len(lay.split)
+    pos[b] = m
+    bits = jnp.arange(m, dtype=codes.dtype).reshape(pos)
+    return ((codes >> bits) & 1).astype(bool).reshape(shape)
 
 
 def _n_of_m_array(z: jax.Array, n: int, m: int, axis: int) -> jax.Array:

@@ -387,15 +387,19 @@ def _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg: _
             new.append(x)
             continue
         sdt = _tree.compute_dtype(jnp.result_type(w))
-        keep = _operators.n_of_m_keep(
+        # The keep pattern as one small code per block: the count reads the codes, and
+        # the new params read one code per block, not their neighbours (in place).
+        codes = _operators.n_of_m_codes(
             _score(w, d, jnp.real(jnp.zeros((), sdt)).dtype),
             blocks.size - k,
             blocks.size,
             blocks.axis,
         )
-        dead = phase.due & ~keep
-        new.append(jnp.where(dead, jnp.zeros_like(x), x))
-        n, zeros = n + int(jnp.size(x)), zeros + jnp.sum(dead, dtype=jnp.int32)
+        keep = _operators.n_of_m_unpack(codes, blocks.size, blocks.axis, jnp.shape(x))
+        kept = _kept(codes, blocks.size)
+        new.append(jnp.where(phase.due & ~keep, jnp.zeros_like(x), x))
+        size = int(jnp.size(x))
+        n, zeros = n + size, zeros + jnp.where(phase.due, size - kept, 0)
     if n == 0:
         return z_def.unflatten(z_leaves), (
             state.threshold,
@@ -405,6 +409,15 @@ def _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg: _
     zeroed = jnp.where(phase.due, zeros.astype(jnp.float32) / n, state.sparsity)
     tau = jnp.where(phase.due, k.astype(jnp.float32), -jnp.inf)
     return z_def.unflatten(new), (tau, zeroed, z_def.unflatten(z_leaves))
+
+
+def _kept(codes: jax.Array, m: int) -> jax.Array:
+    """The entries kept: the set bits of ``codes``, summed over the first axis in 16 bits
+    where they fit (XLA:CPU writes a reduction's converted input out first: the narrower
+    the cheaper), then in int32."""
+    narrow = codes.shape[0] * m < 2**16
+    per = jnp.sum(lax.population_count(codes), axis=0, dtype=jnp.uint16 if narrow else jnp.int32)
+    return jnp.sum(per, dtype=jnp.int32)
 
 
 def _score_dtype(w_leaves: list[Any], lays: list[Any]) -> Any:
