@@ -289,14 +289,34 @@ def n_of_m_keep(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
     """True for the ``n`` highest ``scores`` of every block of ``m`` along ``axis`` (ties:
     the earlier entry). ``n`` may be traced. A NaN score outranks nothing and is outranked
     by nothing, so it is kept (and shows)."""
+    if m > CODE_BITS:
+        lay = _structures.Blocks(m, axis=axis).layout(tuple(scores.shape))
+        return (_ranks(scores.reshape(lay.split), m, lay.reduce[0]) < n).reshape(scores.shape)
     return n_of_m_unpack(n_of_m_codes(scores, n, m, axis), m, axis, tuple(scores.shape))
+
+
+CODE_BITS = 32  # the widest block a code holds (uint32)
 
 
 def _code_dtype(m: int) -> Any:
     for dtype in (jnp.uint8, jnp.uint16, jnp.uint32):
         if m <= jnp.iinfo(dtype).bits:
             return dtype
-    raise ValueError(f"N:M blocks of `m`={m} > 32 entries are not supported")
+    raise ValueError(f"a block code holds at most {CODE_BITS} entries, got `m`={m}")
+
+
+def _ranks(a: jax.Array, m: int, b: int) -> jax.Array:
+    """Each entry's rank in its block of ``m`` along axis ``b`` of the blocked view ``a``:
+    ``#{j : a_j > a_i, or equal and j first}``, one block entry at a time (a static loop
+    of elementwise compares: no ``m x m`` temporary, no transpose)."""
+    shape = [1] * a.ndim
+    shape[b] = m
+    pos = jnp.arange(m).reshape(shape)
+    rank = jnp.zeros(a.shape, jnp.int32)
+    for j in range(m):
+        aj = lax.slice_in_dim(a, j, j + 1, axis=b)
+        rank = rank + ((aj > a) | ((aj == a) & (j < pos))).astype(jnp.int32)
+    return rank
 
 
 def n_of_m_codes(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
@@ -304,25 +324,19 @@ def n_of_m_codes(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
     ``i`` set: entry ``i`` of the block is among its ``n`` highest ``scores``), on the
     blocked view with the block axis of length 1: ``1/m`` of the entries in 1-4 bytes.
 
-    An entry's rank is counted against the ``m`` entries of its block one at a time (a
-    static loop of elementwise compares on the blocked view: no ``m x m`` temporary, no
-    transpose) and the bits are summed over the block axis. That sum is a reduction, which
-    XLA does not fuse into its readers: the codes are written once (a small buffer) and the
-    step reads one code per block instead of recomputing the ranks from the block's
-    neighbours, so its write of the params stays in place.
+    The ranks are elementwise compares on the blocked view and the bits are summed over
+    the block axis. That sum is a reduction, which XLA does not fuse into its readers: the
+    codes are written once (a small buffer), and a step reads one code per block instead
+    of recomputing the ranks from the block's neighbours, so its write of the params stays
+    in place. ``m`` at most 32.
     """
     lay = _structures.Blocks(m, axis=axis).layout(tuple(scores.shape))
     b = lay.reduce[0]
-    a = scores.reshape(lay.split)
     dtype = _code_dtype(m)
-    shape = [1] * a.ndim
+    shape = [1] * len(lay.split)
     shape[b] = m
-    pos = jnp.arange(m).reshape(shape)
-    rank = jnp.zeros(a.shape, jnp.int32)
-    for j in range(m):  # rank_i = #{j : s_j > s_i, or equal and j first}
-        aj = lax.slice_in_dim(a, j, j + 1, axis=b)
-        rank = rank + ((aj > a) | ((aj == a) & (j < pos))).astype(jnp.int32)
-    bits = (rank < n).astype(dtype) << pos.astype(dtype)
+    pos = jnp.arange(m, dtype=dtype).reshape(shape)
+    bits = (_ranks(scores.reshape(lay.split), m, b) < n).astype(dtype) << pos
     return jnp.sum(bits, axis=b, keepdims=True, dtype=dtype)  # distinct bits: sum = or
 
 

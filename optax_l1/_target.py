@@ -387,16 +387,8 @@ def _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg: _
             new.append(x)
             continue
         sdt = _tree.compute_dtype(jnp.result_type(w))
-        # The keep pattern as one small code per block: the count reads the codes, and
-        # the new params read one code per block, not their neighbours (in place).
-        codes = _operators.n_of_m_codes(
-            _score(w, d, jnp.real(jnp.zeros((), sdt)).dtype),
-            blocks.size - k,
-            blocks.size,
-            blocks.axis,
-        )
-        keep = _operators.n_of_m_unpack(codes, blocks.size, blocks.axis, jnp.shape(x))
-        kept = _kept(codes, blocks.size)
+        score = _score(w, d, jnp.real(jnp.zeros((), sdt)).dtype)
+        keep, kept = _n_of_m_kept(score, blocks.size - k, blocks)
         new.append(jnp.where(phase.due & ~keep, jnp.zeros_like(x), x))
         size = int(jnp.size(x))
         n, zeros = n + size, zeros + jnp.where(phase.due, size - kept, 0)
@@ -411,13 +403,21 @@ def _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg: _
     return z_def.unflatten(new), (tau, zeroed, z_def.unflatten(z_leaves))
 
 
-def _kept(codes: jax.Array, m: int) -> jax.Array:
-    """The entries kept: the set bits of ``codes``, summed over the first axis in 16 bits
-    where they fit (XLA:CPU writes a reduction's converted input out first: the narrower
-    the cheaper), then in int32."""
+def _n_of_m_kept(score: jax.Array, n: jax.Array, blocks: Any) -> tuple[jax.Array, jax.Array]:
+    """The keep mask of the ``n`` best scores of each block and the number kept. The mask
+    is read from one small code per block (blocks up to 32): the count reads the codes,
+    and the new params read one code per block, not their neighbours (in place). The
+    count sums the set bits over the first axis in 16 bits where they fit (XLA:CPU writes
+    a reduction's converted input out first: the narrower the cheaper), then in int32."""
+    m, axis = blocks.size, blocks.axis
+    if m > _operators.CODE_BITS:
+        keep = _operators.n_of_m_keep(score, n, m, axis)
+        return keep, jnp.sum(keep, dtype=jnp.int32)
+    codes = _operators.n_of_m_codes(score, n, m, axis)
     narrow = codes.shape[0] * m < 2**16
     per = jnp.sum(lax.population_count(codes), axis=0, dtype=jnp.uint16 if narrow else jnp.int32)
-    return jnp.sum(per, dtype=jnp.int32)
+    keep = _operators.n_of_m_unpack(codes, m, axis, tuple(score.shape))
+    return keep, jnp.sum(per, dtype=jnp.int32)
 
 
 def _score_dtype(w_leaves: list[Any], lays: list[Any]) -> Any:

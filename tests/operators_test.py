@@ -393,6 +393,32 @@ def test_n_of_m_projection_keeps_nan_and_checks_its_arguments():
         optax_l1.n_of_m_projection(jnp.ones((4, 4)), 2, 4, axis=2)
 
 
+@pytest.mark.parametrize("n,m,axis", [(2, 4, 0), (3, 8, 1), (5, 16, 0), (20, 32, 1), (30, 40, 0)])
+def test_n_of_m_codes_are_the_keep_bits_of_each_block(n, m, axis):
+    """Bit i of a block's code is set iff entry i is among the block's n largest (ties:
+    the earlier entry); codes fit 1, 2 or 4 bytes, wider blocks use the full mask."""
+    from optax_l1 import _operators
+
+    rng = np.random.default_rng(m)
+    z = rng.standard_normal((160, 160)).astype(np.float32)
+    z[0, :8] = 0.5  # ties
+    want = _np_n_of_m(z + (z == 0), n, m, axis) != 0  # the mask of the reference
+    keep = np.asarray(_operators.n_of_m_keep(jnp.abs(jnp.asarray(z)), n, m, axis))
+    np.testing.assert_array_equal(keep, want)
+    got = np.asarray(optax_l1.n_of_m_projection(jnp.asarray(z), n, m, axis=axis))
+    np.testing.assert_array_equal(got, np.where(want, z, 0))
+    if m > _operators.CODE_BITS:
+        with pytest.raises(ValueError, match="at most 32 entries, got `m`=40"):
+            _operators.n_of_m_codes(jnp.asarray(z), n, m, axis)
+        return
+    codes = np.asarray(_operators.n_of_m_codes(jnp.abs(jnp.asarray(z)), n, m, axis))
+    assert codes.dtype == {8: np.uint8, 16: np.uint16, 32: np.uint32}[max(8, m)]
+    blocks = np.moveaxis(want, axis, -1).reshape(-1, m)
+    bits = (blocks * (2 ** np.arange(m, dtype=np.uint64))).sum(1)
+    per_block = np.moveaxis(np.squeeze(codes, axis + 1), axis, -1)  # blocks in the same order
+    np.testing.assert_array_equal(per_block.ravel(), bits)
+
+
 def test_n_of_m_through_proximal_keeps_every_block_n_sparse_while_training():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((64, 16)), jnp.float32)

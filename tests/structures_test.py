@@ -386,6 +386,43 @@ def test_n_of_m_allocation_keeps_the_largest_of_each_block():
         bad.update(jnp.zeros_like(w), bad.init(w), w)
 
 
+def test_n_of_m_allocation_counts_the_zeros_a_nan_spares():
+    """A NaN score is kept (it shows) and takes no quota: a block of 4 with one NaN at 3
+    zeros per block (k = 3) zeroes 2, the others 3; the count is exact, not k per block."""
+    w = jnp.asarray(np.random.default_rng(0).standard_normal((8, 3)), jnp.float32)
+    w = w.at[1, 2].set(jnp.nan)
+    tx = optax_l1.sparsity_target(
+        0.75, ramp_steps=1, allocation=optax_l1.Blocks(4, axis=0), latent=False
+    )
+    state, p = tx.init(w), w
+    for _ in range(3):  # past the ramp
+        u, state = tx.update(jnp.zeros_like(p), state, p)
+        p = optax.apply_updates(p, u)
+    p = np.asarray(p)
+    assert np.isnan(p[1, 2])
+    assert int(np.sum(p == 0)) == 3 * 5 + 2 == round(float(state.sparsity) * 24)
+
+
+def test_n_of_m_allocation_step_writes_no_full_size_temporary():
+    """The keep pattern is one byte per block of 4: the compiled 2:4 step's temporaries are
+    a small fraction of the kernel (no copy of the params, no full-size count)."""
+    w = jnp.ones((512, 256), jnp.float32)
+    tx = optax.chain(
+        optax.adam(1e-3),
+        optax_l1.sparsity_target(
+            0.5, ramp_steps=10**6, hold="track", allocation=optax_l1.Blocks(4, axis=0), latent=False
+        ),
+    )
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(w, tx.init(w), w).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    assert temp < w.nbytes / 4, temp
+
+
 @pytest.mark.parametrize("latent", [True, False])
 def test_a_leaf_without_a_structure_is_not_touched(latent):
     """None in the structure tree: not regularized, whatever the mask says."""
