@@ -100,17 +100,18 @@ def find_accumulator(accumulator: Accumulator, inner_state: Any, name: str) -> A
     )
 
 
-def second_moment_scale(name: str, inner_state: Any, treedef: Any, eps: float) -> list[Any]:
-    """``sqrt(|nu|) + eps`` per leaf of ``treedef`` (float32), read from the optimizer's state:
+def second_moments(name: str, inner_state: Any, treedef: Any) -> list[Any]:
+    """The optimizer's diagonal second moment per leaf of ``treedef``, as it is in its state:
     the first of ``nu`` (Adam, AdamW, RMSProp...) and ``sum_of_squares`` (Adagrad) present;
-    None where the optimizer keeps no second moment for a leaf."""
+    None where the optimizer keeps none for a leaf (an int leaf, or masked out of a
+    multi_transform)."""
     acc = find_accumulator(("nu", "sum_of_squares"), inner_state, name)
     leaves = _tree.flatten_like(
         treedef, acc, f"`{name}`: the optimizer's second moment must have the structure of params"
     )
-    return [
-        None  # no second moment here (an int leaf, or masked out of a multi_transform)
-        if a is None or isinstance(a, optax.MaskedNode)
-        else jnp.sqrt(jnp.abs(a)).astype(jnp.float32) + eps
-        for a in leaves
-    ]
+    return [None if a is None or isinstance(a, optax.MaskedNode) else a for a in leaves]
+
+
+def moment_scale(a: jax.Array, eps: float) -> jax.Array:
+    """``sqrt(|a|) + eps`` in float32: the metric of a second moment ``a``."""
+    return jnp.sqrt(jnp.abs(a)).astype(jnp.float32) + eps

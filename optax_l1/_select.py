@@ -1,10 +1,17 @@
 """Exact selection: the k-th smallest entry of several non-negative float arrays, and how many
 entries are at most it (the zeros a threshold there gives, ties included), found in the same
-passes."""
+passes.
+
+The arrays may be given as :class:`Scored`, scores computed where they are read: the loops of
+the radix select and of the bisection then read the score's arguments (buffers that exist,
+such as the params or the optimizer's moments) chunk by chunk, instead of a full-size array
+of scores that XLA would write out before the loop.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +23,44 @@ _DIGIT_BITS = 16  # 2 passes of a 65,536-bin count for float32: half the passes 
 _CHUNK = 2**16  # entries counted per scatter: bounds the select's temporaries
 
 
-def kth_smallest_bisect(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
+class Scored(NamedTuple):
+    """The scores ``fn(*args)``, computed where they are read: ``fn`` is elementwise and
+    ``args`` are arrays of one shape."""
+
+    fn: Callable[..., jax.Array]
+    args: tuple[jax.Array, ...]
+
+    @property
+    def size(self) -> int:
+        return int(jnp.size(self.args[0]))
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        one = [jax.ShapeDtypeStruct((1,), jnp.result_type(a)) for a in self.args]
+        return jax.eval_shape(self.fn, *one).dtype
+
+    def whole(self) -> jax.Array:
+        """All the scores, in the args' shape (a sharded leaf stays where it lies)."""
+        return self.fn(*self.args)
+
+    def chunk(self, start: jax.Array, width: int) -> jax.Array:
+        """The flat scores ``[start, start + width)``."""
+        return self.fn(*(lax.dynamic_slice(a.reshape(-1), (start,), (width,)) for a in self.args))
+
+
+Source = jax.Array | Scored
+
+
+def _scored(x: Source) -> Scored:
+    return x if isinstance(x, Scored) else Scored(lambda a: a, (jnp.asarray(x),))
+
+
+def values(x: Source) -> jax.Array:
+    """The scores of ``x``, computed (in their shape)."""
+    return _scored(x).whole()
+
+
+def kth_smallest_bisect(scores: list[Source], k: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The k-th smallest (k >= 1) entry of non-negative float arrays, exactly, and the number
     of entries at most it.
 
@@ -25,16 +69,20 @@ def kth_smallest_bisect(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Arra
     is one global count ``sum(bits <= mid)``: O(31 n) work made of reductions only, so
     sharded leaves need one scalar all-reduce per halving and nothing is gathered.
     """
-    dtype = scores[0].dtype
+    items = [_scored(s) for s in scores]
+    dtype = items[0].dtype
     itype, halvings = (jnp.int64, 63) if dtype == jnp.float64 else (jnp.int32, 31)
-    bits = [lax.bitcast_convert_type(s, itype) for s in scores]
-    hi = jnp.max(jnp.stack([jnp.max(b) for b in bits]))
-    total = jnp.asarray(sum(int(b.size) for b in bits), jnp.int32)
+
+    def bits(item: Scored) -> jax.Array:  # read in each count: no full-size copy
+        return lax.bitcast_convert_type(item.whole(), itype)
+
+    hi = jnp.max(jnp.stack([jnp.max(bits(x)) for x in items]))
+    total = jnp.asarray(sum(x.size for x in items), jnp.int32)
 
     def halve(_, state):
         lo, hi, at_hi = state
         mid = lo + (hi - lo) // 2
-        at_mid = sum(jnp.sum(b <= mid, dtype=jnp.int32) for b in bits)
+        at_mid = sum(jnp.sum(bits(x) <= mid, dtype=jnp.int32) for x in items)
         enough = at_mid >= k
         return (
             jnp.where(enough, lo, mid),
@@ -47,10 +95,10 @@ def kth_smallest_bisect(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Arra
     return lax.bitcast_convert_type(hi, dtype), at_most
 
 
-def kth_smallest_sort(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
+def kth_smallest_sort(scores: list[Source], k: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The k-th smallest (k >= 1) entry by one sort of all entries (O(n log n), gathers), and
     the number of entries at most it."""
-    flat = jnp.sort(jnp.concatenate([s.ravel() for s in scores]))
+    flat = jnp.sort(jnp.concatenate([values(s).ravel() for s in scores]))
     kth = flat[jnp.clip(k - 1, 0, flat.size - 1)]
     return kth, jnp.searchsorted(flat, kth, side="right").astype(jnp.int32)
 
@@ -75,30 +123,50 @@ def pack_small(arrays: list[jax.Array]) -> list[jax.Array]:
     return large + ([jnp.concatenate(small)] if len(small) > 1 else small)
 
 
-def _digit_counts(bits: list[jax.Array], prefix: jax.Array, shift: int) -> jax.Array:
+def _pack_scored(items: list[Scored]) -> list[Scored]:
+    """:func:`pack_small` for scores: the small ones computed and concatenated (one count
+    for all of them), the large ones left to be computed chunk by chunk."""
+    small = [x.whole() for x in items if x.size < _CHUNK]
+    large = [x for x in items if x.size >= _CHUNK]
+    return large + [_scored(b) for b in pack_small(small)]
+
+
+def _after(counts: jax.Array, itype: type) -> jax.Array:
+    """0, computed from ``counts``: added to the bits of a chunk, it orders their reading
+    after the counts so far."""
+    return jnp.minimum(counts[-1], 0).astype(itype)
+
+
+def _digit_counts(items: list[Scored], itype: type, prefix: jax.Array, shift: int) -> jax.Array:
     """How many entries have the bits above ``shift + 16`` equal to ``prefix``, per value of
     the 16-bit digit at ``shift``: one pass of a 65,536-bin count (a scatter-add of 1s).
 
-    A leaf is counted ``_CHUNK`` entries at a time, so the digits and the 1s the scatter
-    adds are chunk-sized: no temporary of the leaf's size.
+    A leaf is scored and counted ``_CHUNK`` entries at a time, so the scores, the digits and
+    the 1s the scatter adds are chunk-sized: no temporary of the leaf's size. Each chunk's
+    bits depend on the counts so far (:func:`_after`), so XLA cannot compute
+    the digits of every leaf up front and hold them all (it did, for leaves of one chunk,
+    whose loop of one trip it unrolls: a temporary of the leaves' size).
     """
     counts = jnp.zeros(2**_DIGIT_BITS + 1, jnp.int32)  # the last bin: entries off the prefix
-    for b in pack_small(bits):
-        flat = b.reshape(-1)
-        whole = flat.size // _CHUNK
 
-        def body(i, c, flat=flat):
-            chunk = lax.dynamic_slice(flat, (i * _CHUNK,), (_CHUNK,))
-            return _chunk_counts(c, chunk, prefix, shift)
+    def count(c: jax.Array, item: Scored, start: jax.Array, width: int) -> jax.Array:
+        bits = lax.bitcast_convert_type(item.chunk(start, width), itype) + _after(c, itype)
+        return _chunk_counts(c, bits, prefix, shift)
 
+    for item in items:
+        whole = item.size // _CHUNK
         if whole:
+
+            def body(i: jax.Array, c: jax.Array, item: Scored = item) -> jax.Array:
+                return count(c, item, i * _CHUNK, _CHUNK)
+
             counts = lax.fori_loop(0, whole, body, counts)
-        if flat.size > whole * _CHUNK:
-            counts = _chunk_counts(counts, flat[whole * _CHUNK :], prefix, shift)
+        if item.size > whole * _CHUNK:
+            counts = count(counts, item, jnp.asarray(whole * _CHUNK), item.size - whole * _CHUNK)
     return counts[: 2**_DIGIT_BITS]
 
 
-def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
+def kth_smallest_radix(scores: list[Source], k: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The k-th smallest (k >= 1) entry of non-negative float arrays, exactly, by radix select,
     and the number of entries at most it (the entries below the last digit's bin plus those
     in it and the bins under it).
@@ -108,14 +176,15 @@ def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array
     float64), against the 31 (63) counts of :func:`kth_smallest_bisect`. (8-bit digits, 4
     passes of 256 bins, measured 1.75x slower on this CPU: a pass costs its scatter-add.)
     """
-    dtype = scores[0].dtype
+    items = [_scored(s) for s in scores]
+    dtype = items[0].dtype
     itype = jnp.uint64 if dtype == jnp.float64 else jnp.uint32
     width = 8 * jnp.dtype(itype).itemsize
-    bits = [lax.bitcast_convert_type(s, itype) for s in scores]
+    items = _pack_scored(items)
     prefix, rank = jnp.zeros([], itype), jnp.asarray(k, jnp.int32)
     at_most = rank
     for shift in range(width - _DIGIT_BITS, -1, -_DIGIT_BITS):
-        cum = jnp.cumsum(_digit_counts(bits, prefix, shift))
+        cum = jnp.cumsum(_digit_counts(items, itype, prefix, shift))
         digit = jnp.sum(cum < rank).astype(jnp.int32)  # the digit whose bin holds rank
         below = jnp.where(digit > 0, cum[jnp.maximum(digit - 1, 0)], 0)
         at_most = k - rank + cum[digit]  # below the prefix, plus its bins up to the digit
@@ -123,9 +192,7 @@ def kth_smallest_radix(scores: list[jax.Array], k: jax.Array) -> tuple[jax.Array
     return lax.bitcast_convert_type(prefix, dtype), at_most
 
 
-def kth_smallest(
-    scores: list[jax.Array], k: jax.Array, method: Method
-) -> tuple[jax.Array, jax.Array]:
+def kth_smallest(scores: list[Source], k: jax.Array, method: Method) -> tuple[jax.Array, jax.Array]:
     """The k-th smallest (k >= 1) entry of ``scores`` by ``method`` (see the functions above)
     and the number of entries at most it (int32)."""
     find = {

@@ -154,22 +154,36 @@ def _members(leaves: list[Any], units: _Units, u: int) -> list[Any]:
     return [x for x, v, c in pairs if c and v == u]
 
 
-def _packed_scores(ws: list[jax.Array], ds: list[Any], dtype: Any, method: str) -> list[jax.Array]:
-    """The scores of entries ``ws`` (preconditioners ``ds``, None each without one), the
-    small leaves concatenated *before* they are scored: one concatenation of the raw values
-    and one scoring of it, instead of a scoring fusion per leaf feeding the concatenation
-    (a tree of thousands of small kernels compiles faster). Large leaves are scored as they
-    are (never concatenated, so a sharded leaf is not gathered). ``"bisect"`` packs nothing:
+def _packed_scores(
+    ws: list[jax.Array], moments: list[Any], dtype: Any, method: str
+) -> list[_select.Source]:
+    """The scores of entries ``ws`` (second moments ``moments``, None each without one), as
+    :class:`optax_l1._select.Scored`: computed where the search reads them, chunk by chunk,
+    from the params (or z) and the optimizer's moments, so no full-size array of scores is
+    written. The small leaves are concatenated *before* they are scored: one concatenation
+    of the raw values and one scoring of it, instead of a scoring fusion per leaf feeding
+    the concatenation (a tree of thousands of small kernels compiles faster). Large leaves
+    are never concatenated (a sharded leaf is not gathered). ``"bisect"`` packs nothing:
     its counts are reductions of each leaf where it lies, so no leaf is ever gathered."""
-    if not ws or method == "bisect":
-        return [_score(w, d, dtype) for w, d in zip(ws, ds, strict=True)]
-    packed_w = _select.pack_small([jnp.asarray(w) for w in ws])
-    packed_d = [None] * len(packed_w) if ds[0] is None else _select.pack_small(ds)
-    return [_score(w, d, dtype) for w, d in zip(packed_w, packed_d, strict=True)]
+
+    def score(w, a=None):
+        d = None if a is None else _inner.moment_scale(a, _PRECONDITIONER_EPS)
+        return _score(w, d, dtype)
+
+    if not ws:
+        return []
+    ws = [jnp.asarray(w) for w in ws]
+    if method != "bisect":
+        ws = _select.pack_small(ws)
+        moments = [None] * len(ws) if moments[0] is None else _select.pack_small(moments)
+    return [
+        _select.Scored(score, (w,) if a is None else (w, a))
+        for w, a in zip(ws, moments, strict=True)
+    ]
 
 
 def _threshold(
-    scores: Callable[[int], list[jax.Array]],
+    scores: Callable[[int], list[_select.Source]],
     units: _Units,
     dtype: Any,
     phase: _Phase,
@@ -192,7 +206,7 @@ def _threshold(
         raise ValueError(f"`sparsity_target` counts in int32: {n} regularized groups is too many")
     smoothed = not _checks.is_literal_zero(cfg.smoothing)
 
-    def one(leaves: list[jax.Array], size: int, ratio: float, previous: jax.Array):
+    def one(leaves: list[_select.Source], size: int, ratio: float, previous: jax.Array):
         # At most size - 1 zeros: a target just under 1 may round up to 1 in float32.
         k = jnp.minimum(jnp.floor(phase.scheduled * ratio * size).astype(jnp.int32), size - 1)
         kth, at_most = _select.kth_smallest(leaves, jnp.maximum(k, 1), cfg.quantile)
@@ -204,7 +218,8 @@ def _threshold(
         beta = jnp.where(phase.last, 0.0, jnp.asarray(cfg.smoothing, dtype)).astype(dtype)
         tau = beta * previous.astype(dtype) + (1 - beta) * jnp.where(ok, kth, 0)
         tau = jnp.where(ok, tau, -jnp.inf)
-        return tau, sum((jnp.sum(x <= tau, dtype=jnp.int32) for x in leaves), jnp.int32(0))
+        counts = (jnp.sum(_select.values(x) <= tau, dtype=jnp.int32) for x in leaves)
+        return tau, sum(counts, jnp.int32(0))
 
     def search():
         previous = jnp.reshape(state.threshold, (-1,))
@@ -303,7 +318,7 @@ def _units(sts: list[Any], lays: list[Any], shapes: list[Any], cfg: _Config) -> 
 
 def _target_prox(
     sources: list[Any] | None,
-    scale: list[Any] | None,
+    moments: list[Any] | None,
     sts: list[Any],
     phase: _Phase,
     state: SparsityTargetState,
@@ -313,19 +328,23 @@ def _target_prox(
 
     The search scores ``z``, or ``sources`` (the params before this step's update) when
     given: a buffer that exists already, so that a step without a search writes no
-    full-size temporary for the search to read. ``sts``: each leaf's structure.
+    full-size temporary for the search to read. ``moments``: the optimizer's second moment
+    per leaf (the metric), or None. ``sts``: each leaf's structure.
     """
 
     def prox(z, step, count):
         del step, count
         z_leaves, z_def = jax.tree.flatten(z, is_leaf=_tree.is_none)
-        d_leaves = [None] * len(z_leaves) if scale is None else scale
+        a_leaves = [None] * len(z_leaves) if moments is None else moments
+        d_leaves = [
+            None if a is None else _inner.moment_scale(a, _PRECONDITIONER_EPS) for a in a_leaves
+        ]
         w_leaves = z_leaves if sources is None else sources
         # A zero-size leaf has nothing to count.
         live = [
             s if x is not None and jnp.size(x) else None for s, x in zip(sts, z_leaves, strict=True)
         ]
-        if scale is not None and any(d is None for d, s in zip(d_leaves, live, strict=True) if s):
+        if moments is not None and any(d is None for d, s in zip(d_leaves, live, strict=True) if s):
             raise ValueError(
                 "`sparsity_target`: `optimizer` keeps no second moment for some regularized "
                 "leaves (e.g. they are masked out of an optax.multi_transform); exclude them "
@@ -344,15 +363,15 @@ def _target_prox(
         sdt = _score_dtype(w_leaves, lays)
         grids = _group_grids(live, lays, w_leaves, d_leaves, sdt)
 
-        def scores(u: int) -> list[jax.Array]:
+        def scores(u: int) -> list[_select.Source]:
             def of(leaves):
                 return _members(leaves, units, u)
 
             plain = [g is None for g in grids]
             groups = [g for g, p in zip(of(grids), of(plain), strict=True) if not p]
             ws = [w for w, p in zip(of(w_leaves), of(plain), strict=True) if p]
-            ds = [d for d, p in zip(of(d_leaves), of(plain), strict=True) if p]
-            return groups + _packed_scores(ws, ds, sdt, cfg.quantile)
+            moments = [a for a, p in zip(of(a_leaves), of(plain), strict=True) if p]
+            return groups + _packed_scores(ws, moments, sdt, cfg.quantile)
 
         tau, zeroed = _threshold(scores, units, sdt, phase, state, cfg)
         per_leaf = [
@@ -544,7 +563,8 @@ def _init_latent(params: Any, cfg: _Config, mask: Any) -> Any:
 
 
 def _preconditioner(inner_state: Any, treedef: Any) -> list[Any]:
-    return _inner.second_moment_scale(_NAME, inner_state, treedef, _PRECONDITIONER_EPS)
+    """The optimizer's second moment per leaf (the metric is its ``sqrt + 1e-8``)."""
+    return _inner.second_moments(_NAME, inner_state, treedef)
 
 
 def _init_state(params: Any, cfg: _Config, inner: Any, mask: Any) -> SparsityTargetState:
@@ -600,13 +620,13 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     # Without a latent copy, a hard search scores the params before the update (in the
     # metric before it): no temporary. Else it scores z, which is the new latent copy.
     before = base is None and cfg.shrink == "hard"
-    scale = None
+    moments = None
     if precondition:
-        scale = _preconditioner(state.inner_state if before else inner_state, aligned.treedef)
+        moments = _preconditioner(state.inner_state if before else inner_state, aligned.treedef)
     params_tree = aligned.treedef.unflatten(aligned.params)
     aligned = aligned._replace(selected=_selection(params_tree, cfg, aligned.selected))
     sts = _structures_of(params_tree, cfg, aligned.selected)
-    prox = _target_prox(aligned.params if before else None, scale, sts, phase, state, cfg)
+    prox = _target_prox(aligned.params if before else None, moments, sts, phase, state, cfg)
     shrunk, (tau, zeroed, z) = _step.prox_update(
         prox, aligned, jnp.float32(0), state.count, name=_NAME, base=base
     )
@@ -776,9 +796,12 @@ def sparsity_target(
 
     Cost: a search is ``quantile="radix"`` (default): an exact radix select over the float
     bits, 2 passes of a 65,536-bin count for float32 (4 for float64), which also give the
-    zero count. ``"bisect"``: 31 global counts, reductions only (sharded params are never
-    gathered). ``"sort"``: one sort of all entries (gathers sharded params). A step without
-    a search adds no full-size temporary: with ``latent=False`` it fuses into the
+    zero count; it scores the params chunk by chunk where the count reads them, so a search
+    adds no full-size temporary (leaves under 65,536 entries are scored into one packed
+    array, the size of the small leaves). ``"bisect"``: 31 global counts, reductions only
+    (sharded params are never gathered), two int32 copies of the scores held by XLA.
+    ``"sort"``: one sort of all entries (gathers sharded params; one sorted copy). A step
+    without a search adds no full-size temporary: with ``latent=False`` it fuses into the
     optimizer's own loop; ``latent=True`` keeps one float32 copy of the regularized params
     in the state and reads and writes it every step. ``update_every=k`` spreads a search's
     cost over ``k`` steps (measured ratios: ``benchmarks/RESULTS.md``).
