@@ -275,21 +275,27 @@ def make_rows(
 
 
 def structure_rows(adam, lr: float, lam: float) -> list[Row]:
-    """adam vs adam + a structured step: N:M ranked every step (2:4 along axis 0), blocks
-    of 4 searched every step and every 10 (amortized), and the group prox on blocks."""
+    """adam vs adam + a structured step: N:M (2:4 along axis 0) ranked every step and
+    every 100 (amortized), blocks of 4 searched every step, every 10 and every 100, and
+    the group prox on blocks (with and without its workspace)."""
     blocks = optax_l1.Blocks(4, axis=0)
     rows = []
-    for every, latent in ((1, False), (1, True)):
+    for every, latent in ((1, False), (1, True), (100, False), (100, True)):
 
         def nm(every=every, latent=latent):
             target = optax_l1.sparsity_target(
-                0.5, ramp_steps=10**6, hold="track", allocation=blocks, latent=latent
+                0.5,
+                ramp_steps=10**6,
+                hold="track",
+                allocation=blocks,
+                update_every=every,
+                latent=latent,
             )
             return optax.chain(adam(), target)
 
-        label = f"adam + sparsity_target(2:4{'' if latent else ', no latent'})"
+        label = f"adam + sparsity_target(2:4, every={every}{'' if latent else ', no latent'})"
         rows.append(Row("n_of_m_target", "adam", label, adam, nm, cycle=every))
-    for every in (1, 10):
+    for every in (1, 10, 100):
 
         def blk(every=every):
             target = optax_l1.sparsity_target(
@@ -304,17 +310,17 @@ def structure_rows(adam, lr: float, lam: float) -> list[Row]:
 
         label = f"adam + sparsity_target(Blocks(4), every={every}, no latent)"
         rows.append(Row("blocks_target", "adam", label, adam, blk, cycle=every))
-    rows.append(
-        Row(
-            "group_l1_prox(blocks)",
-            "adam",
-            "adam + group_l1_prox(Blocks(4))",
-            adam,
-            lambda: optax.chain(
-                adam(), optax_l1.group_l1_prox(lam, learning_rate=lr, structure=blocks)
-            ),
-        )
-    )
+    for workspace in (False, True):
+        name = "group_l1_prox(blocks" + ("/workspace)" if workspace else ")")
+
+        def group(workspace=workspace):
+            prox = optax_l1.group_l1_prox(
+                lam, learning_rate=lr, structure=blocks, workspace=workspace
+            )
+            return optax.chain(adam(), prox)
+
+        label = "adam + group_l1_prox(Blocks(4)" + (", workspace)" if workspace else ")")
+        rows.append(Row(name, "adam", label, adam, group))
     return rows
 
 

@@ -183,23 +183,26 @@ def _packed_scores(
 
 
 def _threshold(
-    scores: Callable[[int], list[_select.Source]],
+    scores: Callable[[int, Any], list[_select.Source]],
     units: _Units,
     dtype: Any,
     phase: _Phase,
     state: SparsityTargetState,
     cfg: _Config,
-) -> tuple[jax.Array, jax.Array]:
+    groups: _Groups | None = None,
+) -> tuple[jax.Array, jax.Array, list[Any] | None]:
     """The threshold of each unit on a due search and the fraction of groups at most it
     (the zeros it gives), else the last search's. A unit's threshold is the k-th smallest of
     its scores, ``k = floor(s_t r n)`` (moving average ``smoothing`` with the previous
     search's, except on the last search); with ``k = 0`` nothing is zeroed (``-inf``). A
     NaN score is not zeroed (it stays visible in the weights).
 
-    ``scores(u)`` (unit ``u``'s score arrays) is called inside the search's branch, so a
-    step without a search never computes entry scores (group norms are computed on every
-    step); the zero count comes with
-    the selection (one more pass only with ``smoothing``).
+    ``scores(u, grids)`` (unit ``u``'s score arrays; ``grids``: the group scores, from
+    ``groups.grids()``, or None) is called inside the search's branch, so a step without a
+    search computes no score, entry or group. With ``groups``, the search also gives each
+    group leaf's marks (``groups.marks(tau, grids)``: a bool per group, True where zeroed),
+    and a step without a search marks nothing (None without ``groups``). The zero count
+    comes with the selection (one more pass only with ``smoothing``).
     """
     n = sum(units.sizes)
     if n >= 2**31:
@@ -222,19 +225,33 @@ def _threshold(
         return tau, sum(counts, jnp.int32(0))
 
     def search():
+        grids = None if groups is None else groups.grids()
         previous = jnp.reshape(state.threshold, (-1,))
         found = [
-            one(scores(u), size, r, previous[u])
+            one(scores(u, grids), size, r, previous[u])
             for u, (size, r) in enumerate(zip(units.sizes, units.ratios, strict=True))
         ]
         tau = jnp.stack([t for t, _ in found]).reshape(jnp.shape(state.threshold))
         zeroed = sum((z for _, z in found), jnp.int32(0))
-        return tau, zeroed.astype(jnp.float32) / n
+        marks = None if groups is None else groups.marks(tau, grids)
+        return tau, zeroed.astype(jnp.float32) / n, marks
 
     def held():
-        return jnp.full(jnp.shape(state.threshold), -jnp.inf, dtype), state.sparsity
+        marks = None if groups is None else groups.unmarked()
+        return jnp.full(jnp.shape(state.threshold), -jnp.inf, dtype), state.sparsity, marks
 
     return lax.cond(phase.due, search, held)
+
+
+class _Groups(NamedTuple):
+    """The group leaves of a search: ``grids()`` their group scores (None for entry
+    leaves), computed in the search's branch only; ``marks(tau, grids)`` a bool per group
+    of each group leaf, True where the search zeroes it; ``unmarked()`` the same shapes,
+    all False (a step without a search)."""
+
+    grids: Callable[[], list[Any]]
+    marks: Callable[[jax.Array, list[Any]], list[Any]]
+    unmarked: Callable[[], list[Any]]
 
 
 def _shrink(
@@ -247,11 +264,12 @@ def _shrink(
 ) -> jax.Array:
     """Zero ``x`` where the score of ``w`` is at most ``tau`` (as the search counted); the
     survivors kept as they are (``"hard"``) or soft-thresholded at ``tau / d`` (``"soft"``,
-    where ``w`` is ``x``). ``group``: None, or a group structure's (layout, scores)."""
+    where ``w`` is ``x``). ``group``: None, or a group structure's (layout, marks): a bool
+    per group, True where the search zeroed it (:class:`_Groups`)."""
     if group is None:
         dead = _score(w, d, tau.dtype) <= tau
     else:
-        dead = _structures.expand(group[0], group[1] <= tau, jnp.shape(x))
+        dead = _structures.expand(group[0], group[1], jnp.shape(x))
     if mode == "hard":
         return jnp.where(dead, jnp.zeros_like(x), x)
     tau = jnp.maximum(tau, 0)  # -inf: nothing zeroed, nothing shrunk (NaN stays NaN)
@@ -361,28 +379,34 @@ def _target_prox(
             return z, (state.threshold, state.sparsity, z)
         _check_shrink(live, cfg)
         sdt = _score_dtype(w_leaves, lays)
-        grids = _group_grids(live, lays, w_leaves, d_leaves, sdt)
+        plain = [lay is None or _plain(st) for st, lay in zip(live, lays, strict=True)]
+        groups = None
+        if not all(plain):
+            groups = _groups(live, lays, plain, (w_leaves, d_leaves), sdt, units, cfg)
 
-        def scores(u: int) -> list[_select.Source]:
+        def scores(u: int, grids: list[Any] | None) -> list[_select.Source]:
             def of(leaves):
                 return _members(leaves, units, u)
 
-            plain = [g is None for g in grids]
-            groups = [g for g, p in zip(of(grids), of(plain), strict=True) if not p]
+            grids = [None] * len(plain) if grids is None else grids
+            gs = [g for g, p in zip(of(grids), of(plain), strict=True) if not p]
             ws = [w for w, p in zip(of(w_leaves), of(plain), strict=True) if p]
             moments = [a for a, p in zip(of(a_leaves), of(plain), strict=True) if p]
-            return groups + _packed_scores(ws, moments, sdt, cfg.quantile)
+            return gs + _packed_scores(ws, moments, sdt, cfg.quantile)
 
-        tau, zeroed = _threshold(scores, units, sdt, phase, state, cfg)
-        per_leaf = [
-            tau if cfg.allocation == "global" or u is None else tau[u] for u in units.of_leaf
-        ]
+        tau, zeroed, marks = _threshold(scores, units, sdt, phase, state, cfg, groups)
         new = [
             x
             if x is None or lay is None  # not regularized, or a zero-size leaf
-            else _shrink(x, w, d, t, cfg.shrink, None if g is None else (lay, g))
-            for x, w, d, t, lay, g in zip(
-                z_leaves, w_leaves, d_leaves, per_leaf, lays, grids, strict=True
+            else _shrink(x, w, d, t, cfg.shrink, None if m is None else (lay, m))
+            for x, w, d, t, lay, m in zip(
+                z_leaves,
+                w_leaves,
+                d_leaves,
+                _per_leaf(tau, units, cfg),
+                lays,
+                marks or [None] * len(z_leaves),
+                strict=True,
             )
         ]
         return z_def.unflatten(new), (tau, zeroed, z)
@@ -393,41 +417,57 @@ def _target_prox(
 def _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg: _Config):
     """Block allocation (N:M): in every block of ``m`` along the axis, the
     ``floor(s_t m)`` lowest-scoring entries are zeroed on a due search (the threshold
-    logged is that count); a held step returns ``z`` (the support is held outside)."""
+    logged is that count); a held step returns ``z`` (the support is held outside). The
+    ranks run on a due step only (one ``lax.cond`` over all blocked leaves), so a held
+    step between searches (``update_every > 1``) costs what the unstructured one does."""
     blocks = cfg.allocation
     if not all(_plain(s) for s in live):
         raise ValueError("a `Blocks` allocation (N:M) zeroes entries: give no group `structure`")
     names = _structures.leaf_names(z_def.unflatten(z_leaves))
     _structures.layouts([blocks if st else None for st in live], w_leaves, names, "allocation")
     k = jnp.floor(phase.scheduled * blocks.size).astype(jnp.int32)
-    n, zeros, new = 0, jnp.int32(0), []
-    for x, w, d, st in zip(z_leaves, w_leaves, d_leaves, live, strict=True):
-        if st is None:
-            new.append(x)
-            continue
-        sdt = _tree.compute_dtype(jnp.result_type(w))
-        score = _score(w, d, jnp.real(jnp.zeros((), sdt)).dtype)
-        keep, kept = _n_of_m_kept(score, blocks.size - k, blocks)
-        new.append(jnp.where(phase.due & ~keep, jnp.zeros_like(x), x))
-        size = int(jnp.size(x))
-        n, zeros = n + size, zeros + jnp.where(phase.due, size - kept, 0)
-    if n == 0:
+    ranked = [(w, d) for w, d, st in zip(w_leaves, d_leaves, live, strict=True) if st]
+    if not ranked:
         return z_def.unflatten(z_leaves), (
             state.threshold,
             state.sparsity,
             z_def.unflatten(z_leaves),
         )
+
+    def rank():
+        return [
+            _n_of_m_packed(_score(w, d, _n_of_m_dtype(w)), blocks.size - k, blocks)
+            for w, d in ranked
+        ]
+
+    packed = lax.cond(phase.due, rank, lambda: _all_kept(jax.eval_shape(rank), blocks))
+    n, zeros, new, i = 0, jnp.int32(0), [], 0
+    for x, st in zip(z_leaves, live, strict=True):
+        if st is None:
+            new.append(x)
+            continue
+        (code, kept), i = packed[i], i + 1
+        keep = _n_of_m_unpacked(code, blocks, tuple(jnp.shape(x)))
+        new.append(jnp.where(phase.due & ~keep, jnp.zeros_like(x), x))
+        size = int(jnp.size(x))
+        n, zeros = n + size, zeros + jnp.where(phase.due, size - kept, 0)
     zeroed = jnp.where(phase.due, zeros.astype(jnp.float32) / n, state.sparsity)
     tau = jnp.where(phase.due, k.astype(jnp.float32), -jnp.inf)
     return z_def.unflatten(new), (tau, zeroed, z_def.unflatten(z_leaves))
 
 
-def _n_of_m_kept(score: jax.Array, n: jax.Array, blocks: Any) -> tuple[jax.Array, jax.Array]:
-    """The keep mask of the ``n`` best scores of each block and the number kept. The mask
-    is read from one small code per block (blocks up to 32): the count reads the codes,
-    and the new params read one code per block, not their neighbours (in place). The
-    count sums the set bits over the first axis in 16 bits where they fit (XLA:CPU writes
-    a reduction's converted input out first: the narrower the cheaper), then in int32."""
+def _n_of_m_dtype(w: Any) -> Any:
+    """The real dtype the scores of ``w`` are computed in."""
+    return jnp.real(jnp.zeros((), _tree.compute_dtype(jnp.result_type(w)))).dtype
+
+
+def _n_of_m_packed(score: jax.Array, n: jax.Array, blocks: Any) -> tuple[jax.Array, jax.Array]:
+    """The keep pattern of the ``n`` best scores of each block, and the number kept. The
+    pattern is one small code per block (blocks up to 32; wider blocks: the full mask):
+    the count reads the codes, and the new params read one code per block, not their
+    neighbours (in place). The count sums the set bits over the first axis in 16 bits
+    where they fit (XLA:CPU writes a reduction's converted input out first: the narrower
+    the cheaper), then in int32."""
     m, axis = blocks.size, blocks.axis
     if m > _operators.CODE_BITS:
         keep = _operators.n_of_m_keep(score, n, m, axis)
@@ -435,8 +475,20 @@ def _n_of_m_kept(score: jax.Array, n: jax.Array, blocks: Any) -> tuple[jax.Array
     codes = _operators.n_of_m_codes(score, n, m, axis)
     narrow = codes.shape[0] * m < 2**16
     per = jnp.sum(lax.population_count(codes), axis=0, dtype=jnp.uint16 if narrow else jnp.int32)
-    keep = _operators.n_of_m_unpack(codes, m, axis, tuple(score.shape))
-    return keep, jnp.sum(per, dtype=jnp.int32)
+    return codes, jnp.sum(per, dtype=jnp.int32)
+
+
+def _all_kept(shapes: list[Any], blocks: Any) -> list[tuple[jax.Array, jax.Array]]:
+    """What a held step gives in place of :func:`_n_of_m_packed`: every entry kept."""
+    every = (1 << blocks.size) - 1 if blocks.size <= _operators.CODE_BITS else True
+    return [(jnp.full(code.shape, every, code.dtype), jnp.int32(0)) for code, _ in shapes]
+
+
+def _n_of_m_unpacked(code: jax.Array, blocks: Any, shape: tuple[int, ...]) -> jax.Array:
+    """The full-shape keep mask of :func:`_n_of_m_packed`'s pattern."""
+    if blocks.size > _operators.CODE_BITS:
+        return code
+    return _operators.n_of_m_unpack(code, blocks.size, blocks.axis, shape)
 
 
 def _score_dtype(w_leaves: list[Any], lays: list[Any]) -> Any:
@@ -448,6 +500,27 @@ def _score_dtype(w_leaves: list[Any], lays: list[Any]) -> Any:
 def _plain(st: Any) -> bool:
     """Entries scored one by one (no group, no coupling)."""
     return st is None or (isinstance(st, _structures.Elements) and st.couple is None)
+
+
+def _per_leaf(tau: jax.Array, units: _Units, cfg: _Config) -> list[jax.Array]:
+    """Each leaf's threshold: the global one, or its unit's."""
+    return [tau if cfg.allocation == "global" or u is None else tau[u] for u in units.of_leaf]
+
+
+def _groups(sts, lays, plain, sources, dtype, units: _Units, cfg: _Config) -> _Groups:
+    """The group leaves' scores and marks for :func:`_threshold` (``sources``: the scored
+    leaves and their metric, each leaf's ``d`` or None)."""
+    w_leaves, d_leaves = sources
+
+    def marks(tau: jax.Array, grids: list[Any]) -> list[Any]:
+        pairs = zip(grids, _per_leaf(tau, units, cfg), strict=True)
+        return [None if g is None else g <= t for g, t in pairs]
+
+    def unmarked() -> list[Any]:
+        pairs = zip(lays, plain, strict=True)
+        return [None if p else jnp.zeros(lay.grid, bool) for lay, p in pairs]
+
+    return _Groups(lambda: _group_grids(sts, lays, w_leaves, d_leaves, dtype), marks, unmarked)
 
 
 def _group_grids(sts, lays, w_leaves, d_leaves, dtype) -> list[jax.Array | None]:
@@ -803,7 +876,9 @@ def sparsity_target(
     ``"sort"``: one sort of all entries (gathers sharded params; one sorted copy). A step
     without a search adds no full-size temporary: with ``latent=False`` it fuses into the
     optimizer's own loop; ``latent=True`` keeps one float32 copy of the regularized params
-    in the state and reads and writes it every step. ``update_every=k`` spreads a search's
+    in the state and reads and writes it every step. Group norms (``structure``) and N:M
+    ranks (``allocation=Blocks``) are computed on a search step only; a step without one
+    reads one mark (or one code) per group or block. ``update_every=k`` spreads a search's
     cost over ``k`` steps (measured ratios: ``benchmarks/RESULTS.md``).
 
     Args:

@@ -119,8 +119,8 @@ def _phase(due=True, keep=False, last=False, scheduled=0.5):
 def test_threshold_is_the_kth_score_and_counts_its_zeros_on_a_search_else_held():
     values = [jnp.array([0.5, 0.1, 0.9, 0.3]), jnp.array([0.7, 0.3])]
 
-    def scores(unit):
-        assert unit == 0  # one global unit
+    def scores(unit, grids):
+        assert unit == 0 and grids is None  # one global unit, no group leaf
         return values
 
     zero = jnp.zeros([], jnp.float32)
@@ -128,7 +128,7 @@ def test_threshold_is_the_kth_score_and_counts_its_zeros_on_a_search_else_held()
 
     def run(phase, cfg=CFG):
         units = _target._Units([0, 0], [True, True], [6], [1.0])
-        tau, zeroed = _target._threshold(scores, units, jnp.float32, phase, state, cfg)
+        tau, zeroed, _ = _target._threshold(scores, units, jnp.float32, phase, state, cfg)
         return float(tau), float(zeroed)
 
     assert run(_phase()) == (pytest.approx(0.3), pytest.approx(3 / 6))  # k = 3, and 0.3 twice
@@ -149,15 +149,15 @@ def test_threshold_per_unit_is_each_units_kth_score():
     units = _target._Units([0, 1], [True, True], [4, 2], [1.0, 1.0])
     cfg = CFG._replace(allocation="uniform")
 
-    def scores(unit):
+    def scores(unit, grids):
         return [values[unit]]  # one leaf per unit
 
-    tau, zeroed = _target._threshold(scores, units, jnp.float32, _phase(), state, cfg)
+    tau, zeroed, _ = _target._threshold(scores, units, jnp.float32, _phase(), state, cfg)
     # k = floor(0.5 * 4) = 2 -> 0.3; k = floor(0.5 * 2) = 1 -> 0.3
     np.testing.assert_allclose(tau, [0.3, 0.3])
     assert float(zeroed) == pytest.approx(3 / 6)
     erk = _target._Units([0, 1], [True, True], [4, 2], [1.5, 0.0])  # shares of s
-    tau, zeroed = _target._threshold(scores, erk, jnp.float32, _phase(), state, cfg)
+    tau, zeroed, _ = _target._threshold(scores, erk, jnp.float32, _phase(), state, cfg)
     assert float(tau[0]) == pytest.approx(0.5) and float(tau[1]) == -np.inf  # k = 3, 0
     assert float(zeroed) == pytest.approx(3 / 6)
 

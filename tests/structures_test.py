@@ -423,6 +423,72 @@ def test_n_of_m_allocation_step_writes_no_full_size_temporary():
     assert temp < w.nbytes / 4, temp
 
 
+def _primitives(jaxpr, in_cond=False):
+    """(name, whether inside a ``cond`` branch) of every equation, nested ones included."""
+    for eqn in jaxpr.eqns:
+        inside = in_cond or eqn.primitive.name == "cond"
+        yield eqn.primitive.name, in_cond
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    yield from _primitives(sub, inside)
+
+
+def test_n_of_m_allocation_ranks_only_on_a_search_step():
+    """The block codes (a population count over each block's keep bits) are computed in
+    the search branch of a ``cond``, not on every step: a held step between searches does
+    not rank the blocks."""
+    w = jax.random.normal(jax.random.PRNGKey(3), (16, 8))
+    tx = optax_l1.sparsity_target(
+        0.5, ramp_steps=10, allocation=optax_l1.Blocks(4, axis=0), update_every=5, latent=False
+    )
+    jaxpr = jax.make_jaxpr(tx.update)(w, tx.init(w), w).jaxpr
+    where = {inside for name, inside in _primitives(jaxpr) if name == "population_count"}
+    assert where == {True}, where
+
+
+@pytest.mark.parametrize("structure", [optax_l1.Groups(0), optax_l1.Blocks(4, axis=0)])
+def test_group_target_scores_groups_only_on_a_search_step(structure):
+    """The group norms (a square root per group) are computed in the search branch of a
+    ``cond``: a held step between searches reads one mark per group, not the norms."""
+    w = jax.random.normal(jax.random.PRNGKey(4), (16, 8))
+    tx = optax_l1.sparsity_target(
+        0.5, ramp_steps=10, structure=structure, update_every=5, latent=False
+    )
+    jaxpr = jax.make_jaxpr(tx.update)(w, tx.init(w), w).jaxpr
+    where = {inside for name, inside in _primitives(jaxpr) if name == "sqrt"}
+    assert where == {True}, where
+
+
+def test_n_of_m_allocation_holds_the_blocks_between_searches():
+    """With ``update_every=3`` the blocks are cut at the searches only, a zero stays zero
+    in between, and from the ramp's end every block is N:M on every step."""
+    params = jax.random.normal(jax.random.PRNGKey(5), (16, 6))
+
+    def run(every):
+        tx = optax.chain(
+            optax.adam(3e-2),
+            optax_l1.sparsity_target(
+                0.5, ramp_steps=9, allocation=optax_l1.Blocks(4, axis=0), update_every=every
+            ),
+        )
+        p, s, out = params, tx.init(params), []
+        for t in range(15):
+            u, s = tx.update(jnp.cos(p + t), s, p)
+            p = optax.apply_updates(p, u)
+            out.append(np.asarray(p))
+        return out
+
+    held = run(3)
+    for p in held[9:]:  # at and after the ramp's end: 2:4 on every step
+        assert (p.reshape(4, 4, 6) != 0).sum(1).max() <= 2
+    for t in range(1, 15):  # a zero stays zero between searches
+        if t % 3:
+            assert np.all(held[t][held[t - 1] == 0] == 0)
+    assert (held[2].reshape(4, 4, 6) != 0).sum(1).max() == 4  # dense before the first cut
+
+
 @pytest.mark.parametrize("latent", [True, False])
 def test_a_leaf_without_a_structure_is_not_touched(latent):
     """None in the structure tree: not regularized, whatever the mask says."""
