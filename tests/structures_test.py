@@ -461,32 +461,29 @@ def test_group_target_scores_groups_only_on_a_search_step(structure):
     assert where == {True}, where
 
 
-def test_n_of_m_allocation_holds_the_blocks_between_searches():
+@pytest.mark.parametrize("m", [4, 40])  # a code per block; the full keep mask (m > 32)
+def test_n_of_m_allocation_holds_the_blocks_between_searches(m):
     """With ``update_every=3`` the blocks are cut at the searches only, a zero stays zero
-    in between, and from the ramp's end every block is N:M on every step."""
-    params = jax.random.normal(jax.random.PRNGKey(5), (16, 6))
-
-    def run(every):
-        tx = optax.chain(
-            optax.adam(3e-2),
-            optax_l1.sparsity_target(
-                0.5, ramp_steps=9, allocation=optax_l1.Blocks(4, axis=0), update_every=every
-            ),
-        )
-        p, s, out = params, tx.init(params), []
-        for t in range(15):
-            u, s = tx.update(jnp.cos(p + t), s, p)
-            p = optax.apply_updates(p, u)
-            out.append(np.asarray(p))
-        return out
-
-    held = run(3)
-    for p in held[9:]:  # at and after the ramp's end: 2:4 on every step
-        assert (p.reshape(4, 4, 6) != 0).sum(1).max() <= 2
+    in between, and from the ramp's end every block is m/2:m on every step."""
+    p = jax.random.normal(jax.random.PRNGKey(5), (4 * m, 6))
+    tx = optax.chain(
+        optax.adam(3e-2),
+        optax_l1.sparsity_target(
+            0.5, ramp_steps=9, allocation=optax_l1.Blocks(m, axis=0), update_every=3
+        ),
+    )
+    step = jax.jit(lambda p, s, t: tx.update(jnp.cos(p + t), s, p))
+    s, held = tx.init(p), []
+    for t in range(15):
+        u, s = step(p, s, jnp.float32(t))
+        p = optax.apply_updates(p, u)
+        held.append(np.asarray(p).reshape(4, m, 6) != 0)
+    for kept in held[9:]:  # at and after the ramp's end: m/2 of m on every step
+        assert kept.sum(1).max() <= m // 2
     for t in range(1, 15):  # a zero stays zero between searches
         if t % 3:
-            assert np.all(held[t][held[t - 1] == 0] == 0)
-    assert (held[2].reshape(4, 4, 6) != 0).sum(1).max() == 4  # dense before the first cut
+            assert not np.any(held[t] & ~held[t - 1])
+    assert held[2].sum(1).max() == m  # dense before the first cut
 
 
 @pytest.mark.parametrize("latent", [True, False])
