@@ -250,7 +250,7 @@ class _Groups(NamedTuple):
     all False (a step without a search)."""
 
     grids: Callable[[], list[Any]]
-    marks: Callable[[jax.Array, list[Any]], list[Any]]
+    marks: Callable[[jax.Array, Any], list[Any]]
     unmarked: Callable[[], list[Any]]
 
 
@@ -380,20 +380,12 @@ def _target_prox(
         _check_shrink(live, cfg)
         sdt = _score_dtype(w_leaves, lays)
         plain = [lay is None or _plain(st) for st, lay in zip(live, lays, strict=True)]
-        groups = None
-        if not all(plain):
-            groups = _groups(live, lays, plain, (w_leaves, d_leaves), sdt, units, cfg)
-
-        def scores(u: int, grids: list[Any] | None) -> list[_select.Source]:
-            def of(leaves):
-                return _members(leaves, units, u)
-
-            grids = [None] * len(plain) if grids is None else grids
-            gs = [g for g, p in zip(of(grids), of(plain), strict=True) if not p]
-            ws = [w for w, p in zip(of(w_leaves), of(plain), strict=True) if p]
-            moments = [a for a, p in zip(of(a_leaves), of(plain), strict=True) if p]
-            return gs + _packed_scores(ws, moments, sdt, cfg.quantile)
-
+        groups = (
+            None
+            if all(plain)
+            else _groups(live, lays, plain, (w_leaves, d_leaves), sdt, units, cfg)
+        )
+        scores = _unit_scores(units, plain, (w_leaves, a_leaves), sdt, cfg.quantile)
         tau, zeroed, marks = _threshold(scores, units, sdt, phase, state, cfg, groups)
         new = [
             x
@@ -500,6 +492,27 @@ def _score_dtype(w_leaves: list[Any], lays: list[Any]) -> Any:
 def _plain(st: Any) -> bool:
     """Entries scored one by one (no group, no coupling)."""
     return st is None or (isinstance(st, _structures.Elements) and st.couple is None)
+
+
+def _unit_scores(
+    units: _Units, plain: list[bool], sources, dtype: Any, method: str
+) -> Callable[[int, Any], list[_select.Source]]:
+    """``scores(u, grids)`` for :func:`_threshold`: unit ``u``'s group scores (from
+    ``grids``) and its entries' scores (``sources``: the scored leaves and each one's second
+    moment or None), packed as :func:`_packed_scores` does."""
+    w_leaves, a_leaves = sources
+
+    def scores(u: int, grids: list[Any] | None) -> list[_select.Source]:
+        def of(leaves):
+            return _members(leaves, units, u)
+
+        grids = [None] * len(plain) if grids is None else grids
+        gs = [g for g, p in zip(of(grids), of(plain), strict=True) if not p]
+        ws = [w for w, p in zip(of(w_leaves), of(plain), strict=True) if p]
+        moments = [a for a, p in zip(of(a_leaves), of(plain), strict=True) if p]
+        return gs + _packed_scores(ws, moments, dtype, method)
+
+    return scores
 
 
 def _per_leaf(tau: jax.Array, units: _Units, cfg: _Config) -> list[jax.Array]:
