@@ -281,33 +281,11 @@ def structure_rows(adam, lr: float, lam: float) -> list[Row]:
     blocks = optax_l1.Blocks(4, axis=0)
     rows = []
     for every, latent in ((1, False), (1, True), (100, False), (100, True)):
-
-        def nm(every=every, latent=latent):
-            target = optax_l1.sparsity_target(
-                0.5,
-                ramp_steps=10**6,
-                hold="track",
-                allocation=blocks,
-                update_every=every,
-                latent=latent,
-            )
-            return optax.chain(adam(), target)
-
+        nm = tracked(adam, 0.5, every, latent, allocation=blocks)
         label = f"adam + sparsity_target(2:4, every={every}{'' if latent else ', no latent'})"
         rows.append(Row("n_of_m_target", "adam", label, adam, nm, cycle=every))
     for every in (1, 10, 100):
-
-        def blk(every=every):
-            target = optax_l1.sparsity_target(
-                0.75,
-                ramp_steps=10**6,
-                hold="track",
-                structure=blocks,
-                update_every=every,
-                latent=False,
-            )
-            return optax.chain(adam(), target)
-
+        blk = tracked(adam, 0.75, every, False, structure=blocks)
         label = f"adam + sparsity_target(Blocks(4), every={every}, no latent)"
         rows.append(Row("blocks_target", "adam", label, adam, blk, cycle=every))
     for workspace in (False, True):
@@ -333,16 +311,28 @@ def target_rows(adam, every_latent: str, every_plain: str) -> list[Row]:
     pairs = [(int(k), True) for k in every_latent.split(",") if k]
     pairs += [(int(k), False) for k in every_plain.split(",") if k]
     for every, latent in pairs:
-
-        def make(every=every, latent=latent):
-            target = optax_l1.sparsity_target(
-                0.9, ramp_steps=10**6, hold="track", update_every=every, latent=latent
-            )
-            return optax.chain(adam(), target)
-
+        make = tracked(adam, 0.9, every, latent)
         label = f"adam + sparsity_target(every={every}{'' if latent else ', no latent'})"
         rows.append(Row("sparsity_target", "adam", label, adam, make, cycle=every))
     return rows
+
+
+def tracked(adam, target: float, every: int, latent: bool, **options):
+    """The B arm adam + sparsity_target(target, searching every ``every`` steps): a ramp of
+    10^6 steps with ``hold="track"`` keeps every search inside the ramp."""
+
+    def make():
+        tx = optax_l1.sparsity_target(
+            target,
+            ramp_steps=10**6,
+            hold="track",
+            update_every=every,
+            latent=latent,
+            **options,
+        )
+        return optax.chain(adam(), tx)
+
+    return make
 
 
 def make_step(tx: optax.GradientTransformation):
