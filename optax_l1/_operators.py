@@ -298,7 +298,7 @@ def n_of_m_keep(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
 CODE_BITS = 32  # the widest block a code holds (uint32)
 
 
-def _code_dtype(m: int) -> Any:
+def code_dtype(m: int) -> Any:
     for dtype in (jnp.uint8, jnp.uint16, jnp.uint32):
         if m <= jnp.iinfo(dtype).bits:
             return dtype
@@ -332,7 +332,7 @@ def n_of_m_codes(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
     """
     lay = _structures.Blocks(m, axis=axis).layout(tuple(scores.shape))
     b = lay.reduce[0]
-    dtype = _code_dtype(m)
+    dtype = code_dtype(m)
     shape = [1] * len(lay.split)
     shape[b] = m
     pos = jnp.arange(m, dtype=dtype).reshape(shape)

@@ -128,6 +128,11 @@ def _phase(count: jax.Array, cfg: _Config) -> _Phase:
     return _Phase(scheduled, due, ~due & (count > first), last)
 
 
+def _metric(a: Any) -> Any:
+    """The preconditioner of a second moment ``a`` (None: no metric)."""
+    return None if a is None else _inner.moment_scale(a, _PRECONDITIONER_EPS)
+
+
 def _score(x: jax.Array, d: jax.Array | None, dtype: Any) -> jax.Array:
     """A weight's score: ``|z|``, times the preconditioner ``d`` when there is one."""
     a = jnp.abs(x).astype(dtype)
@@ -167,8 +172,7 @@ def _packed_scores(
     its counts are reductions of each leaf where it lies, so no leaf is ever gathered."""
 
     def score(w, a=None):
-        d = None if a is None else _inner.moment_scale(a, _PRECONDITIONER_EPS)
-        return _score(w, d, dtype)
+        return _score(w, _metric(a), dtype)
 
     if not ws:
         return []
@@ -200,9 +204,10 @@ def _threshold(
     ``scores(u, grids)`` (unit ``u``'s score arrays; ``grids``: the group scores, from
     ``groups.grids()``, or None) is called inside the search's branch, so a step without a
     search computes no score, entry or group. With ``groups``, the search also gives each
-    group leaf's marks (``groups.marks(tau, grids)``: a bool per group, True where zeroed),
-    and a step without a search marks nothing (None without ``groups``). The zero count
-    comes with the selection (one more pass only with ``smoothing``).
+    group leaf's marks (``groups.marks(tau, grids)``: a bool per group, True where zeroed);
+    a step without a search gives all-False marks (``groups.unmarked()``). The marks are
+    None without ``groups``. The zero count comes with the selection (one more pass only
+    with ``smoothing``).
     """
     n = sum(units.sizes)
     if n >= 2**31:
@@ -244,8 +249,8 @@ def _threshold(
 
 
 class _Groups(NamedTuple):
-    """The group leaves of a search: ``grids()`` their group scores (None for entry
-    leaves), computed in the search's branch only; ``marks(tau, grids)`` a bool per group
+    """The group leaves of a search: ``grids()`` their group scores per leaf (None at an
+    entry leaf), computed in the search's branch only; ``marks(tau, grids)`` a bool per group
     of each group leaf, True where the search zeroes it; ``unmarked()`` the same shapes,
     all False (a step without a search)."""
 
@@ -354,22 +359,19 @@ def _target_prox(
         del step, count
         z_leaves, z_def = jax.tree.flatten(z, is_leaf=_tree.is_none)
         a_leaves = [None] * len(z_leaves) if moments is None else moments
-        d_leaves = [
-            None if a is None else _inner.moment_scale(a, _PRECONDITIONER_EPS) for a in a_leaves
-        ]
         w_leaves = z_leaves if sources is None else sources
         # A zero-size leaf has nothing to count.
         live = [
             s if x is not None and jnp.size(x) else None for s, x in zip(sts, z_leaves, strict=True)
         ]
-        if moments is not None and any(d is None for d, s in zip(d_leaves, live, strict=True) if s):
+        if moments is not None and any(a is None for a, s in zip(a_leaves, live, strict=True) if s):
             raise ValueError(
                 "`sparsity_target`: `optimizer` keeps no second moment for some regularized "
                 "leaves (e.g. they are masked out of an optax.multi_transform); exclude them "
                 "with `mask`"
             )
         if isinstance(cfg.allocation, _structures.Blocks):
-            return _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg)
+            return _n_of_m_prox(z_def, z_leaves, w_leaves, a_leaves, live, phase, state, cfg)
         lays = _structures.layouts(live, w_leaves, _structures.leaf_names(z))
         shapes = [
             None if lay is None else jnp.shape(w) for w, lay in zip(w_leaves, lays, strict=True)
@@ -383,42 +385,42 @@ def _target_prox(
         groups = (
             None
             if all(plain)
-            else _groups(live, lays, plain, (w_leaves, d_leaves), sdt, units, cfg)
+            else _groups(live, lays, plain, (w_leaves, a_leaves), sdt, units, cfg)
         )
         scores = _unit_scores(units, plain, (w_leaves, a_leaves), sdt, cfg.quantile)
         tau, zeroed, marks = _threshold(scores, units, sdt, phase, state, cfg, groups)
-        new = [
-            x
-            if x is None or lay is None  # not regularized, or a zero-size leaf
-            else _shrink(x, w, d, t, cfg.shrink, None if m is None else (lay, m))
-            for x, w, d, t, lay, m in zip(
-                z_leaves,
-                w_leaves,
-                d_leaves,
-                _per_leaf(tau, units, cfg),
-                lays,
-                marks or [None] * len(z_leaves),
-                strict=True,
-            )
-        ]
+        leaves = zip(z_leaves, w_leaves, a_leaves, _per_leaf(tau, units, cfg), lays, strict=True)
+        marks = marks or [None] * len(z_leaves)
+        new = [_leaf_step(*leaf, m, cfg.shrink) for leaf, m in zip(leaves, marks, strict=True)]
         return z_def.unflatten(new), (tau, zeroed, z)
 
     return prox
 
 
-def _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg: _Config):
+def _leaf_step(x, w, a, tau, lay, marks, shrink: str) -> Any:
+    """One leaf's thresholded ``x``: entries scored in the metric of ``a``; a group leaf
+    reads its marks; not regularized (or zero-size): ``x`` as it is."""
+    if x is None or lay is None:
+        return x
+    if marks is None:
+        return _shrink(x, w, _metric(a), tau, shrink)
+    return _shrink(x, w, None, tau, shrink, (lay, marks))
+
+
+def _n_of_m_prox(z_def, z_leaves, w_leaves, a_leaves, live, phase, state, cfg: _Config):
     """Block allocation (N:M): in every block of ``m`` along the axis, the
     ``floor(s_t m)`` lowest-scoring entries are zeroed on a due search (the threshold
     logged is that count); a held step returns ``z`` (the support is held outside). The
     ranks run on a due step only (one ``lax.cond`` over all blocked leaves), so a held
-    step between searches (``update_every > 1``) costs what the unstructured one does."""
+    step between searches (``update_every > 1``) costs what the unstructured one does
+    (``a_leaves``: the second moments, the metric computed in the branch too)."""
     blocks = cfg.allocation
     if not all(_plain(s) for s in live):
         raise ValueError("a `Blocks` allocation (N:M) zeroes entries: give no group `structure`")
     names = _structures.leaf_names(z_def.unflatten(z_leaves))
     _structures.layouts([blocks if st else None for st in live], w_leaves, names, "allocation")
     k = jnp.floor(phase.scheduled * blocks.size).astype(jnp.int32)
-    ranked = [(w, d) for w, d, st in zip(w_leaves, d_leaves, live, strict=True) if st]
+    ranked = [(w, a) for w, a, st in zip(w_leaves, a_leaves, live, strict=True) if st]
     if not ranked:
         return z_def.unflatten(z_leaves), (
             state.threshold,
@@ -428,11 +430,12 @@ def _n_of_m_prox(z_def, z_leaves, w_leaves, d_leaves, live, phase, state, cfg: _
 
     def rank():
         return [
-            _n_of_m_packed(_score(w, d, _n_of_m_dtype(w)), blocks.size - k, blocks)
-            for w, d in ranked
+            _n_of_m_packed(_score(w, _metric(a), _n_of_m_dtype(w)), blocks.size - k, blocks)
+            for w, a in ranked
         ]
 
-    packed = lax.cond(phase.due, rank, lambda: _all_kept(jax.eval_shape(rank), blocks))
+    held = [jnp.shape(w) for w, _ in ranked]
+    packed = lax.cond(phase.due, rank, lambda: _all_kept(held, blocks))
     n, zeros, new, i = 0, jnp.int32(0), [], 0
     for x, st in zip(z_leaves, live, strict=True):
         if st is None:
@@ -471,9 +474,23 @@ def _n_of_m_packed(score: jax.Array, n: jax.Array, blocks: Any) -> tuple[jax.Arr
 
 
 def _all_kept(shapes: list[Any], blocks: Any) -> list[tuple[jax.Array, jax.Array]]:
-    """What a held step gives in place of :func:`_n_of_m_packed`: every entry kept."""
-    every = (1 << blocks.size) - 1 if blocks.size <= _operators.CODE_BITS else True
-    return [(jnp.full(code.shape, every, code.dtype), jnp.int32(0)) for code, _ in shapes]
+    """What a held step gives in place of :func:`_n_of_m_packed` for leaves of ``shapes``:
+    every entry kept (a code with all ``m`` bits set per block, or the full mask)."""
+    m = blocks.size
+    if m > _operators.CODE_BITS:
+        return [(jnp.ones(shape, bool), jnp.int32(0)) for shape in shapes]
+    dtype = _operators.code_dtype(m)
+    return [
+        (
+            jnp.full(
+                _structures.Blocks(m, axis=blocks.axis).layout(tuple(shape)).grid,
+                (1 << m) - 1,
+                dtype,
+            ),
+            jnp.int32(0),
+        )
+        for shape in shapes
+    ]
 
 
 def _n_of_m_unpacked(code: jax.Array, blocks: Any, shape: tuple[int, ...]) -> jax.Array:
@@ -522,8 +539,12 @@ def _per_leaf(tau: jax.Array, units: _Units, cfg: _Config) -> list[jax.Array]:
 
 def _groups(sts, lays, plain, sources, dtype, units: _Units, cfg: _Config) -> _Groups:
     """The group leaves' scores and marks for :func:`_threshold` (``sources``: the scored
-    leaves and their metric, each leaf's ``d`` or None)."""
-    w_leaves, d_leaves = sources
+    leaves and each one's second moment or None, the metric computed in the branch)."""
+    w_leaves, a_leaves = sources
+
+    def grids() -> list[Any]:
+        d_leaves = [None if p else _metric(a) for a, p in zip(a_leaves, plain, strict=True)]
+        return _group_grids(sts, lays, plain, (w_leaves, d_leaves), dtype)
 
     def marks(tau: jax.Array, grids: list[Any]) -> list[Any]:
         pairs = zip(grids, _per_leaf(tau, units, cfg), strict=True)
@@ -533,15 +554,14 @@ def _groups(sts, lays, plain, sources, dtype, units: _Units, cfg: _Config) -> _G
         pairs = zip(lays, plain, strict=True)
         return [None if p else jnp.zeros(lay.grid, bool) for lay, p in pairs]
 
-    return _Groups(lambda: _group_grids(sts, lays, w_leaves, d_leaves, dtype), marks, unmarked)
+    return _Groups(grids, marks, unmarked)
 
 
-def _group_grids(sts, lays, w_leaves, d_leaves, dtype) -> list[jax.Array | None]:
+def _group_grids(sts, lays, plain, sources, dtype) -> list[jax.Array | None]:
     """The group scores of group structures (coupled norms in the metric ``d``); None for
-    plain uncoupled entries (scored where they are used, so no temporary is kept)."""
-    plain = [lay is None or _plain(st) for st, lay in zip(sts, lays, strict=True)]
-    if all(plain):
-        return [None] * len(sts)
+    plain uncoupled entries (scored where they are used, so no temporary is kept).
+    ``sources``: the scored leaves and each one's ``d`` or None."""
+    w_leaves, d_leaves = sources
     weighted = [  # complex entries keep their modulus: sq_norms takes |x|^2
         None if p else (w if d is None else w * d)
         for w, d, p in zip(w_leaves, d_leaves, plain, strict=True)

@@ -435,30 +435,44 @@ def _primitives(jaxpr, in_cond=False):
                     yield from _primitives(sub, inside)
 
 
-def test_n_of_m_allocation_ranks_only_on_a_search_step():
+def _sqrt_outside_cond(tx, w) -> int:
+    jaxpr = jax.make_jaxpr(tx.update)(w, tx.init(w), w).jaxpr
+    return sum(name == "sqrt" and not inside for name, inside in _primitives(jaxpr))
+
+
+@pytest.mark.parametrize("optimizer", [False, True])
+def test_n_of_m_allocation_ranks_only_on_a_search_step(optimizer):
     """The block codes (a population count over each block's keep bits) are computed in
     the search branch of a ``cond``, not on every step: a held step between searches does
-    not rank the blocks."""
+    not rank the blocks; with ``optimizer=`` the metric is computed there too (outside the
+    cond, only the optimizer's own square roots)."""
     w = jax.random.normal(jax.random.PRNGKey(3), (16, 8))
+    extra = {"optimizer": optax.adam(1e-2)} if optimizer else {"latent": False}
     tx = optax_l1.sparsity_target(
-        0.5, ramp_steps=10, allocation=optax_l1.Blocks(4, axis=0), update_every=5, latent=False
+        0.5, ramp_steps=10, allocation=optax_l1.Blocks(4, axis=0), update_every=5, **extra
     )
     jaxpr = jax.make_jaxpr(tx.update)(w, tx.init(w), w).jaxpr
     where = {inside for name, inside in _primitives(jaxpr) if name == "population_count"}
     assert where == {True}, where
+    own = _sqrt_outside_cond(optax.adam(1e-2), w) if optimizer else 0
+    assert _sqrt_outside_cond(tx, w) == own
 
 
+@pytest.mark.parametrize("optimizer", [False, True])
 @pytest.mark.parametrize("structure", [optax_l1.Groups(0), optax_l1.Blocks(4, axis=0)])
-def test_group_target_scores_groups_only_on_a_search_step(structure):
-    """The group norms (a square root per group) are computed in the search branch of a
-    ``cond``: a held step between searches reads one mark per group, not the norms."""
+def test_group_target_scores_groups_only_on_a_search_step(structure, optimizer):
+    """The group norms (a square root per group) and, with ``optimizer=``, the metric they
+    are taken in are computed in the search branch of a ``cond``: a held step between
+    searches reads one mark per group, not the norms."""
     w = jax.random.normal(jax.random.PRNGKey(4), (16, 8))
+    extra = {"optimizer": optax.adam(1e-2)} if optimizer else {}
     tx = optax_l1.sparsity_target(
-        0.5, ramp_steps=10, structure=structure, update_every=5, latent=False
+        0.5, ramp_steps=10, structure=structure, update_every=5, latent=False, **extra
     )
     jaxpr = jax.make_jaxpr(tx.update)(w, tx.init(w), w).jaxpr
-    where = {inside for name, inside in _primitives(jaxpr) if name == "sqrt"}
-    assert where == {True}, where
+    assert True in {inside for name, inside in _primitives(jaxpr) if name == "sqrt"}
+    own = _sqrt_outside_cond(optax.adam(1e-2), w) if optimizer else 0
+    assert _sqrt_outside_cond(tx, w) == own
 
 
 @pytest.mark.parametrize("m", [4, 40])  # a code per block; the full keep mask (m > 32)
