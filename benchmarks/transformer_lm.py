@@ -20,7 +20,9 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   (the 0.1 default); ``target_adam``: ``sparsity_target(s, ..., optimizer=adamw)``;
   ``target_uniform`` / ``target_erk``: ``allocation="uniform"`` (every kernel at ``s``, as
   ``gmp``) / ``"erk"``; ``target_latent_full``: ``latent_until=1.0`` (the latent copy for
-  the whole ramp, not only its first half); ``structured``: whole heads and
+  the whole ramp, not only its first half); ``target_cheap`` / ``target_adam_cheap``: the
+  step-cost setting, ``latent=False, update_every=--prune-every`` (the support held between
+  searches), after or with ``optimizer=adamw``; ``structured``: whole heads and
   MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
   ``s`` (``benchmarks/compaction.py`` compacts them); ``n_of_m``: ``allocation=Blocks(4,
   axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis); ``blocks``:
@@ -72,6 +74,8 @@ METHODS = (
     "target_uniform",
     "target_erk",
     "target_latent_full",
+    "target_cheap",
+    "target_adam_cheap",
     "structured",
     "structured_oneshot",
     "structured_gmp",
@@ -374,6 +378,11 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method == "target_soft":  # the 0.1 default
         st = optax_l1.sparsity_target(value, shrink="soft", **target_options)
         return optax.chain(adamw(), st)
+    if method in ("target_cheap", "target_adam_cheap"):  # no latent copy, rare searches
+        cheap = dict(latent=False, update_every=cfg.prune_every, **target_options)
+        if method == "target_cheap":
+            return optax.chain(adamw(), optax_l1.sparsity_target(value, **cheap))
+        return optax_l1.sparsity_target(value, optimizer=adamw(), **cheap)
     when: dict[str, Any] = dict(ramp_steps=ramp_steps, begin_step=begin)
     if method.endswith("_oneshot"):  # dense, one projection at the ramp's end, fine-tuning
         when = dict(ramp_steps=1, begin_step=begin + ramp_steps - 1, latent=False)
