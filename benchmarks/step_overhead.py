@@ -314,23 +314,30 @@ def target_rows(adam, every_latent: str, every_plain: str) -> list[Row]:
         make = tracked(adam, 0.9, every, latent)
         label = f"adam + sparsity_target(every={every}{'' if latent else ', no latent'})"
         rows.append(Row("sparsity_target", "adam", label, adam, make, cycle=every))
+    for every, latent in pairs:  # the Fisher score: sparsity_target(optimizer=adam)
+        if not latent:
+            make = tracked(adam, 0.9, every, latent, inside=True)
+            label = f"sparsity_target(optimizer=adam, every={every}, no latent)"
+            rows.append(Row("sparsity_target(optimizer)", "adam", label, adam, make, cycle=every))
     return rows
 
 
-def tracked(adam, target: float, every: int, latent: bool, **options):
+def tracked(adam, target: float, every: int, latent: bool, inside: bool = False, **options):
     """The B arm adam + sparsity_target(target, searching every ``every`` steps): a ramp of
-    10^6 steps with ``hold="track"`` keeps every search inside the ramp."""
+    10^6 steps with ``hold="track"`` keeps every search inside the ramp. ``inside``: adam
+    passed as ``optimizer=`` (the Fisher score) instead of chained before."""
 
     def make():
+        extra = dict(options, optimizer=adam()) if inside else options
         tx = optax_l1.sparsity_target(
             target,
             ramp_steps=10**6,
             hold="track",
             update_every=every,
             latent=latent,
-            **options,
+            **extra,
         )
-        return optax.chain(adam(), tx)
+        return tx if inside else optax.chain(adam(), tx)
 
     return make
 
