@@ -308,17 +308,16 @@ def target_rows(adam, every_latent: str, every_plain: str) -> list[Row]:
     comma lists ``every_latent`` / ``every_plain`` give the k of the rows with and without
     the latent copy."""
     rows = []
-    pairs = [(int(k), True) for k in every_latent.split(",") if k]
-    pairs += [(int(k), False) for k in every_plain.split(",") if k]
+    plain = [int(k) for k in every_plain.split(",") if k]
+    pairs = [(int(k), True) for k in every_latent.split(",") if k] + [(k, False) for k in plain]
     for every, latent in pairs:
         make = tracked(adam, 0.9, every, latent)
         label = f"adam + sparsity_target(every={every}{'' if latent else ', no latent'})"
         rows.append(Row("sparsity_target", "adam", label, adam, make, cycle=every))
-    for every, latent in pairs:  # the Fisher score: sparsity_target(optimizer=adam)
-        if not latent:
-            make = tracked(adam, 0.9, every, latent, inside=True)
-            label = f"sparsity_target(optimizer=adam, every={every}, no latent)"
-            rows.append(Row("sparsity_target(optimizer)", "adam", label, adam, make, cycle=every))
+    for every in plain:  # the Fisher score: sparsity_target(optimizer=adam)
+        make = tracked(adam, 0.9, every, False, inside=True)
+        label = f"sparsity_target(optimizer=adam, every={every}, no latent)"
+        rows.append(Row("sparsity_target(optimizer)", "adam", label, adam, make, cycle=every))
     return rows
 
 
