@@ -43,9 +43,16 @@ class Scored(NamedTuple):
         """All the scores, in the args' shape (a sharded leaf stays where it lies)."""
         return self.fn(*self.args)
 
-    def chunk(self, start: jax.Array, width: int) -> jax.Array:
-        """The flat scores ``[start, start + width)``."""
-        return self.fn(*(lax.dynamic_slice(a.reshape(-1), (start,), (width,)) for a in self.args))
+    def chunk(self, start: jax.Array, width: int, zero: jax.Array | None = None) -> jax.Array:
+        """The flat scores ``[start, start + width)``; ``zero`` (a computed 0, or None) is
+        added to every argument's slice, so that reading it waits on what ``zero`` was
+        computed from."""
+
+        def part(a: jax.Array) -> jax.Array:
+            x = lax.dynamic_slice(a.reshape(-1), (start,), (width,))
+            return x if zero is None else x + zero.astype(x.dtype)
+
+        return self.fn(*(part(a) for a in self.args))
 
 
 Source = jax.Array | Scored
@@ -131,10 +138,10 @@ def _pack_scored(items: list[Scored]) -> list[Scored]:
     return large + [_scored(b) for b in pack_small(small)]
 
 
-def _after(counts: jax.Array, itype: type) -> jax.Array:
-    """0, computed from ``counts``: added to the bits of a chunk, it orders their reading
-    after the counts so far."""
-    return jnp.minimum(counts[-1], 0).astype(itype)
+def _after(counts: jax.Array) -> jax.Array:
+    """0, computed from ``counts``: added to a chunk's arguments, it orders their reading
+    (and the scoring of them) after the counts so far."""
+    return jnp.minimum(counts[-1], 0)
 
 
 def _digit_counts(items: list[Scored], itype: type, prefix: jax.Array, shift: int) -> jax.Array:
@@ -143,14 +150,15 @@ def _digit_counts(items: list[Scored], itype: type, prefix: jax.Array, shift: in
 
     A leaf is scored and counted ``_CHUNK`` entries at a time, so the scores, the digits and
     the 1s the scatter adds are chunk-sized: no temporary of the leaf's size. Each chunk's
-    bits depend on the counts so far (:func:`_after`), so XLA cannot compute
-    the digits of every leaf up front and hold them all (it did, for leaves of one chunk,
-    whose loop of one trip it unrolls: a temporary of the leaves' size).
+    arguments are read after the counts so far (:func:`_after`), so XLA cannot compute the
+    digits, or a part of the scores such as the metric of a second moment, of every leaf up
+    front and hold them all (it did, for leaves of one chunk, whose loop of one trip it
+    unrolls: a temporary of the leaves' size).
     """
     counts = jnp.zeros(2**_DIGIT_BITS + 1, jnp.int32)  # the last bin: entries off the prefix
 
     def count(c: jax.Array, item: Scored, start: jax.Array, width: int) -> jax.Array:
-        bits = lax.bitcast_convert_type(item.chunk(start, width), itype) + _after(c, itype)
+        bits = lax.bitcast_convert_type(item.chunk(start, width, _after(c)), itype)
         return _chunk_counts(c, bits, prefix, shift)
 
     for item in items:

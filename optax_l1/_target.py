@@ -723,12 +723,14 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
     if base is not None:
         base = _restart_latent(aligned, base, state.count, cfg)
-    # Without a latent copy, a hard search scores the params before the update (in the
-    # metric before it): no temporary. Else it scores z, which is the new latent copy.
+    # Without a latent copy, a hard search scores the params before the update: no
+    # temporary. Else it scores z, which is the new latent copy. The metric is always this
+    # step's second moment, a buffer the optimizer writes anyway: the old one, read after
+    # the new one is written in its place, would be a full-size copy every step.
     before = base is None and cfg.shrink == "hard"
     moments = None
     if precondition:
-        moments = _preconditioner(state.inner_state if before else inner_state, aligned.treedef)
+        moments = _preconditioner(inner_state, aligned.treedef)
     params_tree = aligned.treedef.unflatten(aligned.params)
     aligned = aligned._replace(selected=_selection(params_tree, cfg, aligned.selected))
     sts = _structures_of(params_tree, cfg, aligned.selected)
@@ -870,7 +872,8 @@ def sparsity_target(
 
     where :math:`x_{(k)}` is the :math:`k`-th smallest entry, :math:`s` is ``target``,
     :math:`T` ``ramp_steps``, :math:`t_0` ``begin_step`` and :math:`d = 1` (or the
-    optimizer's :math:`\sqrt{\nu} + 10^{-8}`, see ``optimizer``). The latent weights
+    optimizer's :math:`\sqrt{\nu_{t+1}} + 10^{-8}`, its second moment after this step's
+    update, see ``optimizer``). The latent weights
     :math:`\tilde w` are the params, except that a zeroed weight keeps taking the
     optimizer's updates there (the gradient at the sparse point: a straight-through
     estimator), so it comes back when it outgrows the threshold. This is gradual magnitude

@@ -145,11 +145,10 @@ def test_preconditioned_threshold_matches_numpy(shrink):
     _, state = tx.update(grads, state, params)
     grads = jax.tree.map(lambda g: 1.5 * g, grads)
     adam_u, adam_s = optax.adam(lr).update(grads, state.inner_state, params)
-    nu_before = state.inner_state[0].nu
     u, state = tx.update(grads, state, params)
-    # soft scores z in the metric after the update; hard (no latent copy) the params and
-    # the metric before it
-    nu = adam_s[0].nu if shrink == "soft" else nu_before
+    # both score in the metric after the update (this step's second moment); soft scores
+    # z, hard (no latent copy) the params before the update
+    nu = adam_s[0].nu
     z = {k: np.asarray(params[k] + adam_u[k], np.float64) for k in ("w", "v")}
     w = z if shrink == "soft" else {k: np.asarray(params[k], np.float64) for k in ("w", "v")}
     d = {k: np.sqrt(np.asarray(nu[k], np.float64)) + 1e-8 for k in ("w", "v")}
@@ -805,15 +804,31 @@ def test_latent_copy_is_its_own_buffer_so_params_and_state_can_both_be_donated()
 
 @pytest.mark.parametrize(
     "latent, fisher, leaves",
-    [(True, False, 1), (False, False, 1), (True, True, 1), (True, False, 16)],
-    ids=["latent", "plain", "fisher", "one-chunk-leaves"],
+    [
+        (True, False, 1),
+        (False, False, 1),
+        (True, True, 1),
+        (True, False, 16),
+        (False, True, 1),
+        (False, True, 16),
+    ],
+    ids=[
+        "latent",
+        "plain",
+        "fisher",
+        "one-chunk-leaves",
+        "fisher-plain",
+        "fisher-plain-one-chunk-leaves",
+    ],
 )
 def test_a_search_step_writes_no_full_size_temporary(latent, fisher, leaves):
     # Compile-time memory of one donated adam + sparsity_target step (search included): the
     # scores are computed chunk by chunk where the count reads them (from z or the params,
     # and adam's nu for the Fisher score), so nothing of the params' size is written but
     # the state; before, the scores were one full-size temporary (three with `optimizer`).
-    # Leaves of exactly one chunk (unrolled loops) once had all their digits held at once.
+    # Leaves of exactly one chunk (unrolled loops) once had all their digits held at once,
+    # and the metric sqrt(nu) of all of them. Without the latent copy the Fisher step once
+    # read the old nu after the new one was written (a copy of nu on every step).
     side = 1024 if leaves == 1 else int(np.sqrt(_select._CHUNK))
     params = {f"w{i}": jnp.zeros((side, side), jnp.float32) for i in range(leaves)}
     leaf_bytes = side * side * 4 * leaves
