@@ -32,7 +32,9 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   magnitude projection with the same structure there, then the same fine-tuning;
   ``blocks_gmp`` / ``structured_gmp`` are GMP on the same groups (``latent=False``, a
   search by group norm every ``--prune-every`` steps of the ramp, per tensor or coupled
-  group of tensors, the support held in between and after: survivors never shrunk).
+  group of tensors, the support held in between and after: survivors never shrunk);
+  ``blocks_cheap`` / ``n_of_m_cheap`` are ``blocks`` / ``n_of_m`` in the step-cost
+  setting (``latent=False``, a search every ``--prune-every`` steps of the ramp).
 - ``proximal_adam`` / ``adamw_l1_prox``: fixed L1 strengths (``--strength``).
 - Research arms defined here, thresholding ``z = p + u`` at the ramp's global quantile:
   ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
@@ -82,8 +84,10 @@ METHODS = (
     "blocks",
     "blocks_oneshot",
     "blocks_gmp",
+    "blocks_cheap",
     "n_of_m",
     "n_of_m_oneshot",
+    "n_of_m_cheap",
     "proximal_adam",
     "adamw_l1_prox",
     "hard",
@@ -388,11 +392,13 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         when = dict(ramp_steps=1, begin_step=begin + ramp_steps - 1, latent=False)
     if method.endswith("_gmp"):  # GMP on groups: per tensor, every 50 steps, support held
         when |= dict(latent=False, update_every=cfg.prune_every, allocation="uniform")
+    if method.endswith("_cheap"):  # the step-cost setting: no latent copy, rare searches
+        when |= dict(latent=False, update_every=cfg.prune_every)
     blocks = optax_l1.Blocks(4, axis=0)
-    if method in ("n_of_m", "n_of_m_oneshot"):  # N:M along the reduction axis, s = 1 - n/m
+    if method in ("n_of_m", "n_of_m_oneshot", "n_of_m_cheap"):  # N:M on the reduction axis
         st = optax_l1.sparsity_target(value, allocation=blocks, mask=kmask, **when)
         return optax.chain(adamw(), st)
-    if method in ("blocks", "blocks_oneshot", "blocks_gmp"):  # blocks of 4 along the reduction axis
+    if method in ("blocks", "blocks_oneshot", "blocks_gmp", "blocks_cheap"):  # blocks of 4
         st = optax_l1.sparsity_target(value, structure=blocks, mask=kmask, **when)
         return optax.chain(adamw(), st)
     if method in ("structured", "structured_oneshot", "structured_gmp"):  # heads, MLP units
