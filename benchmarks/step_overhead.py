@@ -275,16 +275,16 @@ def make_rows(
 
 
 def structure_rows(adam, lr: float, lam: float) -> list[Row]:
-    """adam vs adam + a structured step: N:M (2:4 along axis 0) ranked every step and
-    every 100 (amortized), blocks of 4 searched every step, every 10 and every 100, and
+    """adam vs adam + a structured step: N:M (2:4 along axis 0) ranked every step, every 50
+    and every 100 (amortized), blocks of 4 searched every step, every 10, 50 and 100, and
     the group prox on blocks (with and without its workspace)."""
     blocks = optax_l1.Blocks(4, axis=0)
     rows = []
-    for every, latent in ((1, False), (1, True), (100, False), (100, True)):
+    for every, latent in ((1, False), (1, True), (50, False), (100, False), (100, True)):
         nm = tracked(adam, 0.5, every, latent, allocation=blocks)
         label = f"adam + sparsity_target(2:4, every={every}{'' if latent else ', no latent'})"
         rows.append(Row("n_of_m_target", "adam", label, adam, nm, cycle=every))
-    for every in (1, 10, 100):
+    for every in (1, 10, 50, 100):
         blk = tracked(adam, 0.75, every, False, structure=blocks)
         label = f"adam + sparsity_target(Blocks(4), every={every}, no latent)"
         rows.append(Row("blocks_target", "adam", label, adam, blk, cycle=every))

@@ -911,7 +911,8 @@ def sparsity_target(
     (sharded params are never gathered), two int32 copies of the scores held by XLA.
     ``"sort"``: one sort of all entries (gathers sharded params; one sorted copy). A step
     without a search adds no full-size temporary: with ``latent=False`` it fuses into the
-    optimizer's own loop; ``latent=True`` keeps one float32 copy of the regularized params
+    optimizer's own loop (with ``optimizer=`` too: the metric is the second moment the
+    optimizer writes anyway); ``latent=True`` keeps one float32 copy of the regularized params
     in the state and reads and writes it every step. Group norms (``structure``) and N:M
     ranks (``allocation=Blocks``) are computed on a search step only; a step without one
     reads one mark (or one code) per group or block. ``update_every=k`` spreads a search's
