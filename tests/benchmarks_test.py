@@ -181,6 +181,18 @@ def test_transformer_lm_quick(tmp_path):
         assert r["finite"] and 0 < r["bits_per_byte"] < 8
 
 
+def test_transformer_lm_step_cost_arms_quick(tmp_path):
+    # The step-cost settings (no latent copy, a search every --prune-every steps) reach
+    # their target exactly: global for the Fisher score, per block of 4 for 2:4 and blocks.
+    arms = ("target_adam_cheap", "n_of_m_cheap", "blocks_cheap")
+    _, data = run_script("transformer_lm", tmp_path, "--methods", *arms, timeout=600)
+    runs = {r["method"]: r for r in data["runs"]}
+    assert set(runs) == set(arms)
+    for r in runs.values():
+        assert r["zeros"] == pytest.approx(0.5, abs=1e-6)
+        assert r["finite"] and 0 < r["bits_per_byte"] < 8
+
+
 def test_compile_scale_quick(tmp_path):
     stdout, data = run_script("compile_scale", tmp_path)
     assert_header(stdout, "compile_scale")
