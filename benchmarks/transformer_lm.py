@@ -374,6 +374,7 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         prune = gmp(value, kmask, every=cfg.prune_every, per_tensor=method == "gmp", **ramp)
         return optax.chain(adamw(), prune)
     target_options = dict(ramp_steps=ramp_steps, begin_step=begin, mask=kmask)
+    cheap = dict(latent=False, update_every=cfg.prune_every)  # no latent copy, rare searches
     if method == "target":  # the library's defaults
         return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
     if method == "target_latent_full":  # the latent copy for the whole ramp (before 0.2.0)
@@ -382,18 +383,18 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method == "target_soft":  # the 0.1 default
         st = optax_l1.sparsity_target(value, shrink="soft", **target_options)
         return optax.chain(adamw(), st)
-    if method in ("target_cheap", "target_adam_cheap"):  # no latent copy, rare searches
-        cheap = dict(latent=False, update_every=cfg.prune_every, **target_options)
+    if method in ("target_cheap", "target_adam_cheap"):  # the step-cost setting
         if method == "target_cheap":
-            return optax.chain(adamw(), optax_l1.sparsity_target(value, **cheap))
-        return optax_l1.sparsity_target(value, optimizer=adamw(), **cheap)
+            st = optax_l1.sparsity_target(value, **cheap, **target_options)
+            return optax.chain(adamw(), st)
+        return optax_l1.sparsity_target(value, optimizer=adamw(), **cheap, **target_options)
     when: dict[str, Any] = dict(ramp_steps=ramp_steps, begin_step=begin)
     if method.endswith("_oneshot"):  # dense, one projection at the ramp's end, fine-tuning
         when = dict(ramp_steps=1, begin_step=begin + ramp_steps - 1, latent=False)
     if method.endswith("_gmp"):  # GMP on groups: per tensor, every 50 steps, support held
-        when |= dict(latent=False, update_every=cfg.prune_every, allocation="uniform")
-    if method.endswith("_cheap"):  # the step-cost setting: no latent copy, rare searches
-        when |= dict(latent=False, update_every=cfg.prune_every)
+        when |= cheap | dict(allocation="uniform")
+    if method.endswith("_cheap"):  # the step-cost setting
+        when |= cheap
     blocks = optax_l1.Blocks(4, axis=0)
     if method in ("n_of_m", "n_of_m_oneshot", "n_of_m_cheap"):  # N:M on the reduction axis
         st = optax_l1.sparsity_target(value, allocation=blocks, mask=kmask, **when)

@@ -43,14 +43,13 @@ class Scored(NamedTuple):
         """All the scores, in the args' shape (a sharded leaf stays where it lies)."""
         return self.fn(*self.args)
 
-    def chunk(self, start: jax.Array, width: int, zero: jax.Array | None = None) -> jax.Array:
-        """The flat scores ``[start, start + width)``; ``zero`` (a computed 0, or None) is
-        added to every argument's slice, so that reading it waits on what ``zero`` was
-        computed from."""
+    def chunk(self, start: jax.Array, width: int, zero: jax.Array) -> jax.Array:
+        """The flat scores ``[start, start + width)``; ``zero`` (a computed 0) is added to
+        every argument's slice, so that reading it waits on what ``zero`` was computed from."""
 
         def part(a: jax.Array) -> jax.Array:
             x = lax.dynamic_slice(a.reshape(-1), (start,), (width,))
-            return x if zero is None else x + zero.astype(x.dtype)
+            return x + zero.astype(x.dtype)
 
         return self.fn(*(part(a) for a in self.args))
 
