@@ -140,7 +140,11 @@ def ftrl_oracle(lr, lam, l2):
 
 
 def make_rows(
-    lr: float, lam: float, every_latent: str = "1,10,100", every_plain: str = "10,25"
+    lr: float,
+    lam: float,
+    every_latent: str = "1,10,100",
+    every_plain: str = "10,25",
+    every_sample: str = "1,10;1",
 ) -> tuple[list[Row], list[str]]:
     """The rows to time, and the names of optional transforms this optax_l1 lacks."""
     opts = {
@@ -269,7 +273,7 @@ def make_rows(
         )
     else:
         skipped.append("ftrl")
-    rows += target_rows(opts["adam"], every_latent, every_plain)
+    rows += target_rows(opts["adam"], every_latent, every_plain, every_sample)
     rows += structure_rows(opts["adam"], lr, lam)
     return rows, skipped
 
@@ -302,18 +306,28 @@ def structure_rows(adam, lr: float, lam: float) -> list[Row]:
     return rows
 
 
-def target_rows(adam, every_latent: str, every_plain: str) -> list[Row]:
+def _everies(latent: str, plain: str) -> list[tuple[int, bool]]:
+    """The (k, latent copy) pairs of two comma lists of ``update_every`` values."""
+    ks = [(int(k), True) for k in latent.split(",") if k]
+    return ks + [(int(k), False) for k in plain.split(",") if k]
+
+
+def target_rows(adam, every_latent: str, every_plain: str, sample: str = "") -> list[Row]:
     """adam vs adam + sparsity_target searching every k steps, timed over whole k-step cycles
     (the amortized cost); a ramp of 10^6 steps keeps every search inside the ramp. The
     comma lists ``every_latent`` / ``every_plain`` give the k of the rows with and without
-    the latent copy."""
+    the latent copy; ``sample`` (``"latent;plain"`` lists) those of ``quantile="sample"``
+    rows."""
     rows = []
     plain = [int(k) for k in every_plain.split(",") if k]
-    pairs = [(int(k), True) for k in every_latent.split(",") if k] + [(k, False) for k in plain]
-    for every, latent in pairs:
+    for every, latent in _everies(every_latent, every_plain):
         make = tracked(adam, 0.9, every, latent)
         label = f"adam + sparsity_target(every={every}{'' if latent else ', no latent'})"
         rows.append(Row("sparsity_target", "adam", label, adam, make, cycle=every))
+    for every, latent in _everies(*(sample.split(";") + [""])[:2]):
+        make = tracked(adam, 0.9, every, latent, quantile="sample")
+        label = f"adam + sparsity_target(sample, every={every}{'' if latent else ', no latent'})"
+        rows.append(Row("sparsity_target(sample)", "adam", label, adam, make, cycle=every))
     for every in plain:  # the Fisher score: sparsity_target(optimizer=adam)
         make = tracked(adam, 0.9, every, False, inside=True)
         label = f"sparsity_target(optimizer=adam, every={every}, no latent)"
@@ -571,6 +585,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         default="10,25",
         help="sparsity_target(latent=False) rows: update_every list",
     )
+    p.add_argument(
+        "--target-every-sample",
+        default="1,10;1",
+        help='sparsity_target(quantile="sample") rows: "latent;no-latent" update_every lists',
+    )
     p.add_argument("--dump-hlo", default=None, help="folder for the compiled HLO of each step")
     p.add_argument(
         "--diagnose",
@@ -599,7 +618,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         out = diagnose(args)
         _common.write_json(args.json, {"info": info, "diagnose": out})
         return out
-    rows, skipped = make_rows(args.lr, args.strength, args.target_every, args.target_every_plain)
+    rows, skipped = make_rows(
+        args.lr,
+        args.strength,
+        args.target_every,
+        args.target_every_plain,
+        args.target_every_sample,
+    )
     if args.rows:
         keep = set(args.rows.split(","))
         rows = [r for r in rows if r.name in keep]

@@ -22,7 +22,10 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   ``gmp``) / ``"erk"``; ``target_latent_full``: ``latent_until=1.0`` (the latent copy for
   the whole ramp, not only its first half); ``target_cheap`` / ``target_adam_cheap``: the
   step-cost setting, ``latent=False, update_every=--prune-every`` (the support held between
-  searches), after or with ``optimizer=adamw``; ``structured``: whole heads and
+  searches), after or with ``optimizer=adamw``; ``target_every``: the defaults (latent copy)
+  with ``update_every=--prune-every``; ``target_sample``: the defaults with
+  ``quantile="sample"`` (``--sample`` sets the sample's size: this model's 393,216 kernel
+  weights are under the size the library samples, 16 x 65,536); ``structured``: whole heads and
   MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
   ``s`` (``benchmarks/compaction.py`` compacts them); ``n_of_m``: ``allocation=Blocks(4,
   axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis); ``blocks``:
@@ -40,7 +43,11 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
   kernel), ``firm`` (the MCP prox, gamma 2), ``hard_fisher`` (score ``|z| (sqrt(nu)+eps)``
   from AdamW's state), ``hard_every50`` (``hard`` every ``--prune-every`` steps only; zeros
-  may revive in between). All freeze the support after the ramp.
+  may revive in between); ``drift`` / ``drift_full`` (GMP-like, a search every
+  ``--prune-every`` steps, the support held in between; at a search a zeroed weight scores
+  its latent from the last search plus ``every * u``, the current update extrapolated over
+  the window: a latent touched at searches only; ``drift`` restarts the latent from 0 from
+  the ramp's midpoint on, ``drift_full`` keeps it). All freeze the support after the ramp.
 
     python benchmarks/transformer_lm.py --quick                     # smoke test, < 40 s
     python benchmarks/transformer_lm.py --methods gmp hard --targets 0.9 --seeds 3
@@ -78,6 +85,8 @@ METHODS = (
     "target_latent_full",
     "target_cheap",
     "target_adam_cheap",
+    "target_every",
+    "target_sample",
     "structured",
     "structured_oneshot",
     "structured_gmp",
@@ -95,6 +104,8 @@ METHODS = (
     "firm",
     "hard_fisher",
     "hard_every50",
+    "drift",
+    "drift_full",
 )
 STRENGTH_METHODS = ("proximal_adam", "adamw_l1_prox")
 SPLIT_SEED = 20171001  # the train/validation file split; independent of --seeds
@@ -346,6 +357,55 @@ def thresholding(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def drift(target: Any, kmask: Any, *, begin: int, ramp_steps: int, every: int, until: float = 1.0):
+    """GMP whose zeros keep a latent value that is touched at searches only.
+
+    Between searches the support is held (zeros stay zero, survivors take the update
+    unshrunk) and nothing else is read or written: a held step costs what GMP's does. At a
+    search a zeroed weight scores ``|L + every * u|``, its latent ``L`` from the last
+    search plus this step's update extrapolated over the ``every`` steps since (Adam's
+    update is a momentum average, so ``every * u`` estimates the updates it would have
+    taken); a survivor scores ``|p + u|``; one global quantile at the ramp's value; the
+    zeroed weights keep their score's ``z`` as ``L``. From ``until`` of the ramp on, ``L``
+    restarts from 0 (as the library's ``latent_until``). Support frozen after the ramp.
+    """
+
+    def init_fn(params):
+        keep = [jnp.zeros_like(p) for p, m in zip(*_flat(params, kmask), strict=True) if m]
+        return CountState(jnp.zeros([], jnp.int32), keep)
+
+    def update_fn(updates, state, params):
+        p_leaves, m_leaves = _flat(params, kmask)
+        u_leaves, treedef = jax.tree.flatten(updates)
+        idx = [i for i, m in enumerate(m_leaves) if m]
+        t, end = state.count, begin + ramp_steps
+        due = (t >= begin) & (t <= end) & (((t - begin) % every == 0) | (t == end))
+        late = t > begin + int(np.ceil(until * ramp_steps))
+
+        def search():
+            z = []
+            for i, lat in zip(idx, state.keep, strict=True):
+                p, u = p_leaves[i], u_leaves[i]
+                lat = jnp.where(late, 0.0, lat) + every * u
+                z.append(jnp.where(p == 0, lat, p + u))
+            taus = thresholds([jnp.abs(x) for x in z], ramp_at(t, target, ramp_steps, begin), False)
+            new = [jnp.where(jnp.abs(x) > tau, x, 0.0) for x, tau in zip(z, taus, strict=True)]
+            lat = [jnp.where(n == 0, x, 0.0) for n, x in zip(new, z, strict=True)]
+            return new, lat
+
+        def held():
+            new = [jnp.where(p_leaves[i] == 0, 0.0, p_leaves[i] + u_leaves[i]) for i in idx]
+            return new, state.keep
+
+        new, lat = lax.cond(due, search, held)
+        out = list(u_leaves)
+        for i, x in zip(idx, new, strict=True):
+            out[i] = x - p_leaves[i]
+        return treedef.unflatten(out), CountState(t + 1, lat)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def _flat(params: Any, kmask: Any) -> tuple[list[Any], list[bool]]:
     return jax.tree.leaves(params), jax.tree.leaves(kmask)
 
@@ -377,6 +437,12 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     cheap = dict(latent=False, update_every=cfg.prune_every)  # no latent copy, rare searches
     if method == "target":  # the library's defaults
         return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
+    if method == "target_sample":  # the defaults with quantile="sample"
+        st = optax_l1.sparsity_target(value, quantile="sample", **target_options)
+        return optax.chain(adamw(), st)
+    if method == "target_every":  # the defaults with a search every --prune-every steps
+        st = optax_l1.sparsity_target(value, update_every=cfg.prune_every, **target_options)
+        return optax.chain(adamw(), st)
     if method == "target_latent_full":  # the latent copy for the whole ramp (before 0.2.0)
         st = optax_l1.sparsity_target(value, latent_until=1.0, **target_options)
         return optax.chain(adamw(), st)
@@ -421,6 +487,9 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         return optax.chain(adamw(), optax_l1.l1_prox(value, learning_rate=sched, mask=kmask))
     if method == "hard_fisher":
         return thresholding(value, kmask, kind="hard", inner=adamw(), **ramp)
+    if method in ("drift", "drift_full"):
+        until = 1.0 if method == "drift_full" else 0.5
+        return optax.chain(adamw(), drift(value, kmask, every=cfg.prune_every, until=until, **ramp))
     kind = "firm" if method == "firm" else "hard"
     every = cfg.prune_every if method == "hard_every50" else 1
     arm = thresholding(
@@ -615,6 +684,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--begin-frac", type=float, default=0.1, help="ramp start / steps")
     p.add_argument("--ramp-frac", type=float, default=0.5, help="ramp length / steps")
     p.add_argument("--prune-every", type=int, default=50, help="GMP pruning interval")
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="scores in a quantile='sample' search (default the library's 65,536; smaller "
+        "values sample this model's kernels, which are under the 16-samples size it samples)",
+    )
     p.add_argument("--eval-batches", type=int, default=64)
     p.add_argument("--eval-batch", type=int, default=32)
     p.add_argument("--json", default=None, help="raw per-run results (rewritten after each run)")
@@ -632,6 +708,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     cfg = parse_args(argv)
+    if cfg.sample is not None:  # a stress test of the sampled search on a small model
+        optax_l1._select.SAMPLE = cfg.sample
     train, val, n_files = load_corpus()
     info = header(
         "transformer_lm",

@@ -217,7 +217,7 @@ def _threshold(
     def one(leaves: list[_select.Source], size: int, ratio: float, previous: jax.Array):
         # At most size - 1 zeros: a target just under 1 may round up to 1 in float32.
         k = jnp.minimum(jnp.floor(phase.scheduled * ratio * size).astype(jnp.int32), size - 1)
-        kth, at_most = _select.kth_smallest(leaves, jnp.maximum(k, 1), cfg.quantile)
+        kth, at_most = _kth(leaves, jnp.maximum(k, 1), phase, cfg.quantile)
         # A non-finite k-th score (more NaN or inf scores than survivors) zeroes nothing: the
         # faulty entries stay visible, and the count and the threshold say so (0 zeroed).
         ok = (k > 0) & jnp.isfinite(kth)
@@ -246,6 +246,18 @@ def _threshold(
         return jnp.full(jnp.shape(state.threshold), -jnp.inf, dtype), state.sparsity, marks
 
     return lax.cond(phase.due, search, held)
+
+
+def _kth(leaves: list[_select.Source], k: jax.Array, phase: _Phase, method: _select.Method):
+    """The k-th smallest score and the count at most it, by ``method``; with ``"sample"``
+    the ramp's last search is exact (so the frozen support is on target)."""
+    if method != "sample" or not _select.samples(leaves):
+        return _select.kth_smallest(leaves, k, method)
+    return lax.cond(
+        phase.last,
+        lambda: _select.kth_smallest(leaves, k, "radix"),
+        lambda: _select.kth_smallest(leaves, k, "sample"),
+    )
 
 
 class _Groups(NamedTuple):
@@ -909,7 +921,14 @@ def sparsity_target(
     adds no full-size temporary (leaves under 65,536 entries are scored into one packed
     array, the size of the small leaves). ``"bisect"``: 31 global counts, reductions only
     (sharded params are never gathered), two int32 copies of the scores held by XLA.
-    ``"sort"``: one sort of all entries (gathers sharded params; one sorted copy). A step
+    ``"sort"``: one sort of all entries (gathers sharded params; one sorted copy).
+    ``"sample"``: on a search step of the ramp, the exact radix select of a systematic
+    sample of about 65,536 scores (every ``p``-th entry of the flattened leaves, ``p`` a
+    prime that divides no dimension), which reads a few MB however large the params: the
+    zeros are the ramp's fraction to within sampling error (one sd
+    :math:`\sqrt{s_t(1-s_t)/65536} \le 0.2` points; the logged ``sparsity`` is the
+    sample's estimate) and the ramp's last search is exact, so the frozen support is on
+    target; under 1,048,576 regularized entries it is ``"radix"``. A step
     without a search adds no full-size temporary: with ``latent=False`` it fuses into the
     optimizer's own loop (with ``optimizer=`` too: the metric is the second moment the
     optimizer writes anyway); ``latent=True`` keeps one float32 copy of the regularized params
@@ -930,7 +949,9 @@ def sparsity_target(
       shrink: ``"hard"`` (survivors untouched) or ``"soft"`` (survivors shrunk).
       smoothing: :math:`\beta \in [0, 1)`, a moving average of the threshold over searches
         (0: none; the last search of the ramp is unsmoothed so a frozen support is on target).
-      quantile: ``"radix"``, ``"bisect"`` or ``"sort"``: how the threshold is found.
+      quantile: ``"radix"``, ``"bisect"``, ``"sort"`` (exact) or ``"sample"`` (from a
+        sample of large params during the ramp, exact at its end): how the threshold is
+        found (see Cost above).
       latent: keep the dense latent weights :math:`\tilde w` (one float32 copy of the
         regularized params in the state); ``False``: :math:`\tilde w = p`, no copy. The copy
         assumes the params change only through these updates: after replacing the params

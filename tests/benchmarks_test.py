@@ -193,6 +193,21 @@ def test_transformer_lm_step_cost_arms_quick(tmp_path):
         assert r["finite"] and 0 < r["bits_per_byte"] < 8
 
 
+def test_transformer_lm_search_arms_quick(tmp_path):
+    # The latent copy with rare searches, a latent touched at searches only, and the sampled
+    # search (--sample small enough that the quick model's kernels are sampled) all end on
+    # the target exactly: each ramp's last search is exact.
+    arms = ("target_every", "drift", "target_sample")
+    _, data = run_script(
+        "transformer_lm", tmp_path, "--methods", *arms, "--sample", "256", timeout=600
+    )
+    runs = {r["method"]: r for r in data["runs"]}
+    assert set(runs) == set(arms)
+    for r in runs.values():
+        assert r["zeros"] == pytest.approx(0.5, abs=1e-6)
+        assert r["finite"] and 0 < r["bits_per_byte"] < 8
+
+
 def test_compile_scale_quick(tmp_path):
     stdout, data = run_script("compile_scale", tmp_path)
     assert_header(stdout, "compile_scale")

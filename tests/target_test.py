@@ -319,10 +319,10 @@ def test_update_every_holds_the_support_between_searches_and_quantiles_agree(shr
             assert threshold[t] == threshold[t - 1] and measured[t] == measured[t - 1], t
     assert _count(measured[32]) == _k(0.7)  # a search is forced at the end of the ramp
     logs = {}
-    for quantile in ("radix", "bisect", "sort"):
+    for quantile in ("radix", "bisect", "sort", "sample"):  # "sample": exact on small trees
         txq = optax.chain(optax.adam(lr), optax_l1.sparsity_target(0.7, quantile=quantile, **opts))
         logs[quantile] = _run(txq, 40)
-    for quantile in ("bisect", "sort"):
+    for quantile in ("bisect", "sort", "sample"):
         for k in p:
             np.testing.assert_array_equal(logs[quantile][0][k], logs["radix"][0][k])
         np.testing.assert_array_equal(logs[quantile][2][1], logs["radix"][2][1])
@@ -803,14 +803,16 @@ def test_latent_copy_is_its_own_buffer_so_params_and_state_can_both_be_donated()
 
 
 @pytest.mark.parametrize(
-    "latent, fisher, leaves",
+    "latent, fisher, leaves, quantile",
     [
-        (True, False, 1),
-        (False, False, 1),
-        (True, True, 1),
-        (True, False, 16),
-        (False, True, 1),
-        (False, True, 16),
+        (True, False, 1, "radix"),
+        (False, False, 1, "radix"),
+        (True, True, 1, "radix"),
+        (True, False, 16, "radix"),
+        (False, True, 1, "radix"),
+        (False, True, 16, "radix"),
+        (True, False, 1, "sample"),
+        (False, True, 1, "sample"),
     ],
     ids=[
         "latent",
@@ -819,9 +821,11 @@ def test_latent_copy_is_its_own_buffer_so_params_and_state_can_both_be_donated()
         "one-chunk-leaves",
         "fisher-plain",
         "fisher-plain-one-chunk-leaves",
+        "sample",
+        "fisher-plain-sample",
     ],
 )
-def test_a_search_step_writes_no_full_size_temporary(latent, fisher, leaves):
+def test_a_search_step_writes_no_full_size_temporary(latent, fisher, leaves, quantile):
     # Compile-time memory of one donated adam + sparsity_target step (search included): the
     # scores are computed chunk by chunk where the count reads them (from z or the params,
     # and adam's nu for the Fisher score), so nothing of the params' size is written but
@@ -833,7 +837,7 @@ def test_a_search_step_writes_no_full_size_temporary(latent, fisher, leaves):
     params = {f"w{i}": jnp.zeros((side, side), jnp.float32) for i in range(leaves)}
     leaf_bytes = side * side * 4 * leaves
     for every in (1, 10):
-        opts = dict(ramp_steps=100, update_every=every, latent=latent)
+        opts = dict(ramp_steps=100, update_every=every, latent=latent, quantile=quantile)
         if fisher:
             tx = optax_l1.sparsity_target(0.9, optimizer=optax.adam(1e-3), **opts)
         else:
@@ -937,3 +941,56 @@ def test_multi_transform_partitions_with_an_integer_leaf():
     for _ in range(2):
         u, state = tx.update(grads, state, params)
     assert float(state.sparsity) == 0.5  # 5 of the 10 float entries (no ties: zero grads)
+
+
+def test_sample_stride_is_a_prime_past_the_sample_that_divides_no_dimension():
+    n = 16 * _select.SAMPLE
+    assert _select.sample_stride([(n - 1,)], n - 1) == 1  # small: the exact search
+    assert _select.sample_stride([(1024, 1024)], n) == 17  # 16 -> the next prime
+    assert _select.sample_stride([(17 * 64, 1024)], 17 * 64 * 1024) == 19  # 17 divides a dim
+    assert _select.sample_stride([(1024, 2048)], 2 * n) == 37  # 32 -> 37
+
+
+def test_sampled_kth_counts_within_a_point_of_k_on_skewed_columns():
+    # Columns whose scales differ by orders of magnitude: a stride that followed the row
+    # length would sample a few columns only and miss the quantile by tens of points.
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.standard_normal((1024, 2048)) * np.exp(2 * rng.standard_normal((1, 2048))))
+    x = x.astype(np.float32)
+    assert _select.samples([jnp.asarray(x)])
+    for s in (0.1, 0.5, 0.9, 0.99):
+        k = int(s * x.size)
+        kth, at_most = jax.jit(_select.kth_smallest_sampled)([jnp.asarray(x)], jnp.int32(k))
+        realized = int(np.sum(x <= float(kth)))
+        assert abs(realized - k) <= 0.01 * x.size, (s, realized, k)
+        assert abs(int(at_most) - realized) <= 0.01 * x.size, (s, int(at_most), realized)
+    small = jnp.asarray(x[:256])  # under 16 samples' worth: exact, as radix
+    k = jnp.int32(1000)
+    exact = _select.kth_smallest_radix([small], k)
+    np.testing.assert_array_equal(_select.kth_smallest_sampled([small], k), exact)
+
+
+def test_sampled_search_tracks_the_ramp_within_a_point_and_ends_on_target():
+    rng = np.random.default_rng(1)
+    scale = np.exp(rng.standard_normal((1, 2048))).astype(np.float32)
+    params = {"w": jnp.asarray(rng.standard_normal((1024, 2048)).astype(np.float32) * scale)}
+    n = params["w"].size
+    target = optax_l1.sparsity_target(0.9, ramp_steps=12, begin_step=1, quantile="sample")
+    tx = optax.chain(optax.sgd(1e-2), target)
+    state = tx.init(params)
+
+    @jax.jit
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    off = []
+    for t in range(16):
+        g = {"w": jnp.asarray(rng.standard_normal((1024, 2048)).astype(np.float32) * scale)}
+        params, state = step(params, state, g)
+        zeros = float(jnp.mean(params["w"] == 0))
+        off.append(abs(zeros - float(state[1].scheduled)))
+        assert abs(float(state[1].sparsity) - zeros) <= 0.01, t  # the logged estimate
+    assert max(off) <= 0.01, off
+    assert max(off) > 0  # the ramp's searches were sampled, not exact
+    assert int(jnp.sum(params["w"] == 0)) == int(0.9 * n)  # the last search is exact
