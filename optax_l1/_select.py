@@ -10,7 +10,7 @@ of scores that XLA would write out before the loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 import jax
@@ -174,7 +174,7 @@ def _digit_counts(items: list[Scored], itype: type, prefix: jax.Array, shift: in
     return counts[: 2**_DIGIT_BITS]
 
 
-def kth_smallest_radix(scores: list[Source], k: jax.Array) -> tuple[jax.Array, jax.Array]:
+def kth_smallest_radix(scores: Sequence[Source], k: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The k-th smallest (k >= 1) entry of non-negative float arrays, exactly, by radix select,
     and the number of entries at most it (the entries below the last digit's bin plus those
     in it and the bins under it).
