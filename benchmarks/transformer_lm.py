@@ -47,7 +47,12 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   ``--prune-every`` steps, the support held in between; at a search a zeroed weight scores
   its latent from the last search plus ``every * u``, the current update extrapolated over
   the window: a latent touched at searches only; ``drift`` restarts the latent from 0 from
-  the ramp's midpoint on, ``drift_full`` keeps it). All freeze the support after the ramp.
+  the ramp's midpoint on, ``drift_full`` keeps it); ``before_latent`` / ``int8_latent`` (the
+  library's default, every-step search with a latent restarted at the ramp's midpoint,
+  but scoring ``|p + L|`` before the update, the latent in float32 / in int8 codes of
+  ``tau / 64`` with stochastic rounding); ``after_latent`` / ``int8_after`` score
+  ``|p + L + u|`` after the update instead, as the library does (``after_latent`` is the
+  arms' replica of ``target``). All freeze the support after the ramp.
 
     python benchmarks/transformer_lm.py --quick                     # smoke test, < 40 s
     python benchmarks/transformer_lm.py --methods gmp hard --targets 0.9 --seeds 3
@@ -106,6 +111,10 @@ METHODS = (
     "hard_every50",
     "drift",
     "drift_full",
+    "int8_latent",
+    "before_latent",
+    "after_latent",
+    "int8_after",
 )
 STRENGTH_METHODS = ("proximal_adam", "adamw_l1_prox")
 SPLIT_SEED = 20171001  # the train/validation file split; independent of --seeds
@@ -406,6 +415,78 @@ def drift(target: Any, kmask: Any, *, begin: int, ramp_steps: int, every: int, u
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+class LatentState(NamedTuple):
+    count: jax.Array
+    latent: list[jax.Array]  # a zeroed weight's latent (int8 codes or float32), 0 elsewhere
+    tau: jax.Array  # the last search's threshold: the int8 codes' unit is tau / 64
+
+
+def before_latent(
+    target: Any,
+    kmask: Any,
+    *,
+    begin: int,
+    ramp_steps: int,
+    until: float,
+    int8: bool,
+    key: Any,
+    after: bool = False,
+):
+    """The library's default (a global hard search on every step of the ramp, a latent for
+    the zeroed weights that restarts from the ramp's ``until`` on, the support frozen after
+    the ramp) with the search scoring the latent weights *before* the update,
+    ``|p + L|`` (existing buffers: a step needs no full-size temporary for the search), and,
+    with ``int8``, the latent kept in int8 codes in units of ``tau / 64`` (stochastic
+    rounding, clipped to +-2 tau): a quarter of the float32 copy's traffic. ``after``:
+    score ``|p + L + u|`` (after the update, as the library does; a control).
+    """
+    unit = 64.0
+
+    def init_fn(params):
+        dt = jnp.int8 if int8 else jnp.float32
+        lat = [jnp.zeros(p.shape, dt) for p, m in zip(*_flat(params, kmask), strict=True) if m]
+        return LatentState(jnp.zeros([], jnp.int32), lat, jnp.zeros([], jnp.float32))
+
+    def decode(q, tau):
+        return q.astype(jnp.float32) * (tau / unit) if int8 else q
+
+    def encode(x, tau, k):
+        if not int8:
+            return x
+        r = jax.random.uniform(k, x.shape)
+        scaled = jnp.where(tau > 0, x * (unit / jnp.maximum(tau, 1e-30)), 0.0)
+        return jnp.clip(jnp.floor(scaled + r), -127, 127).astype(jnp.int8)
+
+    def update_fn(updates, state, params):
+        p_leaves, m_leaves = _flat(params, kmask)
+        u_leaves, treedef = jax.tree.flatten(updates)
+        idx = [i for i, m in enumerate(m_leaves) if m]
+        t, end = state.count, begin + ramp_steps
+        due = (t >= begin) & (t <= end)
+        late = t > begin + int(np.ceil(until * ramp_steps))
+        w = [p_leaves[i] + decode(q, state.tau) for i, q in zip(idx, state.latent, strict=True)]
+        scored = [x + u_leaves[i] for x, i in zip(w, idx, strict=True)] if after else w
+
+        def search():
+            s = ramp_at(t, target, ramp_steps, begin)
+            return thresholds([jnp.abs(x) for x in scored], s, False)[0]
+
+        tau = lax.cond(due, search, lambda: state.tau)
+        out, lat = list(u_leaves), []
+        keys = jax.random.split(jax.random.fold_in(key, t), len(idx))
+        for j, i in enumerate(idx):
+            p, u = p_leaves[i], u_leaves[i]
+            keep = jnp.where(due, jnp.abs(scored[j]) > tau, p != 0)
+            z = w[j] + u
+            new = jnp.where(keep, z, 0.0)
+            rest = jnp.where(late, u, z)  # from `until` on a zeroed weight keeps one update
+            lat.append(jnp.where(keep, jnp.zeros_like(state.latent[j]), encode(rest, tau, keys[j])))
+            out[i] = new - p
+        return treedef.unflatten(out), LatentState(t + 1, lat, tau)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def _flat(params: Any, kmask: Any) -> tuple[list[Any], list[bool]]:
     return jax.tree.leaves(params), jax.tree.leaves(kmask)
 
@@ -487,6 +568,17 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         return optax.chain(adamw(), optax_l1.l1_prox(value, learning_rate=sched, mask=kmask))
     if method == "hard_fisher":
         return thresholding(value, kmask, kind="hard", inner=adamw(), **ramp)
+    if method in ("int8_latent", "before_latent", "after_latent", "int8_after"):
+        arm = before_latent(
+            value,
+            kmask,
+            until=0.5,
+            int8=method.startswith("int8"),
+            key=jax.random.key(7),
+            after=method in ("after_latent", "int8_after"),
+            **ramp,
+        )
+        return optax.chain(adamw(), arm)
     if method in ("drift", "drift_full"):
         until = 1.0 if method == "drift_full" else 0.5
         return optax.chain(adamw(), drift(value, kmask, every=cfg.prune_every, until=until, **ramp))
