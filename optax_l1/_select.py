@@ -10,6 +10,7 @@ of scores that XLA would write out before the loop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
@@ -120,14 +121,28 @@ def _chunk_counts(counts: jax.Array, b: jax.Array, prefix: jax.Array, shift: int
     return counts.at[digit].add(1, mode="promise_in_bounds")
 
 
+def _padded(flat: jax.Array) -> jax.Array:
+    """``flat`` with +inf appended up to a multiple of ``lcm(1024, device count)`` entries.
+
+    A flat array whose length the devices do not divide is padded by XLA's SPMD
+    partitioner when it shards it, and the radix count's scatter then counted the padding
+    as zeros (every k-th smallest off by the padding, measured on 8 CPU devices with jax
+    0.10). With a length every shard count divides nothing is padded; the +inf entries
+    score +inf, above any finite k-th smallest, so they are never counted.
+    """
+    pad = -flat.size % math.lcm(1024, jax.device_count())
+    return jnp.pad(flat, (0, pad), constant_values=jnp.inf) if pad else flat
+
+
 def pack_small(arrays: list[jax.Array]) -> list[jax.Array]:
-    """The arrays under one chunk concatenated into one flat array, after the larger ones
-    as they are (never concatenated, so a sharded leaf is not gathered): one scatter for
-    all the small ones, so the compiled step stays small for a tree of thousands of small
-    leaves. Lists of equal shapes are packed in the same order."""
+    """The arrays under one chunk concatenated into one flat array padded with +inf
+    (:func:`_padded`), after the larger ones as they are (never concatenated, so a sharded
+    leaf is not gathered): one scatter for all the small ones, so the compiled step stays
+    small for a tree of thousands of small leaves. Lists of equal shapes are packed in the
+    same order."""
     small = [b.reshape(-1) for b in arrays if b.size < _CHUNK]
     large = [b for b in arrays if b.size >= _CHUNK]
-    return large + ([jnp.concatenate(small)] if len(small) > 1 else small)
+    return large + ([_padded(jnp.concatenate(small))] if small else [])
 
 
 def _pack_scored(items: list[Scored]) -> list[Scored]:
@@ -255,7 +270,8 @@ def kth_smallest_sampled(scores: list[Source], k: jax.Array) -> tuple[jax.Array,
     sampled = sum(x.size for x in parts)
     ratio = sampled / total
     rank = jnp.ceil(jnp.asarray(k, jnp.float32) * ratio).astype(jnp.int32)
-    kth, at_most = kth_smallest_radix(parts, jnp.clip(rank, 1, sampled))
+    sample = _padded(jnp.concatenate([x.whole().reshape(-1) for x in parts]))
+    kth, at_most = kth_smallest_radix([sample], jnp.clip(rank, 1, sampled))
     estimate = jnp.round(at_most.astype(jnp.float32) / ratio)
     return kth, jnp.clip(estimate, 0, total).astype(jnp.int32)
 

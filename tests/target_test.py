@@ -511,15 +511,18 @@ def test_missing_params_and_optimizer_without_second_moment():
 
 SHARDED_CHILD = textwrap.dedent(
     """
-    import json
+    import json, sys
     import jax, jax.numpy as jnp, numpy as np, optax, optax_l1
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+    # "sample": a leaf large enough to be sampled, the sampled search only, the support held
+    # after the ramp (its last search is exact); else small leaves and the exact searches.
+    sampled = sys.argv[1:] == ["sample"]
     devices = jax.devices()
     mesh = Mesh(np.array(devices).reshape(4, 2), ("a", "b"))
     specs = {"w": P("a", "b"), "v": P("a"), "b": P()}
     rng = np.random.default_rng(0)
-    shapes = {"w": (32, 16), "v": (40,), "b": (16,)}
+    shapes = {"w": (1024, 1024) if sampled else (32, 16), "v": (40,), "b": (16,)}
     host = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     goal = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in host.items()}
     mask = {"w": True, "v": True, "b": False}
@@ -545,13 +548,14 @@ SHARDED_CHILD = textwrap.dedent(
         return p, s, hlo.count("all-gather")
 
     out = {"n_devices": len(devices)}
-    for quantile in ("radix", "bisect", "sort"):
+    for quantile in ("sample",) if sampled else ("radix", "bisect", "sort"):
         lr = 0.05
         tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(
-            0.85, ramp_steps=15, hold="track", quantile=quantile, mask=mask))
+            0.85, ramp_steps=15, hold="support" if sampled else "track", quantile=quantile,
+            mask=mask))
         p_sh, s_sh, gathers = run(tx, True)
         p_one, s_one, _ = run(tx, False)
-        n = 32 * 16 + 40
+        n = int(np.prod(shapes["w"])) + 40
         out[quantile] = {
             "state_sparsity_sharded": float(s_sh[1].sparsity),
             "state_sparsity_single": float(s_one[1].sparsity),
@@ -594,6 +598,77 @@ def test_sharded_params_on_8_host_devices_match_one_device():
         assert _count(r["state_sparsity_sharded"], r["n"]) == r["expected"]
         assert _count(r["numpy_sparsity"], r["n"]) == r["expected"]
     assert out["bisect"]["all_gathers"] == 0  # the counts are all-reduces: nothing gathered
+
+
+KTH_CHILD = textwrap.dedent(
+    """
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from optax_l1 import _select
+
+    mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("a", "b"))
+    rng = np.random.default_rng(0)
+    host = [np.abs(rng.normal(size=s)).astype(np.float32) for s in ((32, 16), (41,), (13,))]
+    specs = [P("a", "b"), P(), P()]
+    leaves = [jax.device_put(x, NamedSharding(mesh, s)) for x, s in zip(host, specs)]
+    ref = np.sort(np.concatenate([x.ravel() for x in host]))
+    wrong = {}
+    for name in ("radix", "sort", "sample"):
+        find = jax.jit(lambda xs, k, name=name: _select.kth_smallest(xs, k, name))
+        bad = 0
+        for k in range(1, ref.size + 1, 5):
+            kth, at_most = find(leaves, jnp.int32(k))
+            bad += float(kth) != ref[k - 1] or int(at_most) != int(np.sum(ref <= ref[k - 1]))
+        wrong[name] = bad
+    print("RESULT " + json.dumps(wrong))
+    """
+)
+
+
+def test_kth_smallest_of_sharded_leaves_of_odd_sizes_matches_numpy():
+    # The small leaves are packed into one flat array of 553 entries, which 8 devices do
+    # not divide: XLA's partitioner padded it and the radix count took the padding for
+    # zeros (every k-th smallest wrong). The packed array is now padded to a multiple of
+    # the device count with +inf, which is never counted.
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", KTH_CHILD],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    assert json.loads(line[len("RESULT ") :]) == {"radix": 0, "sort": 0, "sample": 0}
+
+
+def test_sampled_search_on_8_host_devices_matches_one_device():
+    # A 1024 x 1024 leaf sharded 4 x 2 is sampled (every 17th entry of the flattened leaf):
+    # the sharded run picks the sample and the thresholds of one device, and the ramp's
+    # last, exact search leaves exactly the target's zeros.
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_CHILD, "sample"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    r = json.loads(line[len("RESULT ") :])["sample"]
+    assert r["w_devices"] == 8
+    assert r["params_equal"] and r["threshold_equal"]
+    assert r["state_sparsity_sharded"] == r["state_sparsity_single"]
+    assert _count(r["numpy_sparsity"], r["n"]) == r["expected"]
 
 
 # ----------------------------------------------------------------------------- benchmark
