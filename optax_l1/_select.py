@@ -122,20 +122,21 @@ def _chunk_counts(counts: jax.Array, b: jax.Array, prefix: jax.Array, shift: int
 
 
 def _padded(flat: jax.Array) -> jax.Array:
-    """``flat`` with +inf appended up to a multiple of ``lcm(1024, device count)`` entries.
+    """``flat`` with NaN appended up to a multiple of ``lcm(1024, device count)`` entries.
 
     A flat array whose length the devices do not divide is padded by XLA's SPMD
     partitioner when it shards it, and the radix count's scatter then counted the padding
     as zeros (every k-th smallest off by the padding, measured on 8 CPU devices with jax
-    0.10). With a length every shard count divides nothing is padded; the +inf entries
-    score +inf, above any finite k-th smallest, so they are never counted.
+    0.10). With a length every shard count divides nothing is padded. The NaN entries
+    score NaN, whose bits are above every other score's (+inf included), so they are
+    never the k-th smallest of the real entries nor counted at or below it.
     """
     pad = -flat.size % math.lcm(1024, jax.device_count())
-    return jnp.pad(flat, (0, pad), constant_values=jnp.inf) if pad else flat
+    return jnp.pad(flat, (0, pad), constant_values=jnp.nan) if pad else flat
 
 
 def pack_small(arrays: list[jax.Array]) -> list[jax.Array]:
-    """The arrays under one chunk concatenated into one flat array padded with +inf
+    """The arrays under one chunk concatenated into one flat array padded with NaN
     (:func:`_padded`), after the larger ones as they are (never concatenated, so a sharded
     leaf is not gathered): one scatter for all the small ones, so the compiled step stays
     small for a tree of thousands of small leaves. Lists of equal shapes are packed in the
