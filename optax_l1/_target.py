@@ -928,7 +928,8 @@ def sparsity_target(
     zeros are the ramp's fraction to within sampling error (one sd
     :math:`\sqrt{s_t(1-s_t)/65536} \le 0.2` points; the logged ``sparsity`` is the
     sample's estimate) and the ramp's last search is exact, so the frozen support is on
-    target; under 1,048,576 regularized entries it is ``"radix"``. A step
+    target (with ``hold="track"`` the searches after the ramp are sampled too); under
+    1,048,576 regularized entries it is ``"radix"``. A step
     without a search adds no full-size temporary: with ``latent=False`` it fuses into the
     optimizer's own loop (with ``optimizer=`` too: the metric is the second moment the
     optimizer writes anyway); ``latent=True`` keeps one float32 copy of the regularized params
