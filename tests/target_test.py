@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -574,12 +575,13 @@ SHARDED_CHILD = textwrap.dedent(
 )
 
 
-def test_sharded_params_on_8_host_devices_match_one_device():
+def _on_8_devices(script: str, *args: str) -> Any:
+    """The RESULT json a child Python prints, run with 8 simulated CPU devices."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
-        [sys.executable, "-c", SHARDED_CHILD],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -588,7 +590,11 @@ def test_sharded_params_on_8_host_devices_match_one_device():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    out = json.loads(line[len("RESULT ") :])
+    return json.loads(line[len("RESULT ") :])
+
+
+def test_sharded_params_on_8_host_devices_match_one_device():
+    out = _on_8_devices(SHARDED_CHILD)
     assert out["n_devices"] == 8
     for quantile in ("radix", "bisect", "sort"):
         r = out[quantile]
@@ -630,41 +636,15 @@ def test_kth_smallest_of_sharded_leaves_of_odd_sizes_matches_numpy():
     # The small leaves are packed into one flat array of 553 entries, which 8 devices do
     # not divide: XLA's partitioner padded it and the radix count took the padding for
     # zeros (every k-th smallest wrong). The packed array is now padded to a multiple of
-    # the device count with +inf, which is never counted.
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", KTH_CHILD],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    assert json.loads(line[len("RESULT ") :]) == {"radix": 0, "sort": 0, "sample": 0}
+    # the device count with NaN, which is never counted.
+    assert _on_8_devices(KTH_CHILD) == {"radix": 0, "sort": 0, "sample": 0}
 
 
 def test_sampled_search_on_8_host_devices_matches_one_device():
     # A 1024 x 1024 leaf sharded 4 x 2 is sampled (every 17th entry of the flattened leaf):
     # the sharded run picks the sample and the thresholds of one device, and the ramp's
     # last, exact search leaves exactly the target's zeros.
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED_CHILD, "sample"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    r = json.loads(line[len("RESULT ") :])["sample"]
+    r = _on_8_devices(SHARDED_CHILD, "sample")["sample"]
     assert r["w_devices"] == 8
     assert r["params_equal"] and r["threshold_equal"]
     assert r["state_sparsity_sharded"] == r["state_sparsity_single"]
