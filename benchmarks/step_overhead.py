@@ -338,10 +338,13 @@ def target_rows(adam, every_latent: str, every_plain: str, sample: str = "") -> 
 def tracked(adam, target: float, every: int, latent: bool, inside: bool = False, **options):
     """The B arm adam + sparsity_target(target, searching every ``every`` steps): a ramp of
     10^6 steps with ``hold="track"`` keeps every search inside the ramp. ``inside``: adam
-    passed as ``optimizer=`` (the Fisher score) instead of chained before."""
+    passed as ``optimizer=`` (the Fisher score) instead of chained before. The search is
+    the exact ``quantile="radix"`` unless ``options`` say otherwise (the library's default,
+    ``"sample"``, samples these layouts; the rows named ``(sample)`` time it)."""
 
     def make():
-        extra = dict(options, optimizer=adam()) if inside else options
+        extra = {"quantile": "radix"} | options
+        extra = dict(extra, optimizer=adam()) if inside else extra
         tx = optax_l1.sparsity_target(
             target,
             ramp_steps=10**6,
