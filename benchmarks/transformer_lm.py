@@ -421,7 +421,7 @@ class LatentState(NamedTuple):
     tau: jax.Array  # the last search's threshold: the int8 codes' unit is tau / 64
 
 
-def before_latent(
+def latent_replica(
     target: Any,
     kmask: Any,
     *,
@@ -432,13 +432,13 @@ def before_latent(
     key: Any,
     after: bool = False,
 ):
-    """The library's default (a global hard search on every step of the ramp, a latent for
-    the zeroed weights that restarts from the ramp's ``until`` on, the support frozen after
-    the ramp) with the search scoring the latent weights *before* the update,
-    ``|p + L|`` (existing buffers: a step needs no full-size temporary for the search), and,
-    with ``int8``, the latent kept in int8 codes in units of ``tau / 64`` (stochastic
-    rounding, clipped to +-2 tau): a quarter of the float32 copy's traffic. ``after``:
-    score ``|p + L + u|`` (after the update, as the library does; a control).
+    """A replica of the library's default (a global hard search by an exact sort on every
+    step of the ramp, a latent for the zeroed weights that restarts from the ramp's
+    ``until`` on, the support frozen after the ramp) with two switches: ``after`` scores
+    ``|p + L + u|`` after the update, as the library does; else the latent weights
+    *before* it, ``|p + L|`` (existing buffers: a search would need no full-size
+    temporary). ``int8`` keeps the latent in int8 codes in units of ``tau / 64``
+    (stochastic rounding, clipped to +-2 tau): a quarter of the float32 copy's traffic.
     """
     unit = 64.0
 
@@ -569,7 +569,7 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method == "hard_fisher":
         return thresholding(value, kmask, kind="hard", inner=adamw(), **ramp)
     if method in ("int8_latent", "before_latent", "after_latent", "int8_after"):
-        arm = before_latent(
+        arm = latent_replica(
             value,
             kmask,
             until=0.5,
