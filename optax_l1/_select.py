@@ -22,6 +22,7 @@ Method = Literal["radix", "bisect", "sort", "sample"]
 METHODS: tuple[str, ...] = ("radix", "bisect", "sort", "sample")
 _DIGIT_BITS = 16  # 2 passes of a 65,536-bin count for float32: half the passes of 8 bits
 _CHUNK = 2**16  # entries counted per scatter: bounds the select's temporaries
+_FLOAT = {jnp.dtype(jnp.uint32): jnp.float32, jnp.dtype(jnp.uint64): jnp.float64}
 SAMPLE = 2**16  # entries in a sample: one sd of the zero fraction is at most 0.2 points
 
 
@@ -121,29 +122,33 @@ def _chunk_counts(counts: jax.Array, b: jax.Array, prefix: jax.Array, shift: int
     return counts.at[digit].add(1, mode="promise_in_bounds")
 
 
-def _padded(flat: jax.Array) -> jax.Array:
-    """``flat`` with NaN appended up to a multiple of ``lcm(1024, device count)`` entries.
+def _aligned_bits(bits: jax.Array) -> jax.Array:
+    """Bit patterns ``bits`` (flat) with NaN's appended up to a multiple of
+    ``lcm(1024, device count)`` entries, the arrays the radix count scatters.
 
-    A flat array whose length the devices do not divide is padded by XLA's SPMD
-    partitioner when it shards it, and the radix count's scatter then counted the padding
-    as zeros (every k-th smallest off by the padding, measured on 8 CPU devices with jax
-    0.10). With a length every shard count divides nothing is padded. The NaN entries
-    score NaN, whose bits are above every other score's (+inf included), so they are
-    never the k-th smallest of the real entries nor counted at or below it.
+    A flat array whose length its shards do not divide is padded by XLA's SPMD partitioner,
+    and the count's scatter then took the padding for zero scores (every k-th smallest off,
+    measured on 8 CPU devices with jax 0.10). A mesh over all the devices divides this
+    length, so nothing is padded. NaN's bits are above every other score's (+inf
+    included): they are never the k-th smallest of the real entries nor counted at or
+    below it. A mesh over some of the devices may still shard unevenly: the count checks
+    its total (:func:`kth_smallest_radix`).
     """
-    pad = -flat.size % math.lcm(1024, jax.device_count())
-    return jnp.pad(flat, (0, pad), constant_values=jnp.nan) if pad else flat
+    pad = -bits.size % math.lcm(1024, jax.device_count())
+    if not pad:
+        return bits
+    nan = lax.bitcast_convert_type(jnp.asarray(jnp.nan, _FLOAT[bits.dtype]), bits.dtype)
+    return jnp.concatenate([bits, jnp.full((pad,), nan, bits.dtype)])
 
 
 def pack_small(arrays: list[jax.Array]) -> list[jax.Array]:
-    """The arrays under one chunk concatenated into one flat array padded with NaN
-    (:func:`_padded`), after the larger ones as they are (never concatenated, so a sharded
-    leaf is not gathered): one scatter for all the small ones, so the compiled step stays
-    small for a tree of thousands of small leaves. Lists of equal shapes are packed in the
-    same order."""
+    """The arrays under one chunk concatenated into one flat array, after the larger ones
+    as they are (never concatenated, so a sharded leaf is not gathered): one scatter for
+    all the small ones, so the compiled step stays small for a tree of thousands of small
+    leaves. Lists of equal shapes are packed in the same order."""
     small = [b.reshape(-1) for b in arrays if b.size < _CHUNK]
     large = [b for b in arrays if b.size >= _CHUNK]
-    return large + ([_padded(jnp.concatenate(small))] if small else [])
+    return large + ([jnp.concatenate(small)] if len(small) > 1 else small)
 
 
 def _pack_scored(items: list[Scored]) -> list[Scored]:
@@ -175,7 +180,7 @@ def _digit_counts(items: list[Scored], itype: type, prefix: jax.Array, shift: in
 
     def count(c: jax.Array, item: Scored, start: jax.Array, width: int) -> jax.Array:
         bits = lax.bitcast_convert_type(item.chunk(start, width, _after(c)), itype)
-        return _chunk_counts(c, bits, prefix, shift)
+        return _chunk_counts(c, _aligned_bits(bits.reshape(-1)), prefix, shift)
 
     for item in items:
         whole = item.size // _CHUNK
@@ -206,14 +211,28 @@ def kth_smallest_radix(scores: Sequence[Source], k: jax.Array) -> tuple[jax.Arra
     width = 8 * jnp.dtype(itype).itemsize
     items = _pack_scored(items)
     prefix, rank = jnp.zeros([], itype), jnp.asarray(k, jnp.int32)
-    at_most = rank
+    at_most, counted = rank, None
     for shift in range(width - _DIGIT_BITS, -1, -_DIGIT_BITS):
         cum = jnp.cumsum(_digit_counts(items, itype, prefix, shift))
+        counted = cum[-1] if counted is None else counted  # the first pass counts all
         digit = jnp.sum(cum < rank).astype(jnp.int32)  # the digit whose bin holds rank
         below = jnp.where(digit > 0, cum[jnp.maximum(digit - 1, 0)], 0)
         at_most = k - rank + cum[digit]  # below the prefix, plus its bins up to the digit
         prefix, rank = (prefix << _DIGIT_BITS) | digit.astype(itype), rank - below
-    return lax.bitcast_convert_type(prefix, dtype), at_most
+    # The first pass counts every entry it is given (the NaN alignment included); another
+    # total means the devices counted entries that do not exist (an uneven sharding, see
+    # _aligned_bits): a NaN k-th and a count of -1 say so instead of a wrong threshold.
+    fed = sum(_fed(x.size) for x in items)
+    kth = lax.bitcast_convert_type(prefix, dtype)
+    ok = counted == fed
+    return jnp.where(ok, kth, jnp.nan).astype(dtype), jnp.where(ok, at_most, -1)
+
+
+def _fed(size: int) -> int:
+    """The entries the count of an array of ``size`` scatters: its chunks, each aligned."""
+    whole, rest = divmod(size, _CHUNK)
+    step = math.lcm(1024, jax.device_count())
+    return whole * (_CHUNK + -_CHUNK % step) + (rest + -rest % step if rest else 0)
 
 
 def _is_prime(p: int) -> bool:
@@ -249,8 +268,10 @@ def kth_smallest_sampled(scores: list[Source], k: jax.Array) -> tuple[jax.Array,
     it: the exact ones of a systematic sample, every ``p``-th entry of each flattened array
     (:func:`sample_stride`; ``k`` and the count scaled by the sampled fraction), found by
     :func:`kth_smallest_radix` on the sample. Only the sampled entries are scored (a
-    :class:`Scored` array's arguments are read at the sample's positions), so a search
-    reads about ``SAMPLE`` scattered entries of each argument, not all of them. Under
+    :class:`Scored` array's arguments are read at the sample's positions), so on one device
+    a search reads about ``SAMPLE`` scattered entries of each argument, not all of them
+    (XLA may gather a leaf sharded along a minor axis to flatten it, as for the radix
+    select). Under
     ``16 * SAMPLE`` entries in all: the exact radix select.
 
     For ``s = k / n`` the estimate's count is ``s n`` to within about
@@ -268,12 +289,10 @@ def kth_smallest_sampled(scores: list[Source], k: jax.Array) -> tuple[jax.Array,
         for x in items
         if x.size > start
     ]
-    # The NaN padding of packed small leaves (fewer than lcm(1024, device count) entries,
-    # above every score) counts in both sizes: with 8 devices a bias under 0.1% of n.
     sampled = sum(x.size for x in parts)
     ratio = sampled / total
     rank = jnp.ceil(jnp.asarray(k, jnp.float32) * ratio).astype(jnp.int32)
-    sample = _padded(jnp.concatenate([x.whole().reshape(-1) for x in parts]))
+    sample = jnp.concatenate([x.whole().reshape(-1) for x in parts])
     kth, at_most = kth_smallest_radix([sample], jnp.clip(rank, 1, sampled))
     estimate = jnp.round(at_most.astype(jnp.float32) / ratio)
     return kth, jnp.clip(estimate, 0, total).astype(jnp.int32)

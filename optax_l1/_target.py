@@ -220,12 +220,15 @@ def _threshold(
         kth, at_most = _kth(leaves, jnp.maximum(k, 1), phase, cfg.quantile)
         # A non-finite k-th score (more NaN or inf scores than survivors) zeroes nothing: the
         # faulty entries stay visible, and the count and the threshold say so (0 zeroed).
+        # A count of -1 is a fault of the count itself: the threshold is NaN (the update too).
         ok = (k > 0) & jnp.isfinite(kth)
+        miscounted = (k > 0) & (at_most < 0)
         if not smoothed:
-            return jnp.where(ok, kth, -jnp.inf), jnp.where(ok, at_most, 0)
+            tau = jnp.where(miscounted, jnp.nan, jnp.where(ok, kth, -jnp.inf))
+            return tau, jnp.where(ok, at_most, 0)
         beta = jnp.where(phase.last, 0.0, jnp.asarray(cfg.smoothing, dtype)).astype(dtype)
         tau = beta * previous.astype(dtype) + (1 - beta) * jnp.where(ok, kth, 0)
-        tau = jnp.where(ok, tau, -jnp.inf)
+        tau = jnp.where(miscounted, jnp.nan, jnp.where(ok, tau, -jnp.inf))
         counts = (jnp.sum(_select.values(x) <= tau, dtype=jnp.int32) for x in leaves)
         return tau, sum(counts, jnp.int32(0))
 
@@ -751,6 +754,9 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
         prox, aligned, jnp.float32(0), state.count, name=_NAME, base=base
     )
     bad = _runtime_bad(cfg)
+    if jax.device_count() > 1:  # a count's total can be off only when XLA shards it
+        miscounted = jnp.any(jnp.isnan(tau))  # a search whose count failed (_threshold)
+        bad = miscounted if bad is None else bad | miscounted
     out = _poison(aligned, _hold_support(aligned, shrunk, phase, exact=base is None), bad)
     if bad is not None:
         tau = jnp.where(bad, jnp.nan, tau)
@@ -929,8 +935,8 @@ def sparsity_target(
     copy's traffic included): the zeros are the ramp's fraction to within sampling error
     (one sd :math:`\sqrt{s_t(1-s_t)/65536} \le 0.2` points; the logged ``sparsity`` is the
     sample's estimate) and the ramp's last search is exact, so the frozen support is on
-    target (with ``hold="track"`` the searches after the ramp are sampled too); under
-    1,048,576 regularized entries it is ``"radix"``. ``"bisect"``: 31 global counts,
+    target (with ``hold="track"`` there is no last search: every search on such params is
+    sampled); under 1,048,576 regularized entries it is ``"radix"``. ``"bisect"``: 31 global counts,
     reductions only (sharded params are never gathered), two int32 copies of the scores
     held by XLA. ``"sort"``: one sort of all entries (gathers sharded params; one sorted
     copy). A step

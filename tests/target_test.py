@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from typing import Any
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -613,31 +614,76 @@ KTH_CHILD = textwrap.dedent(
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from optax_l1 import _select
 
-    mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("a", "b"))
     rng = np.random.default_rng(0)
-    host = [np.abs(rng.normal(size=s)).astype(np.float32) for s in ((32, 16), (41,), (13,))]
-    specs = [P("a", "b"), P(), P()]
-    leaves = [jax.device_put(x, NamedSharding(mesh, s)) for x, s in zip(host, specs)]
-    ref = np.sort(np.concatenate([x.ravel() for x in host]))
-    wrong = {}
-    for name in ("radix", "sort", "sample"):
-        find = jax.jit(lambda xs, k, name=name: _select.kth_smallest(xs, k, name))
-        bad = 0
-        for k in range(1, ref.size + 1, 5):
-            kth, at_most = find(leaves, jnp.int32(k))
-            bad += float(kth) != ref[k - 1] or int(at_most) != int(np.sum(ref <= ref[k - 1]))
-        wrong[name] = bad
-    print("RESULT " + json.dumps(wrong))
+    devices = jax.devices()
+    cases = {  # the kernel and the mesh: all 8 devices, or 6 of them (a sub-mesh)
+        "all": ((32, 16), Mesh(np.array(devices).reshape(4, 2), ("a", "b"))),
+        "sub": ((30, 16), Mesh(np.array(devices[:6]).reshape(3, 2), ("a", "b"))),
+        "sub-large": ((999, 96), Mesh(np.array(devices[:6]).reshape(3, 2), ("a", "b"))),
+    }
+    out = {}
+    for case, (shape, mesh) in cases.items():
+        host = [np.abs(rng.normal(size=s)).astype(np.float32) for s in (shape, (41,), (13,))]
+        specs = [P("a", "b"), P(), P()]
+        leaves = [jax.device_put(x, NamedSharding(mesh, s)) for x, s in zip(host, specs)]
+        ref = np.sort(np.concatenate([x.ravel() for x in host]))
+        for name in ("radix", "sort", "sample"):
+            find = jax.jit(lambda xs, k, name=name: _select.kth_smallest(xs, k, name))
+            right = wrong = flagged = 0
+            for k in range(1, ref.size + 1, max(1, ref.size // 40)):
+                kth, at_most = find(leaves, jnp.int32(k))
+                if int(at_most) < 0 and np.isnan(float(kth)):
+                    flagged += 1
+                elif float(kth) == ref[k - 1] and int(at_most) == int(np.sum(ref <= ref[k - 1])):
+                    right += 1
+                else:
+                    wrong += 1
+            out[f"{case}/{name}"] = {"right": right, "wrong": wrong, "flagged": flagged}
+    print("RESULT " + json.dumps(out))
     """
 )
 
 
-def test_kth_smallest_of_sharded_leaves_of_odd_sizes_matches_numpy():
-    # The small leaves are packed into one flat array of 553 entries, which 8 devices do
-    # not divide: XLA's partitioner padded it and the radix count took the padding for
-    # zeros (every k-th smallest wrong). The packed array is now padded to a multiple of
-    # the device count with NaN, which is never counted.
-    assert _on_8_devices(KTH_CHILD) == {"radix": 0, "sort": 0, "sample": 0}
+def test_kth_smallest_of_sharded_leaves_is_right_or_flagged_never_wrong():
+    # The small leaves are packed into one flat array (553 entries here), which 8 devices
+    # do not divide: XLA's partitioner padded it and the radix count took the padding for
+    # zeros (every k-th smallest wrong). The counted arrays are now aligned to the device
+    # count with NaN (never counted), so a mesh over every device is right; a sub-mesh
+    # (6 of 8 devices) may still shard unevenly, and the count's total then flags it (a
+    # NaN k-th and a count of -1) instead of answering wrong.
+    out = _on_8_devices(KTH_CHILD)
+    for key, r in out.items():
+        assert r["wrong"] == 0, (key, r)
+    for name in ("radix", "sort", "sample"):
+        assert out[f"all/{name}"]["flagged"] == 0, out[f"all/{name}"]
+    assert all(out[f"{c}/sort"]["flagged"] == 0 for c in ("sub", "sub-large"))
+
+
+def test_a_miscounted_search_makes_the_update_nan():
+    # A count that fails its total (the case the test above flags) is a run-time fault:
+    # the step's regularized updates and the threshold are NaN, never a wrong support.
+    # Without the check the step zeroed nothing and trained on (tau = -inf).
+    params = {"w": jnp.linspace(-1.0, 1.0, 64).reshape(8, 8), "b": jnp.ones(3)}
+    tx = optax_l1.sparsity_target(0.5, ramp_steps=1, mask={"w": True, "b": False})
+    state = tx.init(params)
+    grads = jax.tree.map(jnp.zeros_like, params)
+    u, state = tx.update(grads, state, params)  # count 0: the ramp is at 0, no search
+    u, _ = tx.update(grads, state, params)  # count 1: the search, its count right
+    assert np.all(np.isfinite(np.asarray(u["w"]))) and int(jnp.sum(params["w"] + u["w"] == 0))
+    original = _select.kth_smallest_radix
+
+    def miscounted(scores, k):
+        kth, _ = original(scores, k)
+        return jnp.full_like(kth, jnp.nan), jnp.int32(-1)
+
+    # (The check runs only with several devices: on one, XLA shards nothing.)
+    with (
+        mock.patch.object(_select, "kth_smallest_radix", miscounted),
+        mock.patch.object(jax, "device_count", lambda: 8),
+    ):
+        u, s = jax.jit(tx.update)(grads, state, params)
+    assert np.all(np.isnan(np.asarray(u["w"]))) and np.isnan(float(s.threshold))
+    np.testing.assert_array_equal(u["b"], grads["b"])
 
 
 def test_sampled_search_on_8_host_devices_matches_one_device():
