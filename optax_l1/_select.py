@@ -204,6 +204,9 @@ def kth_smallest_radix(scores: Sequence[Source], k: jax.Array) -> tuple[jax.Arra
     the top, 16 bits at a time: 2 passes of a 65,536-bin count for 32-bit floats (4 for
     float64), against the 31 (63) counts of :func:`kth_smallest_bisect`. (8-bit digits, 4
     passes of 256 bins, measured 1.75x slower on this CPU: a pass costs its scatter-add.)
+    When the first pass's total is not the number of entries it was given (an uneven
+    sharding XLA padded, see :func:`_aligned_bits`) the result is a NaN k-th and a count
+    of -1, never a wrong threshold.
     """
     items = [_scored(s) for s in scores]
     dtype = items[0].dtype
