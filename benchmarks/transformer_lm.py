@@ -280,13 +280,11 @@ def gmp(target: Any, kmask: Any, *, begin: int, ramp_steps: int, every: int, per
     """Gradual magnitude pruning as the last transformation of a chain."""
 
     def init_fn(params):
-        keep = [jnp.ones_like(p) for p, m in zip(*_flat(params, kmask), strict=True) if m]
+        keep = _kernels(params, kmask, jnp.ones_like)
         return CountState(jnp.zeros([], jnp.int32), keep)
 
     def update_fn(updates, state, params):
-        p_leaves, m_leaves = _flat(params, kmask)
-        u_leaves, treedef = jax.tree.flatten(updates)
-        idx = [i for i, m in enumerate(m_leaves) if m]
+        p_leaves, u_leaves, treedef, idx = _split(updates, params, kmask)
         z = [(p_leaves[i] + u_leaves[i]) * k for i, k in zip(idx, state.keep, strict=True)]
         t = state.count
         due = (t >= begin) & (t <= begin + ramp_steps) & ((t - begin) % every == 0)
@@ -332,9 +330,7 @@ def thresholding(
         inner_state = state.inner
         if inner is not None:
             updates, inner_state = inner.update(updates, inner_state, params)
-        p_leaves, m_leaves = _flat(params, kmask)
-        u_leaves, treedef = jax.tree.flatten(updates)
-        idx = [i for i, m in enumerate(m_leaves) if m]
+        p_leaves, u_leaves, treedef, idx = _split(updates, params, kmask)
         z = [p_leaves[i] + u_leaves[i] for i in idx]
         if inner is None:
             scores = [jnp.abs(x) for x in z]
@@ -380,13 +376,11 @@ def drift(target: Any, kmask: Any, *, begin: int, ramp_steps: int, every: int, u
     """
 
     def init_fn(params):
-        keep = [jnp.zeros_like(p) for p, m in zip(*_flat(params, kmask), strict=True) if m]
+        keep = _kernels(params, kmask, jnp.zeros_like)
         return CountState(jnp.zeros([], jnp.int32), keep)
 
     def update_fn(updates, state, params):
-        p_leaves, m_leaves = _flat(params, kmask)
-        u_leaves, treedef = jax.tree.flatten(updates)
-        idx = [i for i, m in enumerate(m_leaves) if m]
+        p_leaves, u_leaves, treedef, idx = _split(updates, params, kmask)
         t, end = state.count, begin + ramp_steps
         due = (t >= begin) & (t <= end) & (((t - begin) % every == 0) | (t == end))
         late = t > begin + int(np.ceil(until * ramp_steps))
@@ -444,7 +438,7 @@ def latent_replica(
 
     def init_fn(params):
         dt = jnp.int8 if int8 else jnp.float32
-        lat = [jnp.zeros(p.shape, dt) for p, m in zip(*_flat(params, kmask), strict=True) if m]
+        lat = _kernels(params, kmask, lambda p: jnp.zeros(p.shape, dt))
         return LatentState(jnp.zeros([], jnp.int32), lat, jnp.zeros([], jnp.float32))
 
     def decode(q, tau):
@@ -458,9 +452,7 @@ def latent_replica(
         return jnp.clip(jnp.floor(scaled + r), -127, 127).astype(jnp.int8)
 
     def update_fn(updates, state, params):
-        p_leaves, m_leaves = _flat(params, kmask)
-        u_leaves, treedef = jax.tree.flatten(updates)
-        idx = [i for i, m in enumerate(m_leaves) if m]
+        p_leaves, u_leaves, treedef, idx = _split(updates, params, kmask)
         t, end = state.count, begin + ramp_steps
         due = (t >= begin) & (t <= end)
         late = t > begin + int(np.ceil(until * ramp_steps))
@@ -485,6 +477,18 @@ def latent_replica(
         return treedef.unflatten(out), LatentState(t + 1, lat, tau)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _kernels(params: Any, kmask: Any, make: Any) -> list[Any]:
+    """``make(p)`` for each sparsified kernel ``p``: the research arms' per-kernel state."""
+    return [make(p) for p, m in zip(*_flat(params, kmask), strict=True) if m]
+
+
+def _split(updates: Any, params: Any, kmask: Any) -> tuple[list[Any], list[Any], Any, list[int]]:
+    """The params' and updates' leaves, the updates' treedef and the kernels' indices."""
+    p_leaves, m_leaves = _flat(params, kmask)
+    u_leaves, treedef = jax.tree.flatten(updates)
+    return p_leaves, u_leaves, treedef, [i for i, m in enumerate(m_leaves) if m]
 
 
 def _flat(params: Any, kmask: Any) -> tuple[list[Any], list[bool]]:
