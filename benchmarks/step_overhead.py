@@ -319,7 +319,7 @@ def target_rows(adam, every_latent: str, every_plain: str, sample: str = "") -> 
     the latent copy; ``sample`` (``"latent;plain"`` lists) those of ``quantile="sample"``
     rows."""
     rows = []
-    plain = [int(k) for k in every_plain.split(",") if k]
+    plain = [k for k, _ in _everies("", every_plain)]
     for every, latent in _everies(every_latent, every_plain):
         make = tracked(adam, 0.9, every, latent)
         label = f"adam + sparsity_target(every={every}{'' if latent else ', no latent'})"

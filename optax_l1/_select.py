@@ -134,11 +134,18 @@ def _aligned_bits(bits: jax.Array) -> jax.Array:
     below it. A mesh over some of the devices may still shard unevenly: the count checks
     its total (:func:`kth_smallest_radix`).
     """
-    pad = -bits.size % math.lcm(1024, jax.device_count())
+    pad = _aligned_size(bits.size) - bits.size
     if not pad:
         return bits
     nan = lax.bitcast_convert_type(jnp.asarray(jnp.nan, _FLOAT[bits.dtype]), bits.dtype)
     return jnp.concatenate([bits, jnp.full((pad,), nan, bits.dtype)])
+
+
+def _aligned_size(size: int) -> int:
+    """``size`` rounded up to a multiple of ``lcm(1024, device count)`` (see
+    :func:`_aligned_bits`)."""
+    step = math.lcm(1024, jax.device_count())
+    return size + -size % step
 
 
 def pack_small(arrays: list[jax.Array]) -> list[jax.Array]:
@@ -234,8 +241,7 @@ def kth_smallest_radix(scores: Sequence[Source], k: jax.Array) -> tuple[jax.Arra
 def _fed(size: int) -> int:
     """The entries the count of an array of ``size`` scatters: its chunks, each aligned."""
     whole, rest = divmod(size, _CHUNK)
-    step = math.lcm(1024, jax.device_count())
-    return whole * (_CHUNK + -_CHUNK % step) + (rest + -rest % step if rest else 0)
+    return whole * _aligned_size(_CHUNK) + _aligned_size(rest)
 
 
 def _is_prime(p: int) -> bool:
@@ -274,8 +280,7 @@ def kth_smallest_sampled(scores: list[Source], k: jax.Array) -> tuple[jax.Array,
     :class:`Scored` array's arguments are read at the sample's positions), so on one device
     a search reads about ``SAMPLE`` scattered entries of each argument, not all of them
     (XLA may gather a leaf sharded along a minor axis to flatten it, as for the radix
-    select). Under
-    ``16 * SAMPLE`` entries in all: the exact radix select.
+    select). Under ``16 * SAMPLE`` entries in all: the exact radix select.
 
     For ``s = k / n`` the estimate's count is ``s n`` to within about
     ``sqrt(s (1 - s) / SAMPLE) n`` (one sd, at most 0.2% of ``n``) when the entries' order

@@ -936,17 +936,17 @@ def sparsity_target(
     (one sd :math:`\sqrt{s_t(1-s_t)/65536} \le 0.2` points; the logged ``sparsity`` is the
     sample's estimate) and the ramp's last search is exact, so the frozen support is on
     target (with ``hold="track"`` there is no last search: every search on such params is
-    sampled); under 1,048,576 regularized entries it is ``"radix"``. ``"bisect"``: 31 global counts,
-    reductions only (sharded params are never gathered), two int32 copies of the scores
-    held by XLA. ``"sort"``: one sort of all entries (gathers sharded params; one sorted
-    copy). A step
-    without a search adds no full-size temporary: with ``latent=False`` it fuses into the
-    optimizer's own loop (with ``optimizer=`` too: the metric is the second moment the
-    optimizer writes anyway); ``latent=True`` keeps one float32 copy of the regularized params
-    in the state and reads and writes it every step. Group norms (``structure``) and N:M
-    ranks (``allocation=Blocks``) are computed on a search step only; a step without one
-    reads one mark (or one code) per group or block. ``update_every=k`` spreads a search's
-    cost over ``k`` steps (measured ratios: ``benchmarks/RESULTS.md``).
+    sampled); under 1,048,576 regularized entries it is ``"radix"``. ``"bisect"``: 31
+    global counts, reductions only (sharded params are never gathered), two int32 copies of
+    the scores held by XLA. ``"sort"``: one sort of all entries (gathers sharded params;
+    one sorted copy). A step without a search adds no full-size temporary: with
+    ``latent=False`` it fuses into the optimizer's own loop (with ``optimizer=`` too: the
+    metric is the second moment the optimizer writes anyway); ``latent=True`` keeps one
+    float32 copy of the regularized params in the state and reads and writes it every step.
+    Group norms (``structure``) and N:M ranks (``allocation=Blocks``) are computed on a
+    search step only; a step without one reads one mark (or one code) per group or block.
+    ``update_every=k`` spreads a search's cost over ``k`` steps (measured ratios:
+    ``benchmarks/RESULTS.md``).
 
     Args:
       target: the final fraction of exact zeros :math:`s \in [0, 1)`.

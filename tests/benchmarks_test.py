@@ -181,31 +181,27 @@ def test_transformer_lm_quick(tmp_path):
         assert r["finite"] and 0 < r["bits_per_byte"] < 8
 
 
-def test_transformer_lm_step_cost_arms_quick(tmp_path):
-    # The step-cost settings (no latent copy, a search every --prune-every steps) reach
-    # their target exactly: global for the Fisher score, per block of 4 for 2:4 and blocks.
-    arms = ("target_adam_cheap", "n_of_m_cheap", "blocks_cheap")
-    _, data = run_script("transformer_lm", tmp_path, "--methods", *arms, timeout=600)
+def _arms_end_on_target(tmp_path, arms: tuple[str, ...], *extra: str) -> None:
+    """The quick transformer_lm run of ``arms`` ends each at the quick run's 50% exactly."""
+    _, data = run_script("transformer_lm", tmp_path, "--methods", *arms, *extra, timeout=600)
     runs = {r["method"]: r for r in data["runs"]}
     assert set(runs) == set(arms)
     for r in runs.values():
         assert r["zeros"] == pytest.approx(0.5, abs=1e-6)
         assert r["finite"] and 0 < r["bits_per_byte"] < 8
+
+
+def test_transformer_lm_step_cost_arms_quick(tmp_path):
+    # The step-cost settings (no latent copy, a search every --prune-every steps) reach
+    # their target exactly: global for the Fisher score, per block of 4 for 2:4 and blocks.
+    _arms_end_on_target(tmp_path, ("target_adam_cheap", "n_of_m_cheap", "blocks_cheap"))
 
 
 def test_transformer_lm_search_arms_quick(tmp_path):
     # The latent copy with rare searches, a latent touched at searches only, and the sampled
     # search (--sample small enough that the quick model's kernels are sampled) all end on
     # the target exactly: each ramp's last search is exact.
-    arms = ("target_every", "drift", "target_sample")
-    _, data = run_script(
-        "transformer_lm", tmp_path, "--methods", *arms, "--sample", "256", timeout=600
-    )
-    runs = {r["method"]: r for r in data["runs"]}
-    assert set(runs) == set(arms)
-    for r in runs.values():
-        assert r["zeros"] == pytest.approx(0.5, abs=1e-6)
-        assert r["finite"] and 0 < r["bits_per_byte"] < 8
+    _arms_end_on_target(tmp_path, ("target_every", "drift", "target_sample"), "--sample", "256")
 
 
 def test_compile_scale_quick(tmp_path):
