@@ -274,8 +274,62 @@ def make_rows(
     else:
         skipped.append("ftrl")
     rows += target_rows(opts["adam"], every_latent, every_plain, every_sample)
+    rows += phase_rows(opts["adam"])
     rows += structure_rows(opts["adam"], lr, lam)
     return rows, skipped
+
+
+# The default sparsity_target at each phase of a run: (label, options, count at init, copy
+# dropped). A ramp of 10^6 steps from step 0 keeps the search every step; latent_until=1e-6
+# puts count 2 past the copy's window (it ends at count 1); ramp_steps=1 puts count 5 after
+# the ramp (the support frozen); begin_step=10^6 puts count 0 before the ramp.
+PHASES = (
+    ("before the ramp", {"ramp_steps": 10**6, "begin_step": 10**6}, 0, False),
+    ("ramp, copy read", {"ramp_steps": 10**6}, 0, False),
+    ("ramp, past latent_until", {"ramp_steps": 10**6, "latent_until": 1e-6}, 2, False),
+    ("ramp, past latent_until, dropped", {"ramp_steps": 10**6, "latent_until": 1e-6}, 2, True),
+    ("after the ramp", {"ramp_steps": 1}, 5, False),
+    ("after the ramp, dropped", {"ramp_steps": 1}, 5, True),
+)
+
+
+def phase_rows(adam) -> list[Row]:
+    """adam vs adam + the default sparsity_target (a search every step, the latent copy, the
+    sampled search) at each phase of a run (``PHASES``), with the copy kept or dropped
+    (``optax_l1.drop_latent``) past its window: what a whole run costs, phase by phase."""
+    if _common.optional("drop_latent") is None:
+        return []
+    rows = []
+    for label, options, count, drop in PHASES:
+        make = at_count(
+            lambda o=options: optax.chain(adam(), optax_l1.sparsity_target(0.9, **o)), count, drop
+        )
+        rows.append(
+            Row("sparsity_target(phase)", "adam", f"adam + sparsity_target({label})", adam, make)
+        )
+    return rows
+
+
+def at_count(make, count: int, drop: bool):
+    """``make``'s transform, its sparsity_target state's count set to ``count`` at init (and
+    its latent copy dropped with ``drop``)."""
+
+    def is_target(x):
+        return isinstance(x, optax_l1.SparsityTargetState)
+
+    def at(x):
+        return x._replace(count=jnp.asarray(count, jnp.int32)) if is_target(x) else x
+
+    def build():
+        tx = make()
+
+        def init(params):
+            state = jax.tree.map(at, tx.init(params), is_leaf=is_target)
+            return optax_l1.drop_latent(state) if drop else state
+
+        return optax.GradientTransformationExtraArgs(init, tx.update)
+
+    return build
 
 
 def structure_rows(adam, lr: float, lam: float) -> list[Row]:

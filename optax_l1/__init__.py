@@ -41,6 +41,7 @@ from optax_l1._structures import Structure as Structure
 from optax_l1._structures import path_structure as path_structure
 from optax_l1._suggest import suggest_strength as suggest_strength
 from optax_l1._target import SparsityTargetState as SparsityTargetState
+from optax_l1._target import drop_latent as drop_latent
 from optax_l1._target import sparsity_target as sparsity_target
 from optax_l1._transforms import AddL1SubgradientState as AddL1SubgradientState
 from optax_l1._transforms import GroupL1ProxState as GroupL1ProxState
@@ -79,6 +80,7 @@ __all__ = (
     "add_l1_subgradient",
     "chain_l1_prox",
     "compact",
+    "drop_latent",
     "elastic_net_threshold",
     "freeze_support",
     "ftrl",

@@ -653,6 +653,21 @@ def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any, shrink: str) -> A
     return aligned.treedef.unflatten(out)
 
 
+def _late(count: jax.Array, cfg: _Config) -> jax.Array:
+    """Whether the last step, at ``count - 1``, was at or past ``latent_until`` of the ramp."""
+    part = jnp.ceil(cfg.latent_until * jnp.asarray(cfg.ramp_steps, jnp.float32))
+    return count > jnp.asarray(cfg.begin_step, jnp.int32) + part.astype(jnp.int32)
+
+
+def _copy_needed(count: jax.Array, cfg: _Config) -> jax.Array:
+    """Whether the step at ``count`` still reads the latent copy (see :func:`drop_latent`):
+    until ``latent_until`` of the ramp, or for good with ``latent_until=1`` and
+    ``hold="track"`` (the copy is never restarted)."""
+    if cfg.latent_until == 1 and cfg.hold == "track":
+        return jnp.asarray(True)
+    return ~_late(count, cfg)
+
+
 def _restart_latent(aligned: _tree.Aligned, base: list[Any], count, cfg: _Config) -> list[Any]:
     """From ``latent_until`` of the ramp on, a weight the last step left at zero restarts
     from 0: its latent no longer carries the updates it took while zeroed.
@@ -663,9 +678,7 @@ def _restart_latent(aligned: _tree.Aligned, base: list[Any], count, cfg: _Config
     """
     if cfg.latent_until == 1:
         return base
-    part = jnp.ceil(cfg.latent_until * jnp.asarray(cfg.ramp_steps, jnp.float32))
-    stop = jnp.asarray(cfg.begin_step, jnp.int32) + part.astype(jnp.int32)
-    late = count > stop  # the last step, at count - 1, was at or past the stop
+    late = _late(count, cfg)
     return [
         None if x is None else jnp.where(late & (p == 0), jnp.zeros_like(x), x)
         for x, p in zip(base, aligned.params, strict=True)
@@ -738,11 +751,12 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
     if base is not None:
         base = _restart_latent(aligned, base, state.count, cfg)
+    dropped = cfg.latent and base is None  # drop_latent: z = p + u, the restarted copy
     # Without a latent copy, a hard search scores the params before the update: no
     # temporary. Else it scores z, which is the new latent copy. The metric is always this
     # step's second moment, a buffer the optimizer writes anyway: the old one, read after
     # the new one is written in its place, would be a full-size copy every step.
-    before = base is None and cfg.shrink == "hard"
+    before = base is None and cfg.shrink == "hard" and not dropped
     moments = None
     if precondition:
         moments = _preconditioner(inner_state, aligned.treedef)
@@ -754,6 +768,9 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
         prox, aligned, jnp.float32(0), state.count, name=_NAME, base=base
     )
     bad = _runtime_bad(cfg)
+    if dropped:  # a copy dropped while it was still read: the run-time fault policy
+        needed = _copy_needed(state.count, cfg)
+        bad = needed if bad is None else bad | needed
     if jax.device_count() > 1:  # a count's total can be off only when XLA shards it
         miscounted = jnp.any(jnp.isnan(tau))  # a search whose count failed (_threshold)
         bad = miscounted if bad is None else bad | miscounted
@@ -1068,3 +1085,57 @@ def sparsity_target(
         return _update(updates, state, params, inner_state, cfg, mask, inner is not None)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def drop_latent(opt_state: Any) -> Any:
+    r"""``opt_state`` without the latent copies of its :func:`sparsity_target` states.
+
+    The latent copy is read only until ``latent_until`` of the ramp: from the update that
+    follows step :math:`t_0 + \lceil` ``latent_until`` :math:`\cdot T \rceil` on (the
+    state's ``count`` greater than that), a zeroed weight restarts from 0 on every step, so
+    the copy equals the params there and the step reads it only to write it back: a
+    params-sized read and write that cost about 0.3x adam's step (RESULTS.md). Dropping it
+    then gives the same updates (to rounding) at the cost of the copy-free step. The state's
+    tree changes (``latent`` becomes None), so a jitted step compiles once more; a
+    checkpoint taken after it has no copy.
+
+    Dropped earlier than that (or ever, with ``latent_until=1`` and ``hold="track"``, where
+    the copy is read for good), the regularized updates are NaN (the run-time fault policy):
+    the copy cannot be rebuilt.
+
+    Args:
+      opt_state: an optimizer state holding one or more :class:`SparsityTargetState` (inside
+        ``optax.chain``, ``optax.inject_hyperparams``, ``optax.MultiSteps``, ...), at least
+        one with a latent copy.
+
+    Returns:
+      The same state with each ``SparsityTargetState.latent`` set to None.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, optax_l1
+      >>> tx = optax_l1.sparsity_target(0.5, ramp_steps=2)  # latent_until=0.5: step 1
+      >>> params = {"w": jnp.array([1.0, -0.2, 0.05, 3.0])}
+      >>> state = tx.init(params)
+      >>> for _ in range(2):
+      ...     updates, state = tx.update({"w": jnp.full(4, -0.01)}, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> state = optax_l1.drop_latent(state)  # count 2 > 0 + ceil(0.5 * 2)
+      >>> updates, state = tx.update({"w": jnp.full(4, -0.01)}, state, params)
+      >>> optax.apply_updates(params, updates)["w"]
+      Array([0.97, 0.  , 0.  , 2.97], dtype=float32)
+    """
+
+    def is_target(x: Any) -> bool:
+        return isinstance(x, SparsityTargetState)
+
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_target) if is_target(s)]
+    if not any(s.latent is not None for s in found):
+        raise ValueError(
+            "`opt_state` holds no sparsity_target state with a latent copy (latent=True) "
+            f"to drop: found {len(found)} sparsity_target state(s) without one"
+        )
+
+    def drop(x: Any) -> Any:
+        return x._replace(latent=None) if is_target(x) else x
+
+    return jax.tree.map(drop, opt_state, is_leaf=is_target)
