@@ -92,6 +92,7 @@ METHODS = (
     "target_adam_cheap",
     "target_every",
     "target_sample",
+    "target_dropped",
     "structured",
     "structured_oneshot",
     "structured_gmp",
@@ -520,7 +521,7 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         return optax.chain(adamw(), prune)
     target_options = dict(ramp_steps=ramp_steps, begin_step=begin, mask=kmask)
     cheap = dict(latent=False, update_every=cfg.prune_every)  # no latent copy, rare searches
-    if method == "target":  # the library's defaults
+    if method in ("target", "target_dropped"):  # the library's defaults (see drop_at)
         return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
     if method == "target_sample":  # the defaults with quantile="sample"
         st = optax_l1.sparsity_target(value, quantile="sample", **target_options)
@@ -626,11 +627,8 @@ class Runner:
         t0 = time.perf_counter()
         opt_state = self.init_state(params)
         batch = jnp.zeros((cfg.batch, cfg.context + 1), jnp.int32)
-        self.step = (
-            jax.jit(step, donate_argnums=(0, 1))
-            .lower(params, opt_state, batch, jnp.float32(0.5))
-            .compile()
-        )
+        self.jitted = jax.jit(step, donate_argnums=(0, 1))
+        self.step = self.jitted.lower(params, opt_state, batch, jnp.float32(0.5)).compile()
         self.evaluate = jax.jit(evaluate).lower(params, evals).compile()
         self.compile_s = time.perf_counter() - t0
 
@@ -646,12 +644,24 @@ class Runner:
         width = cfg.context + 1
         v = jnp.float32(value)
         losses = []
-        for _ in range(steps):
+        step, drop = self.step, self.drop_at()
+        for t in range(steps):
             starts = rng.integers(0, self.train.size - width + 1, cfg.batch)
             batch = self.train[starts[:, None] + np.arange(width)[None, :]].astype(np.int32)
-            params, opt_state, loss = self.step(params, opt_state, batch, v)
+            if t == drop:  # the support is frozen: the step without the latent copy
+                opt_state = optax_l1.drop_latent(opt_state)
+                step = self.jitted  # compiles once more, for the state without the copy
+            params, opt_state, loss = step(params, opt_state, batch, v)
             losses.append(loss)
         return params, opt_state, losses
+
+    def drop_at(self) -> int | None:
+        """``target_dropped``: the first step after the ramp's last search, where
+        ``optax_l1.drop_latent`` sheds the copy (the same steps to rounding)."""
+        if self.method != "target_dropped":
+            return None
+        cfg = self.cfg
+        return int(cfg.begin_frac * cfg.steps) + max(1, int(cfg.ramp_frac * cfg.steps)) + 1
 
     def run(self, value: float, seed: int) -> dict[str, Any]:
         cfg = self.cfg

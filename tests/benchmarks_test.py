@@ -204,6 +204,19 @@ def test_transformer_lm_search_arms_quick(tmp_path):
     _arms_end_on_target(tmp_path, ("target_every", "drift", "target_sample"), "--sample", "256")
 
 
+def test_transformer_lm_dropped_copy_arm_quick(tmp_path):
+    # The default with its latent copy dropped after the ramp (a second compiled step) takes
+    # the default's steps to rounding: same zeros, same bits/byte.
+    _, data = run_script(
+        "transformer_lm", tmp_path, "--methods", "target", "target_dropped", timeout=600
+    )
+    runs = {r["method"]: r for r in data["runs"]}
+    assert runs["target_dropped"]["zeros"] == pytest.approx(0.5, abs=1e-6)
+    assert runs["target_dropped"]["bits_per_byte"] == pytest.approx(
+        runs["target"]["bits_per_byte"], abs=1e-4
+    )
+
+
 def test_compile_scale_quick(tmp_path):
     stdout, data = run_script("compile_scale", tmp_path)
     assert_header(stdout, "compile_scale")

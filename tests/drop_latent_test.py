@@ -1,8 +1,7 @@
-"""Tests for `optax_l1.drop_latent`: once `latent_until` of the ramp is past, a
-sparsity_target without its latent copy takes the same steps (to rounding) as with it;
-dropped earlier, its regularized updates are NaN; nested states; errors; one retrace."""
-
-import math
+"""Tests for `optax_l1.drop_latent`: once the ramp is over (the support frozen), a
+sparsity_target without its latent copy takes the same steps (to rounding) as with it and
+adds no full-size temporary; dropped earlier (or with hold="track"), its regularized updates
+are NaN; nested states; errors; one retrace."""
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +30,7 @@ def _grads(params, t):
     return jax.tree.map(lambda p: p.astype(jnp.float32) - jax.random.normal(key, p.shape), params)
 
 
-def _stop(latent_until):
-    """The count from which the copy is no longer read (the docstring's rule)."""
-    return BEGIN + math.ceil(latent_until * RAMP) + 1
+STOP = BEGIN + RAMP + 1  # the first count after the ramp's last search: the support frozen
 
 
 def _train(tx, drop_at=None, dtype=jnp.float32, steps=STEPS):
@@ -48,46 +45,32 @@ def _train(tx, drop_at=None, dtype=jnp.float32, steps=STEPS):
     return params, state
 
 
-def _target(**kw):
-    return optax_l1.sparsity_target(0.8, ramp_steps=RAMP, begin_step=BEGIN, mask=MASK, **kw)
+def _target(target=0.8, **kw):
+    return optax_l1.sparsity_target(target, ramp_steps=RAMP, begin_step=BEGIN, mask=MASK, **kw)
 
 
-CASES = {
-    "chain-adamw": (lambda: optax.chain(optax.adamw(0.05), _target()), 0.5, jnp.float32),
-    "soft": (lambda: optax.chain(optax.adam(0.05), _target(shrink="soft")), 0.5, jnp.float32),
-    "bf16-params": (lambda: optax.chain(optax.adam(0.05), _target()), 0.5, jnp.bfloat16),
-    "optimizer=adam": (lambda: _target(optimizer=optax.adam(0.05)), 0.5, jnp.float32),
-    "track": (lambda: optax.chain(optax.sgd(0.1), _target(hold="track")), 0.5, jnp.float32),
-    "until-0.25": (lambda: optax.chain(optax.adam(0.05), _target(latent_until=0.25)), 0.25, None),
-    "whole-ramp": (lambda: optax.chain(optax.adam(0.05), _target(latent_until=1.0)), 1.0, None),
-    "blocks": (
-        lambda: optax.chain(optax.adam(0.05), _target(structure=optax_l1.Blocks(4, axis=0))),
-        0.5,
-        None,
-    ),
-    "n_of_m": (
-        lambda: optax.chain(
-            optax.adam(0.05),
-            optax_l1.sparsity_target(
-                0.5,
-                ramp_steps=RAMP,
-                begin_step=BEGIN,
-                mask=MASK,
-                allocation=optax_l1.Blocks(4, axis=0),
-            ),
-        ),
-        0.5,
-        None,
-    ),
+def _adam(**kw):
+    return lambda: optax.chain(optax.adam(0.05), _target(**kw))
+
+
+CASES = {  # name: (transform, params dtype)
+    "chain-adamw": (lambda: optax.chain(optax.adamw(0.05), _target()), jnp.float32),
+    "soft": (_adam(shrink="soft"), jnp.float32),
+    "bf16-params": (_adam(), jnp.bfloat16),
+    "optimizer=adam": (lambda: _target(optimizer=optax.adam(0.05)), jnp.float32),
+    "until-0.25": (_adam(latent_until=0.25), jnp.float32),
+    "whole-ramp": (_adam(latent_until=1.0), jnp.float32),
+    "update_every": (_adam(update_every=3), jnp.float32),
+    "blocks": (_adam(structure=optax_l1.Blocks(4, axis=0)), jnp.float32),
+    "n_of_m": (_adam(target=0.5, allocation=optax_l1.Blocks(4, axis=0)), jnp.float32),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_dropping_the_copy_after_latent_until_takes_the_same_steps(case):
-    make, until, dtype = CASES[case]
-    dtype = dtype or jnp.float32
+    make, dtype = CASES[case]
     kept, kept_state = _train(make(), dtype=dtype)
-    dropped, dropped_state = _train(make(), drop_at=_stop(until), dtype=dtype)
+    dropped, dropped_state = _train(make(), drop_at=STOP, dtype=dtype)
     for k in kept:
         a, b = np.asarray(kept[k], np.float32), np.asarray(dropped[k], np.float32)
         assert np.all(np.isfinite(b)), k
@@ -105,14 +88,28 @@ def _is_target(x):
 
 
 @pytest.mark.parametrize(
-    "until, hold, drop_at",
-    [(0.5, "support", _stop(0.5) - 1), (0.5, "support", 0), (1.0, "track", _stop(1.0) + 5)],
+    "hold, drop_at", [("support", STOP - 1), ("support", 0), ("track", STOP + 5)]
 )
-def test_a_copy_dropped_while_still_read_makes_the_update_nan(until, hold, drop_at):
-    tx = optax.chain(optax.adam(0.05), _target(latent_until=until, hold=hold))
+def test_a_copy_dropped_before_the_support_froze_makes_the_update_nan(hold, drop_at):
+    tx = optax.chain(optax.adam(0.05), _target(hold=hold))
     params, _ = _train(tx, drop_at=drop_at, steps=drop_at + 1)
     assert np.all(np.isnan(np.asarray(params["w"]))) and np.all(np.isnan(np.asarray(params["v"])))
     assert np.all(np.isfinite(np.asarray(params["b"])))  # not regularized: untouched
+
+
+def test_a_dropped_copy_leaves_no_full_size_temporary():
+    """The frozen step without the copy: no params-sized buffer (the never-run search reads
+    the params, not z = p + u), like latent=False's."""
+    params = {"w": jnp.ones((2048, 2048)), "v": jnp.ones((40,)), "b": jnp.ones((16,))}
+    tx = optax.chain(optax.adam(0.05), _target())
+    state = optax_l1.drop_latent(tx.init(params))
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
+    assert compiled.memory_analysis().temp_size_in_bytes < 2048 * 2048 * 4 // 4
 
 
 def test_drop_latent_finds_the_states_inside_wrappers():
@@ -146,7 +143,7 @@ def test_a_jitted_step_compiles_once_more_after_the_drop():
     params = _params()
     state = tx.init(params)
     for t in range(STEPS):
-        if t == _stop(0.5):
+        if t == STOP:
             state = optax_l1.drop_latent(state)
         params, state = step(params, state, _grads(params, t))
     assert len(traces) == 2
