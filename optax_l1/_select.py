@@ -28,10 +28,13 @@ SAMPLE = 2**16  # entries in a sample: one sd of the zero fraction is at most 0.
 
 class Scored(NamedTuple):
     """The scores ``fn(*args)``, computed where they are read: ``fn`` is elementwise and
-    ``args`` are arrays of one shape."""
+    ``args`` are arrays of one shape. ``packed``: the shapes of the arrays concatenated into
+    ``args`` (:func:`pack_small`), which a sample's stride must not follow; empty when the
+    args are one leaf each."""
 
     fn: Callable[..., jax.Array]
     args: tuple[jax.Array, ...]
+    packed: tuple[tuple[int, ...], ...] = ()
 
     @property
     def size(self) -> int:
@@ -158,6 +161,13 @@ def pack_small(arrays: list[jax.Array]) -> list[jax.Array]:
     return large + ([jnp.concatenate(small)] if len(small) > 1 else small)
 
 
+def packed_shapes(arrays: list[jax.Array]) -> list[tuple[tuple[int, ...], ...]]:
+    """For each array :func:`pack_small` returns, the shapes it concatenated (empty: none)."""
+    small = tuple(tuple(jnp.shape(b)) for b in arrays if jnp.size(b) < _CHUNK)
+    large = [() for b in arrays if jnp.size(b) >= _CHUNK]
+    return large + ([small] if len(small) > 1 else [() for _ in small])
+
+
 def _pack_scored(items: list[Scored]) -> list[Scored]:
     """:func:`pack_small` for scores: the small ones computed and concatenated (one count
     for all of them), the large ones left to be computed chunk by chunk."""
@@ -263,7 +273,9 @@ def sample_stride(shapes: list[tuple[int, ...]], total: int) -> int:
 
 
 def _stride(items: list[Scored]) -> int:
-    shapes = [jnp.shape(a) for x in items for a in x.args]
+    """The sample's stride for ``items``: it divides no dimension of their leaves, those
+    packed into one array included (their columns would be sampled as the packed array's)."""
+    shapes = [shape for x in items for shape in x.packed or [jnp.shape(a) for a in x.args]]
     return sample_stride(shapes, sum(x.size for x in items))
 
 

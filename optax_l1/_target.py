@@ -177,12 +177,14 @@ def _packed_scores(
     if not ws:
         return []
     ws = [jnp.asarray(w) for w in ws]
+    packed = [()] * len(ws)
     if method != "bisect":
+        packed = _select.packed_shapes(ws)
         ws = _select.pack_small(ws)
         moments = [None] * len(ws) if moments[0] is None else _select.pack_small(moments)
     return [
-        _select.Scored(score, (w,) if a is None else (w, a))
-        for w, a in zip(ws, moments, strict=True)
+        _select.Scored(score, (w,) if a is None else (w, a), shapes)
+        for w, a, shapes in zip(ws, moments, packed, strict=True)
     ]
 
 

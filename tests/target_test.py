@@ -1052,6 +1052,31 @@ def test_sample_stride_is_a_prime_past_the_sample_that_divides_no_dimension():
     assert _select.sample_stride([(1024, 2048)], 2 * n) == 37  # 32 -> 37
 
 
+def test_the_sample_stride_follows_no_column_of_the_small_leaves_packed_together():
+    # 60 small kernels of 19 columns, one of them 100x larger, packed into one flat array
+    # for the search: a stride of 19 (the packed array's length has no factor 19) would
+    # sample one column of each and zero 96% at a ramp step scheduled at 29% (the stride
+    # was chosen from the packed array's shape; now from the leaves', so 23).
+    rng = np.random.default_rng(0)
+    params = {}
+    for i in range(60):
+        w = rng.normal(size=(1000, 19)).astype(np.float32) * 0.01
+        w[:, 9] *= 100
+        params[f"a{i:02d}"] = jnp.asarray(w)
+    params["z"] = jnp.ones((1,))
+    tx = optax_l1.sparsity_target(0.5, ramp_steps=4, latent=False)
+    state = tx.init(params)
+    zero_grads = jax.tree.map(jnp.zeros_like, params)
+    step = jax.jit(tx.update)
+    for _ in range(2):
+        updates, state = step(zero_grads, state, params)
+        params = optax.apply_updates(params, updates)
+    zeros = sum(int(jnp.sum(p == 0)) for p in jax.tree.leaves(params)) / 1_140_001
+    assert abs(zeros - float(state.scheduled)) <= 0.01, (zeros, float(state.scheduled))
+    shapes = [(1000, 19)] * 60 + [(1,)]
+    assert _select.sample_stride(shapes, 1_140_001) == 23
+
+
 def test_sampled_kth_counts_within_a_point_of_k_on_skewed_columns():
     # Columns whose scales differ by orders of magnitude: a stride that followed the row
     # length would sample a few columns only and miss the quantile by tens of points.
