@@ -24,6 +24,7 @@ _DIGIT_BITS = 16  # 2 passes of a 65,536-bin count for float32: half the passes 
 _CHUNK = 2**16  # entries counted per scatter: bounds the select's temporaries
 _FLOAT = {jnp.dtype(jnp.uint32): jnp.float32, jnp.dtype(jnp.uint64): jnp.float64}
 SAMPLE = 2**16  # entries in a sample: one sd of the zero fraction is at most 0.2 points
+MARGIN = 3.0  # a sampled search aims this many sds of its count under k (at most 0.6 points)
 
 
 class Scored(NamedTuple):
@@ -294,9 +295,14 @@ def kth_smallest_sampled(scores: list[Source], k: jax.Array) -> tuple[jax.Array,
     (XLA may gather a leaf sharded along a minor axis to flatten it, as for the radix
     select). Under ``16 * SAMPLE`` entries in all: the exact radix select.
 
-    For ``s = k / n`` the estimate's count is ``s n`` to within about
-    ``sqrt(s (1 - s) / SAMPLE) n`` (one sd, at most 0.2% of ``n``) when the entries' order
-    has no period that the stride follows (a prime that divides no dimension).
+    For ``s = k / n`` the sample's quantile is taken :data:`MARGIN` sds of its count under
+    ``s`` (:func:`_cautious_rank`: ``3 sqrt(s (1 - s) / SAMPLE) n``, at most 0.6% of ``n``),
+    so the entries at most it are ``k`` or fewer but for about one search in 700, and
+    within about ``4 sqrt(s (1 - s) / SAMPLE) n`` of ``k`` (the count's sd is
+    ``sqrt(s (1 - s) / SAMPLE) n``, at most 0.2% of ``n``), when the entries' order has no
+    period that the stride follows (a prime that divides no dimension). When the margin
+    is more than the expected rank (``k`` under about ``9 / ratio``), nothing: a k-th of
+    ``-inf`` and a count of 0.
     """
     items = [_scored(s) for s in scores]
     total = sum(x.size for x in items)
@@ -311,11 +317,24 @@ def kth_smallest_sampled(scores: list[Source], k: jax.Array) -> tuple[jax.Array,
     ]
     sampled = sum(x.size for x in parts)
     ratio = sampled / total
-    rank = jnp.ceil(jnp.asarray(k, jnp.float32) * ratio).astype(jnp.int32)
+    rank = _cautious_rank(jnp.asarray(k, jnp.float32), sampled, total)
     sample = jnp.concatenate([x.whole().reshape(-1) for x in parts])
     kth, at_most = kth_smallest_radix([sample], jnp.clip(rank, 1, sampled))
     estimate = jnp.round(at_most.astype(jnp.float32) / ratio)
-    return kth, jnp.clip(estimate, 0, total).astype(jnp.int32)
+    none = rank < 1  # the margin exceeds the expected rank: zero nothing
+    kth = jnp.where(none, jnp.asarray(-jnp.inf, kth.dtype), kth)
+    return kth, jnp.where(none, 0, jnp.clip(estimate, 0, total)).astype(jnp.int32)
+
+
+def _cautious_rank(k: jax.Array, sampled: int, total: int) -> jax.Array:
+    """The sample's rank for the ``k``-th smallest of ``total`` entries, :data:`MARGIN` sds of
+    the sampled count under its expected value ``k * sampled / total``: the entries at most
+    that sample quantile are over ``k`` with a probability of about 0.1%. A zero that
+    cannot come back (``latent=False`` scores a zeroed weight 0) would otherwise stay past
+    the ramp's end, over the exact last search's target (ties at 0)."""
+    expected = k * (sampled / total)
+    spread = MARGIN * jnp.sqrt(expected * jnp.maximum(1 - k / total, 0))
+    return jnp.floor(expected - spread).astype(jnp.int32)
 
 
 def kth_smallest(scores: list[Source], k: jax.Array, method: Method) -> tuple[jax.Array, jax.Array]:

@@ -1077,6 +1077,29 @@ def test_the_sample_stride_follows_no_column_of_the_small_leaves_packed_together
     assert _select.sample_stride(shapes, 1_140_001) == 23
 
 
+@pytest.mark.parametrize("target", [0.9, 1e-6])
+def test_sampled_searches_leave_no_extra_zero_past_the_exact_last_search(target):
+    # latent=False scores a zeroed weight 0, so it never comes back: a sampled search of the
+    # ramp that zeroed more than the final k (its sample's quantile over the population's)
+    # left those zeros tied at 0 for the exact last search, which zeroed all of them
+    # (+2,288 over k at 90%; 14 zeros for k = 1). The searches now aim 3 sds under k.
+    rng = np.random.default_rng(101)
+    shape = (1024, 1100)
+    params = {"w": jnp.asarray(rng.normal(size=shape).astype(np.float32))}
+    grads = jnp.asarray(rng.normal(size=(4, *shape)).astype(np.float32))
+    target_tx = optax_l1.sparsity_target(target, ramp_steps=30, latent=False)
+    tx = optax.chain(optax.adam(1e-3), target_tx)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    k = int(np.floor(np.float32(target) * np.float32(params["w"].size)))
+    for t in range(32):
+        updates, state = step({"w": grads[t % 4]}, state, params)
+        params = optax.apply_updates(params, updates)
+        zeros = int(jnp.sum(params["w"] == 0))
+        assert zeros <= int(float(state[1].scheduled) * params["w"].size) + 1, t  # never over
+    assert zeros == k
+
+
 def test_sampled_kth_counts_within_a_point_of_k_on_skewed_columns():
     # Columns whose scales differ by orders of magnitude: a stride that followed the row
     # length would sample a few columns only and miss the quantile by tens of points.
