@@ -949,11 +949,14 @@ def sparsity_target(
     the same select on a systematic sample of about 65,536 scores (every ``p``-th entry of
     the flattened leaves, ``p`` a prime that divides no dimension), which reads a few MB
     however large the params (an every-step search 1.34-1.42x adam's step there, the latent
-    copy's traffic included): the zeros are the ramp's fraction to within sampling error
-    (one sd :math:`\sqrt{s_t(1-s_t)/65536} \le 0.2` points; the logged ``sparsity`` is the
-    sample's estimate) and the ramp's last search is exact, so the frozen support is on
-    target (with ``hold="track"`` there is no last search: every search on such params is
-    sampled); under 1,048,576 regularized entries it is ``"radix"``. ``"bisect"``: 31
+    copy's traffic included): each search aims 3 sds of the sample's count under the
+    ramp's fraction (:math:`3\sqrt{s_t(1-s_t)/65536} \le 0.6` points under it; the
+    logged ``sparsity`` is the sample's estimate), so its zeros stay at or under the
+    ramp's (a zero that cannot come back, as with ``latent=False``, never overshoots the
+    target), and the ramp's last search is exact, so the frozen support is on target (with
+    ``hold="track"`` there is no last search: every search on such params is sampled, and
+    the support stays up to 0.6 points under target); the sample's stride divides no
+    dimension of any leaf; under 1,048,576 regularized entries it is ``"radix"``. ``"bisect"``: 31
     global counts, reductions only (sharded params are never gathered), two int32 copies of
     the scores held by XLA. ``"sort"``: one sort of all entries (gathers sharded params;
     one sorted copy). A step without a search adds no full-size temporary: with
