@@ -25,8 +25,10 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   searches), after or with ``optimizer=adamw``; ``target_every``: the defaults (latent copy)
   with ``update_every=--prune-every``; ``target_sample``: the defaults with
   ``quantile="sample"`` (``--sample`` sets the sample's size: this model's 393,216 kernel
-  weights are under the size the library samples, 16 x 65,536); ``structured``: whole heads and
-  MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
+  weights are under the size the library samples, 16 x 65,536); ``target_lag``: the same
+  searches exact at the rank the sampled one aims at (its margin without its noise; needs
+  ``--sample``, run alone: it replaces the library's sampled search); ``structured``: whole
+  heads and MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
   ``s`` (``benchmarks/compaction.py`` compacts them); ``n_of_m``: ``allocation=Blocks(4,
   axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis); ``blocks``:
   ``structure=Blocks(4, axis=0)`` (whole blocks of 4 along the reduction axis, one global
@@ -93,6 +95,7 @@ METHODS = (
     "target_every",
     "target_sample",
     "target_dropped",
+    "target_lag",
     "structured",
     "structured_oneshot",
     "structured_gmp",
@@ -499,6 +502,22 @@ def _flat(params: Any, kmask: Any) -> tuple[list[Any], list[bool]]:
 # ----------------------------------------------------------------------------- training
 
 
+def lagged_exact_search(scores: list[Any], k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``target_lag``'s search (it replaces the library's sampled one, process-wide): the
+    exact k'-th smallest, k' the rank the sampled search aims at (``MARGIN`` sds of a sample
+    of ``--sample`` entries under k), scaled to all the entries: the sampled search's lag
+    behind the ramp without its sampling noise. The ramp's last search stays exact at k."""
+    sel = optax_l1._select
+    items = [sel._scored(x) for x in scores]
+    total = sum(x.size for x in items)
+    sampled = -(-total // sel._stride(items))
+    rank = sel._cautious_rank(jnp.asarray(k, jnp.float32), sampled, total)
+    lagged = jnp.floor(rank.astype(jnp.float32) * (total / sampled)).astype(jnp.int32)
+    kth, at_most = sel.kth_smallest_radix(items, jnp.maximum(lagged, 1))
+    none = lagged < 1
+    return jnp.where(none, -jnp.inf, kth), jnp.where(none, 0, at_most)
+
+
 def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     """The optimizer of ``method``; ``value`` is its target sparsity (or L1 strength)."""
     steps = cfg.steps
@@ -524,6 +543,10 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method in ("target", "target_dropped"):  # the library's defaults (see drop_at)
         return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
     if method == "target_sample":  # the defaults with quantile="sample"
+        st = optax_l1.sparsity_target(value, quantile="sample", **target_options)
+        return optax.chain(adamw(), st)
+    if method == "target_lag":  # the sample's margin without its noise (run alone)
+        optax_l1._select.kth_smallest_sampled = lagged_exact_search
         st = optax_l1.sparsity_target(value, quantile="sample", **target_options)
         return optax.chain(adamw(), st)
     if method == "target_every":  # the defaults with a search every --prune-every steps
