@@ -502,6 +502,11 @@ def _flat(params: Any, kmask: Any) -> tuple[list[Any], list[bool]]:
 # ----------------------------------------------------------------------------- training
 
 
+def ramp_of(cfg: argparse.Namespace) -> tuple[int, int]:
+    """The ramp's first step and length, for every method."""
+    return int(cfg.begin_frac * cfg.steps), max(1, int(cfg.ramp_frac * cfg.steps))
+
+
 def lagged_exact_search(scores: list[Any], k: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``target_lag``'s search (it replaces the library's sampled one, process-wide): the
     exact k'-th smallest, k' the rank the sampled search aims at (``MARGIN`` sds of a sample
@@ -524,7 +529,7 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     sched = optax.warmup_cosine_decay_schedule(
         0.0, cfg.lr, warmup_steps=max(1, int(0.05 * steps)), decay_steps=steps, end_value=0.0
     )
-    begin, ramp_steps = int(cfg.begin_frac * steps), max(1, int(cfg.ramp_frac * steps))
+    begin, ramp_steps = ramp_of(cfg)
 
     def adamw():
         return optax.chain(
@@ -683,8 +688,8 @@ class Runner:
         ``optax_l1.drop_latent`` sheds the copy (the same steps to rounding)."""
         if self.method != "target_dropped":
             return None
-        cfg = self.cfg
-        return int(cfg.begin_frac * cfg.steps) + max(1, int(cfg.ramp_frac * cfg.steps)) + 1
+        begin, ramp_steps = ramp_of(self.cfg)
+        return begin + ramp_steps + 1
 
     def run(self, value: float, seed: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -851,8 +856,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         layers=cfg.layers,
         lr=cfg.lr,
         seeds=cfg.seeds,
-        begin=int(cfg.begin_frac * cfg.steps),
-        ramp_steps=int(cfg.ramp_frac * cfg.steps),
+        begin=ramp_of(cfg)[0],
+        ramp_steps=ramp_of(cfg)[1],
         prune_every=cfg.prune_every,
         files=n_files,
         train_bytes=train.size,

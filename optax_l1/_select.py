@@ -24,7 +24,7 @@ _DIGIT_BITS = 16  # 2 passes of a 65,536-bin count for float32: half the passes 
 _CHUNK = 2**16  # entries counted per scatter: bounds the select's temporaries
 _FLOAT = {jnp.dtype(jnp.uint32): jnp.float32, jnp.dtype(jnp.uint64): jnp.float64}
 SAMPLE = 2**16  # entries in a sample: one sd of the zero fraction is at most 0.2 points
-MARGIN = 3.0  # a sampled search aims this many sds of its count under k (at most 0.6 points)
+MARGIN = 3.0  # a sampled search aims this many sds of its count under k (0.6 points at s=0.5)
 
 
 class Scored(NamedTuple):
@@ -296,13 +296,13 @@ def kth_smallest_sampled(scores: list[Source], k: jax.Array) -> tuple[jax.Array,
     select). Under ``16 * SAMPLE`` entries in all: the exact radix select.
 
     For ``s = k / n`` the sample's quantile is taken :data:`MARGIN` sds of its count under
-    ``s`` (:func:`_cautious_rank`: ``3 sqrt(s (1 - s) / SAMPLE) n``, at most 0.6% of ``n``),
-    so the entries at most it are ``k`` or fewer but for about one search in 700, and
-    within about ``4 sqrt(s (1 - s) / SAMPLE) n`` of ``k`` (the count's sd is
-    ``sqrt(s (1 - s) / SAMPLE) n``, at most 0.2% of ``n``), when the entries' order has no
-    period that the stride follows (a prime that divides no dimension). When the margin
-    is more than the expected rank (``k`` under about ``9 / ratio``), nothing: a k-th of
-    ``-inf`` and a count of 0.
+    ``s`` (:func:`_cautious_rank`: ``3 sqrt(s (1 - s) / m) n`` for a sample of ``m``
+    entries, about 0.6% of ``n`` at ``s = 0.5`` for ``m`` near ``SAMPLE``), so the entries at
+    most it are ``k`` or fewer but for about one search in 700, and within about
+    ``4 sqrt(s (1 - s) / m) n`` of ``k`` (the count's sd is ``sqrt(s (1 - s) / m) n``),
+    when the entries' order has no period that the stride follows (a prime that divides no
+    dimension). When the margin is more than the expected rank (``k`` under about
+    ``11 / ratio``, ``ratio = m / n``), nothing: a k-th of ``-inf`` and a count of 0.
     """
     items = [_scored(s) for s in scores]
     total = sum(x.size for x in items)

@@ -58,7 +58,8 @@ class SparsityTargetState(NamedTuple):
       latent: with ``latent=True``, the dense weights (float32, a tree like params with None
         where nothing is regularized): the params, except that a zeroed weight keeps taking
         the optimizer's updates here (from ``latent_until`` of the ramp on, the next step
-        reads a zeroed weight's entry as 0: it holds at most one update); else None.
+        reads a zeroed weight's entry as 0: it holds at most one update); else None (also
+        after :func:`drop_latent`).
       inner_state: the state of ``optimizer``, or :class:`optax.EmptyState` without one.
     """
 
@@ -749,7 +750,8 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
     if base is not None:
         base = _restart_latent(aligned, base, state.count, cfg)
-    dropped = cfg.latent and base is None  # drop_latent: the support is frozen, no search
+    # drop_latent: the support is frozen, no search (a tree regularizing nothing has no copy)
+    dropped = cfg.latent and base is None and any(aligned.selected)
     # Without a latent copy, a hard search scores the params before the update: no
     # temporary. Else it scores z, which is the new latent copy. The metric is always this
     # step's second moment, a buffer the optimizer writes anyway: the old one, read after
@@ -950,20 +952,21 @@ def sparsity_target(
     the flattened leaves, ``p`` a prime that divides no dimension), which reads a few MB
     however large the params (an every-step search 1.34-1.42x adam's step there, the latent
     copy's traffic included): each search aims 3 sds of the sample's count under the
-    ramp's fraction (:math:`3\sqrt{s_t(1-s_t)/65536} \le 0.6` points under it; the
-    logged ``sparsity`` is the sample's estimate), so its zeros stay at or under the
-    ramp's (a zero that cannot come back, as with ``latent=False``, never overshoots the
-    target), and the ramp's last search is exact, so the frozen support is on target (with
-    ``hold="track"`` there is no last search: every search on such params is sampled, and
-    the support stays up to 0.6 points under target); the sample's stride divides no
-    dimension of any leaf; under 1,048,576 regularized entries it is ``"radix"``. ``"bisect"``: 31
+    ramp's fraction (:math:`3\sqrt{s_t(1-s_t)/m}`, about 0.6 points at most for a sample of
+    :math:`m \approx 65536`; the logged ``sparsity`` is the sample's estimate), so its zeros
+    stay at or under the ramp's but for about one search in 700 (a zero that cannot come
+    back, as with ``latent=False``, would stay past the ramp's end), and the ramp's last
+    search is exact, so the frozen support is on target (with ``hold="track"`` there is no
+    last search: every search on such params is sampled, and the support stays about 3
+    sds under target); the sample's stride divides no dimension of any leaf; under
+    1,048,576 regularized entries it is ``"radix"``. ``"bisect"``: 31
     global counts, reductions only (sharded params are never gathered), two int32 copies of
     the scores held by XLA. ``"sort"``: one sort of all entries (gathers sharded params;
     one sorted copy). A step without a search adds no full-size temporary: with
     ``latent=False`` it fuses into the optimizer's own loop (with ``optimizer=`` too: the
     metric is the second moment the optimizer writes anyway); ``latent=True`` keeps one
     float32 copy of the regularized params in the state and reads and writes it every step
-    (1.3-1.6x adam's step before, during and after the ramp on 8-16M params); once the ramp
+    (1.15-1.6x adam's step before, during and after the ramp on 8-16M params); once the ramp
     is over, :func:`drop_latent` sheds it (1.02-1.04x there).
     Group norms (``structure``) and N:M ranks (``allocation=Blocks``) are computed on a
     search step only; a step without one reads one mark (or one code) per group or block.
@@ -1098,7 +1101,7 @@ def drop_latent(opt_state: Any) -> Any:
     Once the ramp is over (the state's ``count`` past ``begin_step + ramp_steps``, where the
     last search ran), the support is frozen and no search runs again, so the latent copy
     is read only to be written back: a params-sized read and write on every step, about
-    0.3-0.4x adam's step on this project's CPU (RESULTS.md). Dropping it then gives the same
+    0.4-0.55x adam's step on this project's CPU (RESULTS.md). Dropping it then gives the same
     updates (to rounding: the copy-free step returns the optimizer's update where the copy
     lands on it) at the cost of the copy-free step. The state's tree changes (``latent``
     becomes None), so a jitted step compiles once more; a checkpoint taken after it has no
@@ -1106,7 +1109,9 @@ def drop_latent(opt_state: Any) -> Any:
     so dropping it there would not save its traffic.
 
     Dropped earlier, or ever with ``hold="track"`` (its searches go on), the regularized
-    updates are NaN (the run-time fault policy): the copy cannot be rebuilt.
+    updates are NaN (the run-time fault policy): the copy cannot be rebuilt. Every
+    ``sparsity_target`` state in ``opt_state`` loses its copy (several of them, e.g. in an
+    ``optax.multi_transform``, must all be past their ramps).
 
     Args:
       opt_state: an optimizer state holding one or more :class:`SparsityTargetState` (inside
@@ -1136,8 +1141,9 @@ def drop_latent(opt_state: Any) -> Any:
     found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_target) if is_target(s)]
     if not any(s.latent is not None for s in found):
         raise ValueError(
-            "`opt_state` holds no sparsity_target state with a latent copy (latent=True) "
-            f"to drop: found {len(found)} sparsity_target state(s) without one"
+            "`opt_state` holds no sparsity_target state with a latent copy (latent=True, "
+            f"not dropped already) to drop: found {len(found)} sparsity_target state(s) "
+            "without one"
         )
 
     def drop(x: Any) -> Any:

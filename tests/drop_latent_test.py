@@ -97,11 +97,12 @@ def test_a_copy_dropped_before_the_support_froze_makes_the_update_nan(hold, drop
     assert np.all(np.isfinite(np.asarray(params["b"])))  # not regularized: untouched
 
 
-def test_a_dropped_copy_leaves_no_full_size_temporary():
+@pytest.mark.parametrize("shrink", ["hard", "soft"])
+def test_a_dropped_copy_leaves_no_full_size_temporary(shrink):
     """The frozen step without the copy: no params-sized buffer (the never-run search reads
     the params, not z = p + u), like latent=False's."""
     params = {"w": jnp.ones((2048, 2048)), "v": jnp.ones((40,)), "b": jnp.ones((16,))}
-    tx = optax.chain(optax.adam(0.05), _target())
+    tx = optax.chain(optax.adam(0.05), _target(shrink=shrink))
     state = optax_l1.drop_latent(tx.init(params))
 
     def step(p, s, g):
@@ -110,6 +111,17 @@ def test_a_dropped_copy_leaves_no_full_size_temporary():
 
     compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
     assert compiled.memory_analysis().temp_size_in_bytes < 2048 * 2048 * 4 // 4
+
+
+@pytest.mark.parametrize("mask", [None, lambda p: False])
+def test_a_target_regularizing_nothing_logs_no_nan(mask):
+    # No regularized leaf: no copy at init, which is not a dropped one.
+    params = jnp.arange(4) if mask is None else jnp.ones(4)
+    tx = optax_l1.sparsity_target(0.5, ramp_steps=10, mask=mask)
+    state = tx.init(params)
+    for _ in range(3):
+        _, state = tx.update(jnp.zeros_like(params), state, params)
+    assert float(state.threshold) == 0.0
 
 
 def test_drop_latent_finds_the_states_inside_wrappers():
@@ -126,6 +138,9 @@ def test_drop_latent_without_a_copy_raises():
     tx = optax.chain(optax.adam(0.05), _target(latent=False))
     with pytest.raises(ValueError, match="opt_state.*no sparsity_target state with a latent"):
         optax_l1.drop_latent(tx.init(_params()))
+    kept = optax.chain(optax.adam(0.05), _target())
+    with pytest.raises(ValueError, match="not dropped already"):  # twice
+        optax_l1.drop_latent(optax_l1.drop_latent(kept.init(_params())))
     with pytest.raises(ValueError, match="opt_state"):
         optax_l1.drop_latent(optax.adam(0.1).init(_params()))
 
