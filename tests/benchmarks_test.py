@@ -204,6 +204,12 @@ def test_transformer_lm_search_arms_quick(tmp_path):
     _arms_end_on_target(tmp_path, ("target_every", "drift", "target_sample"), "--sample", "256")
 
 
+def test_transformer_lm_lag_arm_quick(tmp_path):
+    # The sampled search's margin, exact (it replaces the library's sampled search in its
+    # process, so it runs alone): the ramp's last search is exact, on target.
+    _arms_end_on_target(tmp_path, ("target_lag",), "--sample", "256")
+
+
 def test_transformer_lm_dropped_copy_arm_quick(tmp_path):
     # The default with its latent copy dropped after the ramp (a second compiled step) takes
     # the default's steps to rounding: same zeros, same bits/byte.
