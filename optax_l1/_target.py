@@ -750,6 +750,11 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
     if base is not None:
         base = _restart_latent(aligned, base, state.count, cfg)
+    moments = None
+    if precondition:
+        moments = _preconditioner(inner_state, aligned.treedef)
+    params_tree = aligned.treedef.unflatten(aligned.params)
+    aligned = aligned._replace(selected=_selection(params_tree, cfg, aligned.selected))
     # drop_latent: the support is frozen, no search (a tree regularizing nothing has no copy)
     dropped = cfg.latent and base is None and any(aligned.selected)
     # Without a latent copy, a hard search scores the params before the update: no
@@ -759,11 +764,6 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     # copy's search never runs: it is given the params, which exist already (z would be a
     # full-size temporary, read by the search's branch).
     before = base is None and (cfg.shrink == "hard" or dropped)
-    moments = None
-    if precondition:
-        moments = _preconditioner(inner_state, aligned.treedef)
-    params_tree = aligned.treedef.unflatten(aligned.params)
-    aligned = aligned._replace(selected=_selection(params_tree, cfg, aligned.selected))
     sts = _structures_of(params_tree, cfg, aligned.selected)
     prox = _target_prox(aligned.params if before else None, moments, sts, phase, state, cfg)
     shrunk, (tau, zeroed, z) = _step.prox_update(
