@@ -152,21 +152,31 @@ def _aligned_size(size: int) -> int:
     return size + -size % step
 
 
+def _packing(arrays: list[jax.Array]) -> list[list[jax.Array]]:
+    """The groups :func:`pack_small` makes of ``arrays``: each one of a chunk or more alone,
+    in order, then those under one chunk (several: concatenated; one: alone)."""
+    small = [b for b in arrays if jnp.size(b) < _CHUNK]
+    large = [[b] for b in arrays if jnp.size(b) >= _CHUNK]
+    return large + ([small] if len(small) > 1 else [[b] for b in small])
+
+
 def pack_small(arrays: list[jax.Array]) -> list[jax.Array]:
     """The arrays under one chunk concatenated into one flat array, after the larger ones
     as they are (never concatenated, so a sharded leaf is not gathered): one scatter for
     all the small ones, so the compiled step stays small for a tree of thousands of small
     leaves. Lists of equal shapes are packed in the same order."""
-    small = [b.reshape(-1) for b in arrays if b.size < _CHUNK]
-    large = [b for b in arrays if b.size >= _CHUNK]
-    return large + ([jnp.concatenate(small)] if len(small) > 1 else small)
+    return [  # a large array stays as it is; jnp.concatenate of one small one is a reshape
+        g[0] if jnp.size(g[0]) >= _CHUNK else jnp.concatenate([b.reshape(-1) for b in g])
+        for g in _packing(arrays)
+    ]
 
 
 def packed_shapes(arrays: list[jax.Array]) -> list[tuple[tuple[int, ...], ...]]:
     """For each array :func:`pack_small` returns, the shapes it concatenated (empty: none)."""
-    small = tuple(tuple(jnp.shape(b)) for b in arrays if jnp.size(b) < _CHUNK)
-    large = [() for b in arrays if jnp.size(b) >= _CHUNK]
-    return large + ([small] if len(small) > 1 else [() for _ in small])
+    return [
+        tuple(tuple(jnp.shape(b)) for b in group) if len(group) > 1 else ()
+        for group in _packing(arrays)
+    ]
 
 
 def _pack_scored(items: list[Scored]) -> list[Scored]:

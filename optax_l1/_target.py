@@ -96,6 +96,7 @@ class _Phase(NamedTuple):
     due: jax.Array  # a threshold search runs at this step
     keep: jax.Array  # no search: the support of the last search is held
     last: jax.Array  # the last search before the support is frozen
+    frozen: jax.Array  # past that last search: no search runs again (hold="support")
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -126,7 +127,7 @@ def _phase(count: jax.Array, cfg: _Config) -> _Phase:
     due = on_grid & (count >= begin) & ~frozen & (scheduled > 0)
     first = jnp.minimum(begin + every, end)  # the first count with a search
     last = (count == end) if cfg.hold == "support" else jnp.asarray(False)
-    return _Phase(scheduled, due, ~due & (count > first), last)
+    return _Phase(scheduled, due, ~due & (count > first), last, frozen)
 
 
 def _metric(a: Any) -> Any:
@@ -656,15 +657,6 @@ def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any, shrink: str) -> A
     return aligned.treedef.unflatten(out)
 
 
-def _copy_needed(count: jax.Array, cfg: _Config) -> jax.Array:
-    """Whether the step at ``count`` may still search, so needs the latent copy (see
-    :func:`drop_latent`): until the support is frozen after the ramp, for good with
-    ``hold="track"``."""
-    if cfg.hold == "track":
-        return jnp.asarray(True)
-    return count <= jnp.asarray(cfg.begin_step, jnp.int32) + jnp.asarray(cfg.ramp_steps, jnp.int32)
-
-
 def _restart_latent(aligned: _tree.Aligned, base: list[Any], count, cfg: _Config) -> list[Any]:
     """From ``latent_until`` of the ramp on, a weight the last step left at zero restarts
     from 0: its latent no longer carries the updates it took while zeroed.
@@ -770,8 +762,8 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
         prox, aligned, jnp.float32(0), state.count, name=_NAME, base=base
     )
     bad = _runtime_bad(cfg)
-    if dropped:  # a copy dropped before the support froze: the run-time fault policy
-        needed = _copy_needed(state.count, cfg)
+    if dropped:  # a copy dropped before the support froze (ever, with hold="track"): the
+        needed = ~phase.frozen  # run-time fault policy; a step that may search reads the copy
         bad = needed if bad is None else bad | needed
     if jax.device_count() > 1:  # a count's total can be off only when XLA shards it
         miscounted = jnp.any(jnp.isnan(tau))  # a search whose count failed (_threshold)
@@ -928,8 +920,9 @@ def sparsity_target(
     After each search exactly :math:`k_t` entries are zero (more only if entries tie at the
     threshold; for bfloat16/float16 params, also where ``p + u`` rounds a small survivor to
     0); on params of :math:`2^{20}` or more regularized entries the default search is
-    sampled during the ramp, so there :math:`k_t` to within about 0.2% of :math:`n` (one
-    sd), and exactly at the ramp's end (``quantile``, see Cost).
+    sampled during the ramp, so there at most :math:`k_t` but for about one search in 700
+    (it aims 3 sds of the sample's count under it), and exactly at the ramp's end
+    (``quantile``, see Cost).
 
     Between searches (``update_every > 1``) and after the ramp (``hold="support"``, the
     default) the support is held: zero weights stay zero and the others take the

@@ -113,7 +113,9 @@ def test_phase_follows_the_ramp_grid_and_holds_between_searches():
 
 
 def _phase(due=True, keep=False, last=False, scheduled=0.5):
-    return _target._Phase(jnp.float32(scheduled), jnp.bool_(due), jnp.bool_(keep), jnp.bool_(last))
+    return _target._Phase(
+        jnp.float32(scheduled), jnp.bool_(due), jnp.bool_(keep), jnp.bool_(last), jnp.bool_(False)
+    )
 
 
 def test_threshold_is_the_kth_score_and_counts_its_zeros_on_a_search_else_held():
