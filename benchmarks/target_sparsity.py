@@ -109,7 +109,8 @@ def make_train(cfg: argparse.Namespace, method: str, n_train: int):
         )
         if method == "sparsity_target":
             until = {} if cfg.latent_until is None else dict(latent_until=cfg.latent_until)
-            st = optax_l1.sparsity_target(target, **options, **until)
+            shape = {} if cfg.ramp is None else dict(ramp=cfg.ramp)
+            st = optax_l1.sparsity_target(target, **options, **until, **shape)
             tx = optax.chain(optax.adam(lr), st)
         elif method == "sparsity_target(shrink=soft)":  # the 0.1 default
             tx = optax.chain(
@@ -182,6 +183,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="latent_until of the sparsity_target method (default: the library's)",
+    )
+    p.add_argument(
+        "--ramp",
+        type=float,
+        default=None,
+        help="ramp exponent of the sparsity_target method (default: the library's cube)",
     )
     p.add_argument("--json", default=None, help="write the raw results here")
     args = p.parse_args(argv)

@@ -27,7 +27,11 @@ ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
   ``quantile="sample"`` (``--sample`` sets the sample's size: this model's 393,216 kernel
   weights are under the size the library samples, 16 x 65,536); ``target_lag``: the same
   searches exact at the rank the sampled one aims at (its margin without its noise; needs
-  ``--sample``, run alone: it replaces the library's sampled search); ``structured``: whole
+  ``--sample``, run alone: it replaces the library's sampled search); ``ramp_lag`` /
+  ``ramp_tail`` / ``ramp_mid``: that lag designed into the ramp, whole, only at its end, or only
+  mid-ramp (``lagged_ramp``; run each alone: it replaces the library's ramp); ``ramp_power``:
+  the defaults with ``ramp=--ramp-power`` (the exponent e of the ramp 1 - (1 - t)^e; 3 is the
+  default's cube); ``gmp_power``: ``gmp`` on the same ramp; ``structured``: whole
   heads and MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
   ``s`` (``benchmarks/compaction.py`` compacts them); ``n_of_m``: ``allocation=Blocks(4,
   axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis); ``blocks``:
@@ -84,6 +88,7 @@ METHODS = (
     "dense",
     "gmp",
     "gmp_global",
+    "gmp_power",
     "target",
     "target_soft",
     "target_adam",
@@ -96,6 +101,10 @@ METHODS = (
     "target_sample",
     "target_dropped",
     "target_lag",
+    "ramp_lag",
+    "ramp_tail",
+    "ramp_mid",
+    "ramp_power",
     "structured",
     "structured_oneshot",
     "structured_gmp",
@@ -242,10 +251,12 @@ def loss_fn(params: dict[str, Any], windows: jax.Array, n_heads: int) -> jax.Arr
 # ----------------------------------------------------------------------------- pruning arms
 
 
-def ramp_at(count: jax.Array, target: Any, ramp_steps: int, begin: int) -> jax.Array:
+def ramp_at(
+    count: jax.Array, target: Any, ramp_steps: int, begin: int, power: float = 3
+) -> jax.Array:
     """Zhu & Gupta's cubic ramp s_t = s_f (1 - (1 - (t - t0) / (n dt))^3), clipped to [0, 1]."""
     frac = jnp.clip((count - begin) / ramp_steps, 0.0, 1.0)
-    return jnp.asarray(target, jnp.float32) * (1.0 - (1.0 - frac) ** 3)
+    return jnp.asarray(target, jnp.float32) * (1.0 - (1.0 - frac) ** power)
 
 
 def kth_smallest(scores: list[jax.Array], k: jax.Array) -> jax.Array:
@@ -280,8 +291,18 @@ def find_nu(state: Any) -> Any:
     return None
 
 
-def gmp(target: Any, kmask: Any, *, begin: int, ramp_steps: int, every: int, per_tensor: bool):
-    """Gradual magnitude pruning as the last transformation of a chain."""
+def gmp(
+    target: Any,
+    kmask: Any,
+    *,
+    begin: int,
+    ramp_steps: int,
+    every: int,
+    per_tensor: bool,
+    power: float = 3,
+):
+    """Gradual magnitude pruning as the last transformation of a chain (``power``: the
+    ramp's exponent, Zhu & Gupta's cube by default)."""
 
     def init_fn(params):
         keep = _kernels(params, kmask, jnp.ones_like)
@@ -295,7 +316,7 @@ def gmp(target: Any, kmask: Any, *, begin: int, ramp_steps: int, every: int, per
 
         def prune():
             taus = thresholds(
-                [jnp.abs(x) for x in z], ramp_at(t, target, ramp_steps, begin), per_tensor
+                [jnp.abs(x) for x in z], ramp_at(t, target, ramp_steps, begin, power), per_tensor
             )
             return [k * (jnp.abs(x) > tau) for k, x, tau in zip(state.keep, z, taus, strict=True)]
 
@@ -523,6 +544,35 @@ def lagged_exact_search(scores: list[Any], k: jax.Array) -> tuple[jax.Array, jax
     return jnp.where(none, -jnp.inf, kth), jnp.where(none, 0, at_most)
 
 
+LAG = 3.0 / 4055**0.5  # target_lag's margin: 3 sds of a 4,055-entry sample, as a fraction
+LIBRARY_RAMP = optax_l1._target._ramp  # before any arm replaces it (make_tx runs twice)
+
+
+def lagged_ramp(kind: str):
+    """A replacement for the library's ramp (``ramp_*`` arms; process-wide, so run alone):
+    the cubic ramp's value s lowered by LAG sqrt(s (1 - s)) before its end (``"lag"``:
+    ``target_lag``'s lag as a ramp, no search replaced), only by its value at the target T
+    (``"tail"``: min(s, T - LAG sqrt(T (1 - T))), the ramp capped and the rest taken at its
+    last search), or only mid-ramp (``"mid"``: the lag tapered to 0 as s comes within that
+    value of T, so the last search jumps by nothing). Each reaches T exactly at the end."""
+    library = LIBRARY_RAMP
+
+    def ramp(count, target, ramp_steps, begin_step, shape):
+        s = library(count, target, ramp_steps, begin_step, shape)
+        t = jnp.asarray(target, jnp.float32)
+        end_gap = LAG * jnp.sqrt(t * (1.0 - t))
+        lag = LAG * jnp.sqrt(s * (1.0 - s))
+        if kind == "tail":
+            lowered = jnp.minimum(s, t - end_gap)
+        elif kind == "mid":
+            lowered = s - lag * jnp.clip((t - s) / end_gap, 0.0, 1.0)
+        else:
+            lowered = s - lag
+        return jnp.where(s >= t, s, jnp.maximum(lowered, 0.0))
+
+    return ramp
+
+
 def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     """The optimizer of ``method``; ``value`` is its target sparsity (or L1 strength)."""
     steps = cfg.steps
@@ -543,6 +593,11 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method in ("gmp", "gmp_global"):
         prune = gmp(value, kmask, every=cfg.prune_every, per_tensor=method == "gmp", **ramp)
         return optax.chain(adamw(), prune)
+    if method == "gmp_power":  # gmp with the ramp's exponent --ramp-power
+        prune = gmp(
+            value, kmask, every=cfg.prune_every, per_tensor=True, power=cfg.ramp_power, **ramp
+        )
+        return optax.chain(adamw(), prune)
     target_options = dict(ramp_steps=ramp_steps, begin_step=begin, mask=kmask)
     cheap = dict(latent=False, update_every=cfg.prune_every)  # no latent copy, rare searches
     if method in ("target", "target_dropped"):  # the library's defaults (see drop_at)
@@ -554,6 +609,12 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         optax_l1._select.kth_smallest_sampled = lagged_exact_search
         st = optax_l1.sparsity_target(value, quantile="sample", **target_options)
         return optax.chain(adamw(), st)
+    if method == "ramp_power":  # the defaults with the ramp's exponent --ramp-power
+        st = optax_l1.sparsity_target(value, ramp=cfg.ramp_power, **target_options)
+        return optax.chain(adamw(), st)
+    if method.startswith("ramp_"):  # the lag designed into the ramp (run alone)
+        optax_l1._target._ramp = lagged_ramp(method.removeprefix("ramp_"))
+        return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
     if method == "target_every":  # the defaults with a search every --prune-every steps
         st = optax_l1.sparsity_target(value, update_every=cfg.prune_every, **target_options)
         return optax.chain(adamw(), st)
@@ -805,6 +866,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1")
     p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1")
     p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
+    p.add_argument("--ramp-power", type=float, default=2.75, help="ramp_power's exponent")
     p.add_argument(
         "--strength",
         type=float,

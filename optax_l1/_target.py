@@ -77,7 +77,7 @@ class _Config(NamedTuple):
     target: Any
     ramp_steps: Any
     begin_step: Any
-    ramp: str
+    ramp: Any  # "cubic", "linear" or the exponent e
     hold: str
     update_every: Any
     smoothing: Any
@@ -102,11 +102,15 @@ class _Phase(NamedTuple):
 # ----------------------------------------------------------------------------- pieces
 
 
-def _ramp(count: jax.Array, target: Any, ramp_steps: Any, begin_step: Any, shape: str):
-    """The scheduled sparsity at ``count``: 0 up to ``begin_step``, ``target`` from the end."""
+def _ramp(count: jax.Array, target: Any, ramp_steps: Any, begin_step: Any, shape: Any):
+    """The scheduled sparsity at ``count``: 0 up to ``begin_step``, ``target`` from the end;
+    in between ``1 - (1 - frac)^e`` of it, e = 3 for ``"cubic"``, 1 for ``"linear"``, else
+    ``shape`` itself."""
     t = count.astype(jnp.float32) - jnp.asarray(begin_step, jnp.float32)
     frac = jnp.clip(t / jnp.asarray(ramp_steps, jnp.float32), 0.0, 1.0)
-    if shape == "cubic":  # Zhu & Gupta (2017), eq. (1), from an initial sparsity of 0
+    if not isinstance(shape, str):  # the exponent, known now or at run time
+        frac = 1.0 - (1.0 - frac) ** jnp.asarray(shape, jnp.float32)
+    elif shape == "cubic":  # Zhu & Gupta (2017), eq. (1), from an initial sparsity of 0
         frac = 1.0 - (1.0 - frac) ** 3
     return jnp.asarray(target, jnp.float32) * frac
 
@@ -783,6 +787,7 @@ _RUNTIME_RULES = (
     ("begin_step", _checks.at_least(0)),
     ("update_every", _checks.at_least(1)),
     ("smoothing", _checks.DECAY),
+    ("ramp", _checks.POSITIVE),  # an exponent's (a string is known at construction)
 )
 
 
@@ -846,7 +851,10 @@ def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
             f"`begin_step + ramp_steps` must be < 2**31 - 1 (the step count is int32), got "
             f"{int(begin)} + {int(ramp)}"
         )
-    _checks.check_choice("ramp", cfg.ramp, _RAMPS)
+    if isinstance(cfg.ramp, str):
+        _checks.check_choice("ramp", cfg.ramp, _RAMPS)
+    else:
+        _checks.check_number("ramp", cfg.ramp, _checks.POSITIVE, scalar=True)
     _checks.check_choice("hold", cfg.hold, _HOLDS)
     _checks.check_choice("quantile", cfg.quantile, _select.METHODS)
     _checks.check_choice("shrink", cfg.shrink, _SHRINKS)
@@ -869,7 +877,7 @@ def sparsity_target(
     *,
     ramp_steps: jax.typing.ArrayLike,
     begin_step: jax.typing.ArrayLike = 0,
-    ramp: Ramp = "cubic",
+    ramp: Ramp | float = "cubic",
     hold: Hold = "support",
     update_every: jax.typing.ArrayLike = 1,
     shrink: Shrink = "hard",
@@ -893,13 +901,14 @@ def sparsity_target(
     .. math::
 
       s_t = s \left(1 - \left(1 - \operatorname{clip}\left(
-        \tfrac{t - t_0}{T}, 0, 1\right)\right)^3\right), \qquad
+        \tfrac{t - t_0}{T}, 0, 1\right)\right)^e\right), \qquad
       \tau_t = \left(d \odot |z|\right)_{(k_t)}, \qquad
       p_{t+1} = z \odot \mathbb{1}\left[d \odot |z| > \tau_t\right], \qquad
       \tilde w_{t+1} = \begin{cases} z & p_{t+1} = 0 \\ p_{t+1} & \text{otherwise}
       \end{cases}
 
     where :math:`x_{(k)}` is the :math:`k`-th smallest entry, :math:`s` is ``target``,
+    :math:`e` the ramp's exponent (3, see ``ramp``),
     :math:`T` ``ramp_steps``, :math:`t_0` ``begin_step`` and :math:`d = 1` (or the
     optimizer's :math:`\sqrt{\nu_{t+1}} + 10^{-8}`, its second moment after this step's
     update, see ``optimizer``). The latent weights
@@ -970,7 +979,10 @@ def sparsity_target(
       target: the final fraction of exact zeros :math:`s \in [0, 1)`.
       ramp_steps: :math:`T \ge 1`, the number of steps the ramp takes to reach ``target``.
       begin_step: :math:`t_0 \ge 0`, the step the ramp starts (dense training before).
-      ramp: ``"cubic"`` (Zhu & Gupta) or ``"linear"`` (the cube dropped).
+      ramp: the exponent :math:`e > 0` of the ramp: ``"cubic"`` (3, Zhu & Gupta),
+        ``"linear"`` (1) or a number (it may be set at run time, e.g. by
+        ``optax.inject_hyperparams``: one that is not positive and finite makes the
+        regularized updates NaN). Under 3 the ramp zeroes fewer weights mid-ramp.
       hold: after the ramp (:math:`t > t_0 + T`), ``"support"`` freezes the set of zeros
         (survivors train unshrunk: the fine-tuning phase of gradual magnitude pruning);
         ``"track"`` keeps searching every ``update_every`` steps to hold the target.

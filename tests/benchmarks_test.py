@@ -210,6 +210,18 @@ def test_transformer_lm_lag_arm_quick(tmp_path):
     _arms_end_on_target(tmp_path, ("target_lag",), "--sample", "256")
 
 
+@pytest.mark.parametrize("arm", ["ramp_lag", "ramp_tail", "ramp_mid"])
+def test_transformer_lm_lagged_ramp_arms_quick(tmp_path, arm):
+    # The lag designed into the ramp (each replaces the library's ramp in its process, so
+    # each runs alone) still ends on the target exactly: the ramp's last value is T.
+    _arms_end_on_target(tmp_path, (arm,))
+
+
+def test_transformer_lm_ramp_power_arm_quick(tmp_path):
+    # sparsity_target(ramp=e) and GMP on the same ramp (--ramp-power): on target at the end.
+    _arms_end_on_target(tmp_path, ("ramp_power", "gmp_power"), "--ramp-power", "2.5")
+
+
 def test_transformer_lm_dropped_copy_arm_quick(tmp_path):
     # The default with its latent copy dropped after the ramp (a second compiled step) takes
     # the default's steps to rounding: same zeros, same bits/byte.

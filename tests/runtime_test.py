@@ -45,6 +45,11 @@ INJECTED = {
         dict(target=0.5),
         "target",
     ),
+    "sparsity_target ramp": (
+        lambda ramp: optax_l1.sparsity_target(0.5, ramp_steps=1, ramp=ramp, mask=MASK),
+        dict(ramp=2.0),
+        "ramp",
+    ),
 }
 
 
@@ -53,6 +58,8 @@ def _bad_values(arg):
         return [0.5, np.nan, -np.inf]
     if arg == "target":
         return [-0.1, 1.0, np.nan, np.inf]
+    if arg == "ramp":  # an exponent: 0 is refused too
+        return [0.0, -1.0, np.nan, np.inf]
     return [-0.1, np.nan, np.inf]
 
 

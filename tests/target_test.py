@@ -73,12 +73,43 @@ def _run(tx, steps, seed=0, params=None):
     return p, s, [np.asarray(x) for x in logs]
 
 
-def _cubic(t, target, ramp_steps, begin=0):
+def _cubic(t, target, ramp_steps, begin=0, power=3.0):
     frac = np.clip((t - begin) / ramp_steps, 0.0, 1.0)
-    return target * (1.0 - (1.0 - frac) ** 3)
+    return target * (1.0 - (1.0 - frac) ** power)
 
 
 # ----------------------------------------------------------------------------- tracking
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0, 2.5, 3.0])
+def test_a_numeric_ramp_is_its_exponent_and_names_the_shapes(power):
+    target, begin, ramp = 0.8, 5, 40
+    opts = dict(ramp_steps=ramp, begin_step=begin, mask=MASK)
+    tx = optax.chain(optax.adam(0.05), optax_l1.sparsity_target(target, ramp=power, **opts))
+    _, _, (measured, _, scheduled, _) = _run(tx, 60)
+    t = np.arange(60)
+    np.testing.assert_allclose(scheduled, _cubic(t, target, ramp, begin, power), atol=1e-6)
+    np.testing.assert_array_equal(_count(measured), _k(scheduled))  # the ramp is followed
+    named = {1.0: "linear", 3.0: "cubic"}.get(power)
+    if named is not None:  # the named shapes are these exponents
+        tx = optax.chain(optax.adam(0.05), optax_l1.sparsity_target(target, ramp=named, **opts))
+        np.testing.assert_allclose(_run(tx, 60)[2][2], scheduled, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("ramp", "error", "message"),
+    [
+        (0.0, ValueError, "`ramp` must be finite and > 0"),
+        (-2.0, ValueError, "`ramp` must be finite and > 0"),
+        (np.inf, ValueError, "`ramp` must be finite and > 0"),
+        ("quadratic", ValueError, "`ramp` must be one of"),
+        (np.ones(2), TypeError, "`ramp` must be a scalar"),
+        (lambda count: 3.0, TypeError, "`ramp` must be a number, not a callable"),
+    ],
+)
+def test_a_bad_ramp_is_refused_by_name(ramp, error, message):
+    with pytest.raises(error, match=message):
+        optax_l1.sparsity_target(0.5, ramp_steps=10, ramp=ramp)
 
 
 @pytest.mark.parametrize("hold", ["support", "track"])
@@ -709,7 +740,8 @@ def test_benchmark_quick_mode_runs(tmp_path):
         [sys.executable, str(ROOT / "benchmarks" / "target_sparsity.py"), "--quick"]
         # Two of the five methods (each compiles a training loop): the library's and the
         # baseline the table pairs against; the variants are unit-tested above.
-        + ["--methods", "sparsity_target", "gmp-global", "--json", str(out)],
+        + ["--methods", "sparsity_target", "gmp-global", "--json", str(out)]
+        + ["--ramp", "2.5"],  # the library's ramp exponent (still on target at the end)
         capture_output=True,
         text=True,
         cwd=tmp_path,
