@@ -7,8 +7,9 @@ tokens) with AdamW (lr warmup + cosine decay, global-norm clipping 1.0). The 8 a
 and MLP kernels are sparsified (embeddings, LayerNorm and biases never are); every run
 reports held-out bits/byte and the fraction of exact zeros in those kernels.
 
-Methods (``--methods``), all with the same data, steps, schedule and ramp window (a cubic
-ramp from ``--begin-frac`` of training for ``--ramp-frac`` of it):
+Methods (``--methods``), all with the same data, steps, schedule and ramp window (a ramp
+from ``--begin-frac`` of training for ``--ramp-frac`` of it: GMP's is cubic, the
+``sparsity_target`` arms' the library's default unless ``--ramp`` names another):
 
 - ``dense``: AdamW alone.
 - ``gmp`` / ``gmp_global``: gradual magnitude pruning (Zhu & Gupta 2017): every
@@ -544,6 +545,11 @@ def lagged_exact_search(scores: list[Any], k: jax.Array) -> tuple[jax.Array, jax
     return jnp.where(none, -jnp.inf, kth), jnp.where(none, 0, at_most)
 
 
+def _ramp_arg(text: str) -> Any:
+    """``--ramp``: a named shape, or a number (the exponent)."""
+    return text if text in ("cubic", "linear") else float(text)
+
+
 LAG = 3.0 / 4055**0.5  # target_lag's margin: 3 sds of a 4,055-entry sample, as a fraction
 LIBRARY_RAMP = optax_l1._target._ramp  # before any arm replaces it (make_tx runs twice)
 
@@ -598,7 +604,8 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
             value, kmask, every=cfg.prune_every, per_tensor=True, power=cfg.ramp_power, **ramp
         )
         return optax.chain(adamw(), prune)
-    target_options = dict(ramp_steps=ramp_steps, begin_step=begin, mask=kmask)
+    shape = {} if cfg.ramp is None else dict(ramp=_ramp_arg(cfg.ramp))  # None: the library's
+    target_options = dict(ramp_steps=ramp_steps, begin_step=begin, mask=kmask) | shape
     cheap = dict(latent=False, update_every=cfg.prune_every)  # no latent copy, rare searches
     if method in ("target", "target_dropped"):  # the library's defaults (see drop_at)
         return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
@@ -610,11 +617,12 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         st = optax_l1.sparsity_target(value, quantile="sample", **target_options)
         return optax.chain(adamw(), st)
     if method == "ramp_power":  # the defaults with the ramp's exponent --ramp-power
-        st = optax_l1.sparsity_target(value, ramp=cfg.ramp_power, **target_options)
+        st = optax_l1.sparsity_target(value, **(target_options | dict(ramp=cfg.ramp_power)))
         return optax.chain(adamw(), st)
     if method.startswith("ramp_"):  # the lag designed into the ramp (run alone)
         optax_l1._target._ramp = lagged_ramp(method.removeprefix("ramp_"))
-        return optax.chain(adamw(), optax_l1.sparsity_target(value, **target_options))
+        st = optax_l1.sparsity_target(value, **(target_options | dict(ramp="cubic")))
+        return optax.chain(adamw(), st)
     if method == "target_every":  # the defaults with a search every --prune-every steps
         st = optax_l1.sparsity_target(value, update_every=cfg.prune_every, **target_options)
         return optax.chain(adamw(), st)
@@ -629,11 +637,11 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
             st = optax_l1.sparsity_target(value, **cheap, **target_options)
             return optax.chain(adamw(), st)
         return optax_l1.sparsity_target(value, optimizer=adamw(), **cheap, **target_options)
-    when: dict[str, Any] = dict(ramp_steps=ramp_steps, begin_step=begin)
+    when: dict[str, Any] = dict(ramp_steps=ramp_steps, begin_step=begin) | shape
     if method.endswith("_oneshot"):  # dense, one projection at the ramp's end, fine-tuning
         when = dict(ramp_steps=1, begin_step=begin + ramp_steps - 1, latent=False)
     if method.endswith("_gmp"):  # GMP on groups: per tensor, every 50 steps, support held
-        when |= cheap | dict(allocation="uniform")
+        when |= cheap | dict(allocation="uniform", ramp="cubic")  # GMP's own ramp
     if method.endswith("_cheap"):  # the step-cost setting
         when |= cheap
     blocks = optax_l1.Blocks(4, axis=0)
@@ -867,6 +875,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1")
     p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
     p.add_argument("--ramp-power", type=float, default=2.75, help="ramp_power's exponent")
+    p.add_argument(
+        "--ramp",
+        default=None,
+        help="sparsity_target's ramp for every arm but the GMP ones (cubic, linear or an "
+        "exponent; default: the library's)",
+    )
     p.add_argument(
         "--strength",
         type=float,

@@ -73,7 +73,8 @@ def _run(tx, steps, seed=0, params=None):
     return p, s, [np.asarray(x) for x in logs]
 
 
-def _cubic(t, target, ramp_steps, begin=0, power=3.0):
+def _ramp(t, target, ramp_steps, begin=0, power=2.0):
+    """The ramp's value at step ``t`` (the library's default exponent, 2, unless given)."""
     frac = np.clip((t - begin) / ramp_steps, 0.0, 1.0)
     return target * (1.0 - (1.0 - frac) ** power)
 
@@ -88,7 +89,7 @@ def test_a_numeric_ramp_is_its_exponent_and_names_the_shapes(power):
     tx = optax.chain(optax.adam(0.05), optax_l1.sparsity_target(target, ramp=power, **opts))
     _, _, (measured, _, scheduled, _) = _run(tx, 60)
     t = np.arange(60)
-    np.testing.assert_allclose(scheduled, _cubic(t, target, ramp, begin, power), atol=1e-6)
+    np.testing.assert_allclose(scheduled, _ramp(t, target, ramp, begin, power), atol=1e-6)
     np.testing.assert_array_equal(_count(measured), _k(scheduled))  # the ramp is followed
     named = {1.0: "linear", 3.0: "cubic"}.get(power)
     if named is not None:  # the named shapes are these exponents
@@ -123,7 +124,7 @@ def test_sparsity_follows_the_ramp_and_ends_on_target(hold, precondition):
         tx = optax.chain(optax.adam(lr), optax_l1.sparsity_target(target, **opts))
     p, _, (measured, threshold, scheduled, recount) = _run(tx, 80)
     t = np.arange(80)
-    np.testing.assert_allclose(scheduled, _cubic(t, target, ramp, begin), atol=1e-6)
+    np.testing.assert_allclose(scheduled, _ramp(t, target, ramp, begin), atol=1e-6)
     # Exactly floor(s_t n) zeros after every update of the ramp (no ties in this problem).
     np.testing.assert_array_equal(_count(measured), _k(scheduled))
     np.testing.assert_array_equal(measured, recount)  # the state agrees with sparsity()
