@@ -922,12 +922,12 @@ def sparsity_target(
     update, :math:`d \odot |p_t|` (GMP's order: prune, then step the survivors; this reads
     no temporary), and a zeroed weight stays zero. On a small transformer LM (3 seeds,
     ``benchmarks/RESULTS.md``) the default beats GMP (with its cubic ramp) by 0.060
-    bits/byte at 90% zeros in 600-step runs and by 0.014 in 2,000-step runs; GMP on the
-    default's ramp (exponent 2) is XXGMP2. With the cubic ramp (``ramp="cubic"``) the lead
-    was 0.036 at 600 steps and 0.012 at 2,000 (0.032 at 95%); the copy for the whole ramp
-    (``latent_until=1``) ties GMP at 2,000 steps and beats it by 0.085 at 600. On a digits
-    MLP (10 seeds) every setting ties GMP at 90/95% zeros; at 98% the whole-ramp copy is
-    1.2 points ahead of GMP, the default 0.2-0.35.
+    bits/byte at 90% zeros in 600-step runs and by 0.014 in 2,000-step runs, and GMP on
+    the same ramp (exponent 2) by 0.044 at 600 steps. With the cubic ramp
+    (``ramp="cubic"``) the lead was 0.036 at 600 steps and 0.012 at 2,000 (0.032 at 95%);
+    the copy for the whole ramp (``latent_until=1``) ties GMP at 2,000 steps and beats it
+    by 0.085 at 600. On a digits MLP (10 seeds) every setting ties GMP at 90/95% zeros; at
+    98% the whole-ramp copy is 1.2 points ahead of GMP, the default 0.2-0.35.
     After each search exactly :math:`k_t` entries are zero (more only if entries tie at the
     threshold; for bfloat16/float16 params, also where ``p + u`` rounds a small survivor to
     0); on params of :math:`2^{20}` or more regularized entries the default search is
