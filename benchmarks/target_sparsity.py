@@ -9,7 +9,8 @@ from the regularization via ``optax_l1.kernel_mask``) and the held-out accuracy:
   ramp_steps=T, begin_step=t0, mask=kernel_mask))`` (its defaults: hard thresholding at one
   global quantile every step, support frozen after the ramp); ``sparsity_target(shrink=soft)``
   the same with the 0.1 default, soft thresholding.
-- ``gmp-layer`` (Zhu & Gupta 2017, as in TensorFlow's model_pruning): the same cubic ramp;
+- ``gmp-layer`` (Zhu & Gupta 2017, as in TensorFlow's model_pruning): the cubic ramp (the
+  library's default until 0.2.0; ``--ramp cubic`` gives it to ``sparsity_target`` too);
   every ``--prune-every`` steps from ``t0`` to ``t0 + T`` each kernel's smallest-magnitude
   weights are masked to the ramp's sparsity; the masks are fixed in between and applied to
   the weights after every Adam update, so pruned weights stay exactly zero.
@@ -89,6 +90,11 @@ def magnitude_masks(params: Any, kmask: Any, sparsity: jax.Array, scope: str) ->
         for w, m, t in zip(leaves, kept, taus, strict=True)
     ]
     return treedef.unflatten(masks)
+
+
+def _ramp_arg(text: str) -> str | float:
+    """``--ramp``: a named shape, or a number (the exponent)."""
+    return text if text in ("cubic", "linear") else float(text)
 
 
 def make_train(cfg: argparse.Namespace, method: str, n_train: int):
@@ -186,9 +192,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--ramp",
-        type=float,
+        type=_ramp_arg,
         default=None,
-        help="ramp exponent of the sparsity_target method (default: the library's cube)",
+        help="ramp of the sparsity_target method: cubic, linear or an exponent (default: "
+        "the library's, 2)",
     )
     p.add_argument("--json", default=None, help="write the raw results here")
     args = p.parse_args(argv)

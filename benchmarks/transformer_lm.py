@@ -9,7 +9,9 @@ reports held-out bits/byte and the fraction of exact zeros in those kernels.
 
 Methods (``--methods``), all with the same data, steps, schedule and ramp window (a ramp
 from ``--begin-frac`` of training for ``--ramp-frac`` of it: GMP's is cubic, the
-``sparsity_target`` arms' the library's default unless ``--ramp`` names another):
+``sparsity_target`` arms' the library's default unless ``--ramp`` names another; the
+script's own research arms, ``hard``, ``firm``, ``hard_fisher``, ``drift``, ``*_latent``, use
+the cube whatever ``--ramp`` says):
 
 - ``dense``: AdamW alone.
 - ``gmp`` / ``gmp_global``: gradual magnitude pruning (Zhu & Gupta 2017): every
@@ -32,7 +34,7 @@ from ``--begin-frac`` of training for ``--ramp-frac`` of it: GMP's is cubic, the
   ``ramp_tail`` / ``ramp_mid``: that lag designed into the ramp, whole, only at its end, or only
   mid-ramp (``lagged_ramp``; run each alone: it replaces the library's ramp); ``ramp_power``:
   the defaults with ``ramp=--ramp-power`` (the exponent e of the ramp 1 - (1 - t)^e; 3 is the
-  default's cube); ``gmp_power``: ``gmp`` on the same ramp; ``structured``: whole
+  cube, 2 the library's default); ``gmp_power``: ``gmp`` on the same ramp; ``structured``: whole
   heads and MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
   ``s`` (``benchmarks/compaction.py`` compacts them); ``n_of_m``: ``allocation=Blocks(4,
   axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis); ``blocks``:
@@ -255,7 +257,8 @@ def loss_fn(params: dict[str, Any], windows: jax.Array, n_heads: int) -> jax.Arr
 def ramp_at(
     count: jax.Array, target: Any, ramp_steps: int, begin: int, power: float = 3
 ) -> jax.Array:
-    """Zhu & Gupta's cubic ramp s_t = s_f (1 - (1 - (t - t0) / (n dt))^3), clipped to [0, 1]."""
+    """Zhu & Gupta's ramp s_t = s_f (1 - (1 - (t - t0) / (n dt))^power), the fraction clipped
+    to [0, 1]; cubic (power 3) unless ``gmp_power`` says otherwise."""
     frac = jnp.clip((count - begin) / ramp_steps, 0.0, 1.0)
     return jnp.asarray(target, jnp.float32) * (1.0 - (1.0 - frac) ** power)
 
@@ -554,18 +557,17 @@ LAG = 3.0 / 4055**0.5  # target_lag's margin: 3 sds of a 4,055-entry sample, as 
 LIBRARY_RAMP = optax_l1._target._ramp  # before any arm replaces it (make_tx runs twice)
 
 
-def lagged_ramp(kind: str):
+def lagged_ramp(kind: str, passes: int = 1):
     """A replacement for the library's ramp (``ramp_*`` arms; process-wide, so run alone):
     the cubic ramp's value s lowered by LAG sqrt(s (1 - s)) before its end (``"lag"``:
     ``target_lag``'s lag as a ramp, no search replaced), only by its value at the target T
     (``"tail"``: min(s, T - LAG sqrt(T (1 - T))), the ramp capped and the rest taken at its
     last search), or only mid-ramp (``"mid"``: the lag tapered to 0 as s comes within that
-    value of T, so the last search jumps by nothing). Each reaches T exactly at the end."""
-    library = LIBRARY_RAMP
+    value of T, so the last search jumps by nothing). Each reaches T exactly at the end.
+    ``passes``: how many times the lowering is applied, each to the last one's ramp (the
+    RESULTS rows of ``ramp_lag`` and ``ramp_mid`` were run with 2, by accident)."""
 
-    def ramp(count, target, ramp_steps, begin_step, shape):
-        s = library(count, target, ramp_steps, begin_step, shape)
-        t = jnp.asarray(target, jnp.float32)
+    def lower(s, t):
         end_gap = LAG * jnp.sqrt(t * (1.0 - t))
         lag = LAG * jnp.sqrt(s * (1.0 - s))
         if kind == "tail":
@@ -575,6 +577,12 @@ def lagged_ramp(kind: str):
         else:
             lowered = s - lag
         return jnp.where(s >= t, s, jnp.maximum(lowered, 0.0))
+
+    def ramp(count, target, ramp_steps, begin_step, shape):
+        s = LIBRARY_RAMP(count, target, ramp_steps, begin_step, shape)
+        for _ in range(passes):
+            s = lower(s, jnp.asarray(target, jnp.float32))
+        return s
 
     return ramp
 
@@ -620,7 +628,7 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
         st = optax_l1.sparsity_target(value, **(target_options | dict(ramp=cfg.ramp_power)))
         return optax.chain(adamw(), st)
     if method.startswith("ramp_"):  # the lag designed into the ramp (run alone)
-        optax_l1._target._ramp = lagged_ramp(method.removeprefix("ramp_"))
+        optax_l1._target._ramp = lagged_ramp(method.removeprefix("ramp_"), cfg.lag_passes)
         st = optax_l1.sparsity_target(value, **(target_options | dict(ramp="cubic")))
         return optax.chain(adamw(), st)
     if method == "target_every":  # the defaults with a search every --prune-every steps
@@ -875,6 +883,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1")
     p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
     p.add_argument("--ramp-power", type=float, default=2.75, help="ramp_power's exponent")
+    p.add_argument(
+        "--lag-passes", type=int, default=1, help="times the ramp_* arms apply their lag"
+    )
     p.add_argument(
         "--ramp",
         default=None,

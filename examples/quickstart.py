@@ -12,7 +12,7 @@ standardized, held-out test split) four ways, all with Adam:
    and, unless ``--strength`` is given, is proposed for ``--target`` zeros by
    ``optax_l1.suggest_strength`` from the ``none`` run's Adam state after 10% of the steps;
 4. ``sparsity_target`` -- ``optax.chain(optax.adam(lr), optax_l1.sparsity_target(target,
-   ...))``: exactly ``--target`` zeros, the smallest weights, reached on a cubic ramp (no
+   ...))``: exactly ``--target`` zeros, the smallest weights, reached on a ramp (no
    strength to choose). This is the recipe for a wanted fraction of zeros.
 
 Only kernels are regularized (``mask=optax_l1.kernel_mask``); biases are left alone. The

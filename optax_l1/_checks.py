@@ -40,6 +40,11 @@ DECAY = Rule("in [0, 1)", lambda x: (x >= 0) & (x < 1))
 UNIT_INTERVAL = Rule("in (0, 1]", lambda x: (x > 0) & (x <= 1))
 # float32(x) < 1 too: a target sparsity runs in float32, where 1 - 1e-9 is 1.
 FRACTION = Rule("in [0, 1)", lambda x: (x >= 0) & (x.astype(np.float32) < 1))
+# An exponent applied in float32: 1e-50 would be 0 there, 1e300 inf.
+POSITIVE_FLOAT32 = Rule(
+    "> 0 in float32",
+    lambda x: (x.astype(np.float32) > 0) & (x.astype(np.float32) < np.inf),
+)
 
 
 def at_least(low: int) -> Rule:

@@ -97,12 +97,32 @@ def test_a_numeric_ramp_is_its_exponent_and_names_the_shapes(power):
         np.testing.assert_allclose(_run(tx, 60)[2][2], scheduled, atol=1e-6)
 
 
+def test_a_ramp_exponent_set_at_run_time_is_the_same_ramp():
+    # optax.inject_hyperparams makes the exponent a traced value: the same schedule and
+    # params as the exponent known at construction, over a whole ramp.
+    opts = dict(ramp_steps=10, begin_step=1, mask=MASK)
+    static = optax.chain(optax.sgd(0.05), optax_l1.sparsity_target(0.8, ramp=2.5, **opts))
+    injected = optax.inject_hyperparams(optax_l1.sparsity_target, static_args=("mask",))
+    traced = optax.chain(optax.sgd(0.05), injected(0.8, ramp=2.5, **opts))
+    p_static, _, (_, _, scheduled, zeros_static) = _run(static, 14)
+    p_traced, _, (_, _, _, zeros_traced) = _run(traced, 14)  # counted in the params
+    np.testing.assert_allclose(scheduled, _ramp(np.arange(14), 0.8, 10, 1, 2.5), atol=1e-6)
+    np.testing.assert_array_equal(_count(zeros_traced), _k(scheduled))
+    np.testing.assert_array_equal(zeros_traced, zeros_static)
+    for a, b in zip(jax.tree.leaves(p_traced), jax.tree.leaves(p_static), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("ramp", "error", "message"),
     [
         (0.0, ValueError, "`ramp` must be finite and > 0"),
         (-2.0, ValueError, "`ramp` must be finite and > 0"),
         (np.inf, ValueError, "`ramp` must be finite and > 0"),
+        (np.nan, ValueError, "`ramp` must be finite and > 0"),
+        (1e-50, ValueError, "`ramp` must be finite and > 0 in float32"),  # 0 in float32
+        (1e300, ValueError, "`ramp` must be finite and > 0 in float32"),  # inf in float32
+        (True, TypeError, "`ramp` must be a real number"),
         ("quadratic", ValueError, "`ramp` must be one of"),
         (np.ones(2), TypeError, "`ramp` must be a scalar"),
         (lambda count: 3.0, TypeError, "`ramp` must be a number, not a callable"),
