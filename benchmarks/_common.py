@@ -98,6 +98,12 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def ramp_arg(text: str) -> str | float:
+    """A ``--ramp`` flag's value for ``sparsity_target(ramp=...)``: a named shape, or a
+    number (the exponent)."""
+    return text if text in ("cubic", "linear") else float(text)
+
+
 def write_json(path: str | None, payload: Any) -> None:
     if not path:
         return

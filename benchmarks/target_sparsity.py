@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import header, markdown_table, write_json
+from _common import header, markdown_table, ramp_arg, write_json
 
 import optax_l1
 
@@ -90,11 +90,6 @@ def magnitude_masks(params: Any, kmask: Any, sparsity: jax.Array, scope: str) ->
         for w, m, t in zip(leaves, kept, taus, strict=True)
     ]
     return treedef.unflatten(masks)
-
-
-def _ramp_arg(text: str) -> str | float:
-    """``--ramp``: a named shape, or a number (the exponent)."""
-    return text if text in ("cubic", "linear") else float(text)
 
 
 def make_train(cfg: argparse.Namespace, method: str, n_train: int):
@@ -192,7 +187,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--ramp",
-        type=_ramp_arg,
+        type=ramp_arg,
         default=None,
         help="ramp of the sparsity_target method: cubic, linear or an exponent (default: "
         "the library's, 2)",

@@ -82,7 +82,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import header, markdown_table, write_json
+from _common import header, markdown_table, ramp_arg, write_json
 from jax import lax
 
 import optax_l1
@@ -548,11 +548,6 @@ def lagged_exact_search(scores: list[Any], k: jax.Array) -> tuple[jax.Array, jax
     return jnp.where(none, -jnp.inf, kth), jnp.where(none, 0, at_most)
 
 
-def _ramp_arg(text: str) -> Any:
-    """``--ramp``: a named shape, or a number (the exponent)."""
-    return text if text in ("cubic", "linear") else float(text)
-
-
 LAG = 3.0 / 4055**0.5  # target_lag's margin: 3 sds of a 4,055-entry sample, as a fraction
 LIBRARY_RAMP = optax_l1._target._ramp  # before any arm replaces it (make_tx runs twice)
 
@@ -612,7 +607,7 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
             value, kmask, every=cfg.prune_every, per_tensor=True, power=cfg.ramp_power, **ramp
         )
         return optax.chain(adamw(), prune)
-    shape = {} if cfg.ramp is None else dict(ramp=_ramp_arg(cfg.ramp))  # None: the library's
+    shape = {} if cfg.ramp is None else dict(ramp=cfg.ramp)  # None: the library's
     target_options = dict(ramp_steps=ramp_steps, begin_step=begin, mask=kmask) | shape
     cheap = dict(latent=False, update_every=cfg.prune_every)  # no latent copy, rare searches
     if method in ("target", "target_dropped"):  # the library's defaults (see drop_at)
@@ -888,6 +883,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--ramp",
+        type=ramp_arg,
         default=None,
         help="sparsity_target's ramp for every arm but the GMP ones (cubic, linear or an "
         "exponent; default: the library's)",
