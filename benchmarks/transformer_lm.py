@@ -46,7 +46,9 @@ the cube whatever ``--ramp`` says):
   search by group norm every ``--prune-every`` steps of the ramp, per tensor or coupled
   group of tensors, the support held in between and after: survivors never shrunk);
   ``blocks_cheap`` / ``n_of_m_cheap`` are ``blocks`` / ``n_of_m`` in the step-cost
-  setting (``latent=False``, a search every ``--prune-every`` steps of the ramp).
+  setting (``latent=False``, a search every ``--prune-every`` steps of the ramp);
+  ``n_of_m_latent`` is ``n_of_m`` with the latent copy for the whole ramp
+  (``latent_until=1``).
 - ``proximal_adam`` / ``adamw_l1_prox``: fixed L1 strengths (``--strength``).
 - Research arms defined here, thresholding ``z = p + u`` at the ramp's global quantile:
   ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
@@ -118,6 +120,7 @@ METHODS = (
     "n_of_m",
     "n_of_m_oneshot",
     "n_of_m_cheap",
+    "n_of_m_latent",
     "proximal_adam",
     "adamw_l1_prox",
     "hard",
@@ -648,7 +651,9 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method.endswith("_cheap"):  # the step-cost setting
         when |= cheap
     blocks = optax_l1.Blocks(4, axis=0)
-    if method in ("n_of_m", "n_of_m_oneshot", "n_of_m_cheap"):  # N:M on the reduction axis
+    if method == "n_of_m_latent":  # n_of_m with the latent copy for the whole ramp
+        when |= dict(latent_until=1.0)
+    if method.startswith("n_of_m"):  # N:M on the reduction axis
         st = optax_l1.sparsity_target(value, allocation=blocks, mask=kmask, **when)
         return optax.chain(adamw(), st)
     if method in ("blocks", "blocks_oneshot", "blocks_gmp", "blocks_cheap"):  # blocks of 4

@@ -197,6 +197,11 @@ def test_transformer_lm_step_cost_arms_quick(tmp_path):
     _arms_end_on_target(tmp_path, ("target_adam_cheap", "n_of_m_cheap", "blocks_cheap"))
 
 
+def test_transformer_lm_n_of_m_latent_arm_quick(tmp_path):
+    # 2:4 with the latent copy for the whole ramp ends on 2:4 exactly (50% zeros).
+    _arms_end_on_target(tmp_path, ("n_of_m_latent",))
+
+
 def test_transformer_lm_search_arms_quick(tmp_path):
     # The latent copy with rare searches, a latent touched at searches only, and the sampled
     # search (--sample small enough that the quick model's kernels are sampled) all end on
