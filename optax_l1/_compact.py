@@ -33,7 +33,12 @@ class Fold:
     ``activation(bias[j])`` times unit ``j``'s slice of ``weights`` (row ``j`` of a
     ``(units, out)`` kernel, column ``j`` of Equinox's ``(out, units)``: the axis its
     structure indexes) to ``next_bias`` and zeroes the bias entry and the slice, so the
-    unit is removed.
+    unit is removed. A unit whose slice of ``weights`` is zero is removed too (nothing
+    reads it) when it is also zero on every other leaf of the label that holds its units
+    on the same axis as ``weights`` (another kernel that may read it: a unit a second head
+    still reads stays). A unit with a NaN entry on any leaf of the label stays (the fault
+    shows in the compacted model). The bias must have one entry per unit (an MLP unit's,
+    not a head's on a fused q/k/v bias: a ValueError).
 
     Attributes:
       couple: the label of the coupled structures.
@@ -145,6 +150,11 @@ def _fold(leaves: list[Any], sts: list[Any], names: dict[str, int], fold: Fold, 
     Equinox's ``(out, units)``), times the constants."""
     b, w, nb = (names[p] for p in (fold.bias, fold.weights, fold.next_bias))
     _, bias_group = _unit_positions(sts[b].layout(leaves[b].shape), leaves[b].shape, fold.bias)
+    if len(np.unique(bias_group)) != len(bias_group):
+        raise ValueError(
+            f"`fold`: {fold.bias!r} has {len(bias_group) // len(units)} entries per unit of "
+            f"{fold.couple!r}; a unit folds one bias entry (an MLP unit's), not a head's"
+        )
     ax, w_group = _unit_positions(sts[w].layout(leaves[w].shape), leaves[w].shape, fold.weights)
     const = jnp.where(jnp.asarray(units[bias_group]), fold.activation(leaves[b]), 0.0)
     per_position = jnp.zeros(len(units), const.dtype).at[bias_group].set(const)[w_group]
@@ -223,7 +233,9 @@ def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compac
 
 def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> None:
     """Units with zero incoming weights output ``act(bias)``: folded into the next bias.
-    Units whose outgoing row is zero contribute nothing: zeroed on every member."""
+    Units nothing reads (zero on the next kernel and on every member that holds its units
+    on the same axis, which may read them too) contribute nothing: zeroed on every member.
+    A unit with a NaN entry is neither (it stays, so the fault shows)."""
     for path in (fold.bias, fold.weights, fold.next_bias):
         if path not in names:
             raise ValueError(f"`fold`: no leaf at path {path!r}; paths are {sorted(names)}")
@@ -234,14 +246,32 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
         )
     incoming = [i for i in members if i not in (b, w)]
     count = int(np.prod(sts[b].layout(tuple(leaves[b].shape)).groups))
-    silent = _zero_groups(leaves, sts, [w], count)
-    constant = _zero_groups(leaves, sts, incoming, count) & ~silent
+    readers = [w] + [i for i in incoming if _unit_axis(leaves, sts, i) == _unit_axis(leaves, sts, w)]
+    faulty = _nan_groups(leaves, sts, members, count)
+    silent = _zero_groups(leaves, sts, readers, count) & ~faulty
+    constant = _zero_groups(leaves, sts, incoming, count) & ~silent & ~faulty
     _fold(leaves, sts, names, fold, constant)
     for i in members:  # a unit nothing reads, or folded: zero on every member, removed
         lay = sts[i].layout(tuple(leaves[i].shape))
         gone = silent | (constant if i == w else np.zeros_like(silent))
         off = _structures.expand(lay, jnp.asarray(gone).reshape(lay.grid), leaves[i].shape)
         leaves[i] = jnp.where(off, jnp.zeros_like(leaves[i]), leaves[i])
+
+
+def _unit_axis(leaves: list[Any], sts: list[Any], i: int) -> tuple[int, int]:
+    """The rank of leaf ``i`` and the axis that indexes its units."""
+    shape = tuple(leaves[i].shape)
+    return len(shape), _unit_positions(sts[i].layout(shape), shape, repr(sts[i]))[0]
+
+
+def _nan_groups(leaves: list[Any], sts: list[Any], members: list[int], count: int) -> np.ndarray:
+    """True for the ``count`` groups with a NaN entry on a leaf in ``members``."""
+    bad = np.zeros(count, bool)
+    for i in members:
+        lay = sts[i].layout(tuple(leaves[i].shape))
+        nan = jnp.isnan(leaves[i]).reshape(lay.split)
+        bad |= np.asarray(jnp.any(nan, axis=lay.reduce) if lay.reduce else nan).reshape(-1)
+    return bad
 
 
 def _zero_groups(leaves: list[Any], sts: list[Any], members: list[int], count: int) -> np.ndarray:

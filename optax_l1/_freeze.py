@@ -9,16 +9,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_l1 import _checks, _ftrl, _preconditioned, _target, _transforms, _tree
+from optax_l1 import _checks, _target, _transforms, _tree
 
 _NAME = "freeze_support"
-# States of transforms that contain their optimizer: after the freeze their input is a
-# gradient, not a step, so it cannot be applied "unshrunk".
-_WHOLE_OPTIMIZERS = (
-    _preconditioned.PreconditionedL1State,
-    _preconditioned.ProximalAdamState,
-    _preconditioned.ProximalAdagradState,
-    _ftrl.FtrlState,
+# States of the proximal steps placed after an optimizer: their input is the optimizer's
+# step, which the freeze can apply unshrunk.
+_STEPS = (
+    _transforms.L1ProxState,
+    _transforms.GroupL1ProxState,
+    _transforms.ProximalState,
+)
+# Wrappers that pass their input to the transform they wrap (its state is `inner_state`).
+_WRAPPERS = (
+    optax.InjectHyperparamsState,
+    optax.InjectStatefulHyperparamsState,
+    optax.MaskedState,
 )
 
 
@@ -29,16 +34,30 @@ class FreezeSupportState(NamedTuple):
     inner_state: Any
 
 
+def _is_step(state: Any) -> bool:
+    """Whether ``state`` is that of proximal steps whose input is an optimizer's step:
+    :data:`_STEPS`, ``sparsity_target`` without ``optimizer``, this wrapper, each alone,
+    under :data:`_WRAPPERS`, or chained together (a tuple of them)."""
+    if isinstance(state, _STEPS):
+        return True
+    if isinstance(state, _target.SparsityTargetState):
+        return isinstance(state.inner_state, optax.EmptyState)
+    if isinstance(state, (*_WRAPPERS, FreezeSupportState)):
+        return _is_step(state.inner_state)
+    if type(state) is tuple:  # optax.chain's state
+        return bool(state) and all(_is_step(s) for s in state)
+    return False
+
+
 def _check_inner(inner_state: Any) -> None:
-    whole = isinstance(inner_state, _WHOLE_OPTIMIZERS) or (
-        isinstance(inner_state, _target.SparsityTargetState)
-        and not isinstance(inner_state.inner_state, optax.EmptyState)
-    )
-    if whole:
+    if not _is_step(inner_state):
         raise TypeError(
             f"`{_NAME}` wraps the proximal step placed after an optimizer (l1_prox, "
-            f"group_l1_prox, proximal, ...); {type(inner_state).__name__} contains its "
-            "optimizer, so its input is a gradient that cannot be applied unshrunk"
+            f"group_l1_prox, proximal, sparsity_target), as "
+            f"optax.chain(optimizer, {_NAME}(l1_prox(...), ...)); the state of `transform` "
+            f"({type(inner_state).__name__}) is not one: a transform that contains its "
+            "optimizer (proximal_adam, ftrl, chain_l1_prox, a chain with the optimizer "
+            "in it, ...) gets a gradient, which cannot be applied unshrunk"
         )
 
 
@@ -99,10 +118,14 @@ def freeze_support(
     wrapped state keeps being updated (its count goes on).
 
     Args:
-      transform: the proximal step; not one that contains its optimizer
+      transform: the proximal step (:func:`l1_prox`, :func:`group_l1_prox`,
+        :func:`proximal` or :func:`sparsity_target`, alone, chained together, or under
+        ``optax.inject_hyperparams`` or ``optax.masked``); anything else is a TypeError at
+        ``init``, in particular a transform that contains its optimizer
         (:func:`proximal_adam`, :func:`with_preconditioned_l1`, :func:`proximal_adagrad`,
-        :func:`ftrl`, ``sparsity_target(optimizer=...)``: a TypeError at ``init``).
-        :func:`sparsity_target` holds its own support (``hold="support"``).
+        :func:`ftrl`, :func:`chain_l1_prox`, ``sparsity_target(optimizer=...)``, a chain
+        with the optimizer in it), whose input is a gradient. :func:`sparsity_target`
+        holds its own support (``hold="support"``).
       begin_step: :math:`t_0 \ge 0`, the count from which the support is frozen.
       mask: a pytree of bools (prefix of params; True = frozen) or a callable
         ``params -> mask``; elsewhere the wrapped step's update passes as it is. Give the

@@ -92,6 +92,58 @@ def test_compact_rejects_what_it_cannot_slice():
         optax_l1.compact(p, UNITS, fold=[FOLD, other])
 
 
+def test_fold_keeps_a_unit_another_kernel_still_reads():
+    # Unit 1's row of k2 is zero but k3 (a second head on the same hidden layer) reads it:
+    # it is not silent (found by a probe: it was removed and head 2 changed by up to 6.9).
+    k = jax.random.split(jax.random.PRNGKey(3), 6)
+    p = {
+        "k1": jax.random.normal(k[0], (3, 4)),
+        "b1": jax.random.normal(k[1], (4,)),
+        "k2": jax.random.normal(k[2], (4, 2)).at[1].set(0.0),
+        "b2": jax.random.normal(k[3], (2,)),
+        "k3": jax.random.normal(k[4], (4, 2)),
+        "b3": jax.random.normal(k[5], (2,)),
+    }
+    units = {**UNITS, "k3": optax_l1.Groups(1, couple="h"), "b3": None}
+
+    def net(q, x):
+        h = jax.nn.relu(x @ q["k1"] + q["b1"][None])
+        return jnp.concatenate([h @ q["k2"] + q["b2"][None], h @ q["k3"] + q["b3"][None]], -1)
+
+    x = jax.random.normal(jax.random.PRNGKey(4), (16, 3))
+    small, kept = optax_l1.compact(p, units, fold=[FOLD])
+    assert list(kept["h"]) == [0, 1, 2, 3]
+    _assert_same_outputs(net(p, x), net(small, x))
+    p["k3"] = p["k3"].at[1].set(0.0)  # now nothing reads unit 1: it goes
+    small, kept = optax_l1.compact(p, units, fold=[FOLD])
+    assert list(kept["h"]) == [0, 2, 3]
+    _assert_same_outputs(net(p, x), net(small, x))
+
+
+def test_fold_keeps_a_unit_with_a_nan_so_the_fault_shows():
+    # Units 6-7 have a zero outgoing row (silent); a NaN in unit 6's incoming column makes
+    # the model's output NaN, and the compacted model's too (it was dropped: finite output).
+    p = _sparse_mlp()
+    p["k1"] = p["k1"].at[0, 6].set(jnp.nan)
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+    small, kept = optax_l1.compact(p, UNITS, fold=[FOLD])
+    assert 6 in kept["h"] and 7 not in kept["h"]
+    assert np.isnan(np.asarray(mlp(p, x))).all() and np.isnan(np.asarray(mlp(small, x))).all()
+
+
+def test_fold_refuses_a_bias_with_several_entries_per_unit():
+    heads = {
+        "qkv": optax_l1.Heads(2, axis=1, parts=3, couple="a"),
+        "bqkv": optax_l1.Heads(2, axis=0, parts=3, couple="a"),
+        "o": optax_l1.Heads(2, axis=0, couple="a"),
+        "bo": None,
+    }
+    p = {"qkv": jnp.ones((4, 12)), "bqkv": jnp.ones(12), "o": jnp.ones((4, 4)), "bo": jnp.ones(4)}
+    fold = optax_l1.Fold("a", bias="bqkv", weights="o", next_bias="bo", activation=lambda b: b)
+    with pytest.raises(ValueError, match="'bqkv' has 6 entries per unit"):
+        optax_l1.compact(p, heads, fold=[fold])
+
+
 def attention(p, x, heads, fused):
     d = x.shape[-1]
     if fused:

@@ -83,6 +83,13 @@ def test_freeze_support_refuses_transforms_that_contain_their_optimizer():
         optax_l1.proximal_adam(0.1, strength=0.1),
         optax_l1.ftrl(0.1, strength=0.1),
         optax_l1.sparsity_target(0.5, ramp_steps=3, optimizer=optax.adam(0.1)),
+        # The optimizer inside a chain or a wrapper: after the freeze the gradient itself
+        # was applied (gradient ascent, found by a probe: [0.05, 1, -2] went to [0, 2.8, 0]).
+        optax_l1.chain_l1_prox(optax.sgd, learning_rate=0.1, strength=1.0),
+        optax.chain(optax.sgd(0.1), optax_l1.l1_prox(1.0, learning_rate=0.1)),
+        optax.inject_hyperparams(optax_l1.proximal_adam)(learning_rate=0.1, strength=1.0),
+        optax.identity(),  # not a proximal step
+        optax_l1.add_l1_subgradient(0.1),  # placed before the optimizer: its input is a gradient
     ):
         with pytest.raises(TypeError, match="`freeze_support` wraps the proximal step"):
             optax_l1.freeze_support(tx, begin_step=3).init(params)
@@ -90,6 +97,32 @@ def test_freeze_support_refuses_transforms_that_contain_their_optimizer():
         optax_l1.freeze_support(optax_l1.l1_prox(0.1, learning_rate=0.1), begin_step=-1)
     with pytest.raises(TypeError, match="`transform` must be an optax GradientTransformation"):
         optax_l1.freeze_support(lambda u: u, begin_step=3)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda: optax.inject_hyperparams(optax_l1.l1_prox)(strength=1.0, learning_rate=0.1),
+        lambda: optax.masked(optax_l1.l1_prox(1.0, learning_rate=0.1), True),
+        lambda: optax.chain(optax_l1.l1_prox(1.0, learning_rate=0.1)),
+    ],
+    ids=["inject_hyperparams", "masked", "chain of the step alone"],
+)
+def test_the_step_under_a_wrapper_is_frozen_like_the_step(wrap):
+    # sgd then the wrapped step: l1 zeroes w[0] at step 0; from step 1 the support is frozen
+    # and the survivors take sgd's step unshrunk, as with the step alone (the docstring's).
+    def run(step):
+        tx = optax.chain(optax.sgd(0.1), optax_l1.freeze_support(step, begin_step=1))
+        params = jnp.array([0.05, 1.0, -2.0])
+        state = tx.init(params)
+        for g in (jnp.zeros(3), jnp.array([-5.0, 1.0, 1.0]), jnp.array([-5.0, 1.0, 1.0])):
+            u, state = tx.update(g, state, params)
+            params = optax.apply_updates(params, u)
+        return params
+
+    expected = run(optax_l1.l1_prox(1.0, learning_rate=0.1))
+    np.testing.assert_allclose(expected, [0.0, 0.7, -2.1], rtol=1e-6)
+    np.testing.assert_array_equal(run(wrap()), expected)
 
 
 def test_a_bad_run_time_begin_step_makes_the_update_nan():
