@@ -54,6 +54,16 @@ class Fold:
     next_bias: str
     activation: Callable[[jax.Array], jax.Array]
 
+    def __post_init__(self) -> None:
+        for name in ("couple", "bias", "weights", "next_bias"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"`{name}` of Fold must be a str, got {getattr(self, name)!r}")
+        if not callable(self.activation):
+            raise TypeError(
+                f"`activation` of Fold must be a function (jax.nn.relu, ...), "
+                f"got {self.activation!r}"
+            )
+
 
 class Compacted(NamedTuple):
     """What :func:`compact` returns.
@@ -246,7 +256,8 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
         )
     incoming = [i for i in members if i not in (b, w)]
     count = int(np.prod(sts[b].layout(tuple(leaves[b].shape)).groups))
-    readers = [w] + [i for i in incoming if _unit_axis(leaves, sts, i) == _unit_axis(leaves, sts, w)]
+    axis = _unit_axis(leaves, sts, w)
+    readers = [w] + [i for i in incoming if _unit_axis(leaves, sts, i) == axis]
     faulty = _nan_groups(leaves, sts, members, count)
     silent = _zero_groups(leaves, sts, readers, count) & ~faulty
     constant = _zero_groups(leaves, sts, incoming, count) & ~silent & ~faulty

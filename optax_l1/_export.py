@@ -144,7 +144,8 @@ def n_of_m_matmul(x: jax.Array, w: NofM) -> jax.Array:
       w: an :class:`NofM` of a 2-D kernel packed along axis 0.
 
     Returns:
-      ``(..., out)``, equal to ``x @ w.todense()`` up to float rounding.
+      ``(..., out)``, equal to ``x @ w.todense()`` up to float rounding, in its dtype
+      (an integer or bfloat16 ``x`` with float32 values gives float32).
 
     Examples:
       >>> import jax.numpy as jnp, optax_l1
@@ -155,12 +156,19 @@ def n_of_m_matmul(x: jax.Array, w: NofM) -> jax.Array:
     if w.axis != 0 or w.values.ndim != 3:
         raise ValueError("`n_of_m_matmul` takes a 2-D kernel (in, out) packed along axis 0")
     blocks, n, out = w.values.shape
+    if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != blocks * w.m:
+        raise ValueError(
+            f"`x` must be (..., {blocks * w.m}) for this kernel of {blocks * w.m} inputs, "
+            f"got shape {jnp.shape(x)}"
+        )
+    dtype = jnp.result_type(x, w.values)  # as x @ w.todense(): never narrower than either
+    x = jnp.asarray(x, dtype)
     xb = x.reshape(*x.shape[:-1], blocks, w.m)  # (..., B, m)
     pos = w.positions.astype(jnp.int32)  # (B, n, out)
     picked = jnp.take_along_axis(
         xb[..., :, :, None], pos.reshape((1,) * (x.ndim - 1) + pos.shape), axis=-2
     )  # (..., B, n, out)
-    return jnp.einsum("...bno,bno->...o", picked, w.values.astype(x.dtype))
+    return jnp.einsum("...bno,bno->...o", picked, w.values.astype(dtype))
 
 
 def nbytes(tree: Any) -> int:

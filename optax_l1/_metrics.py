@@ -111,10 +111,19 @@ def sparsity_report(
     if _checks.check_flag("rank", rank):
         for name, x in _selected(params, mask):
             if jnp.ndim(x) >= 2:
-                ranks = _spectral.matrix_rank(x)
-                report[name + ":rank"] = jnp.mean(ranks.astype(jnp.float32))
+                report[name + ":rank"] = _mean_rank(x)
     report["total"] = sparsity(params, mask=mask)
     return report
+
+
+def _mean_rank(x: jax.Array) -> jax.Array:
+    """The mean numerical rank of the matrices of ``x`` (0 for none); NaN where a matrix
+    holds a NaN (its SVD has no meaning: a diverged layer must not read as low rank)."""
+    ranks = _spectral.matrix_rank(x).astype(jnp.float32)
+    if ranks.size == 0:
+        return jnp.float32(0.0)
+    ranks = jnp.where(jnp.any(jnp.isnan(x), axis=(-2, -1)), jnp.nan, ranks)
+    return jnp.mean(ranks)
 
 
 def _zero_groups(lay: _structures.Layout, x: jax.Array) -> jax.Array:

@@ -64,6 +64,11 @@ def nuclear_threshold(tree: Any, threshold: Any) -> Any:
     t = _tree.broadcast_prefix("threshold", threshold, tree)
 
     def leaf(z, ti):
+        if jnp.ndim(ti) != 0:
+            raise ValueError(
+                f"`threshold` must be one number per leaf (a scalar or a pytree prefix of "
+                f"scalars), got an array of shape {jnp.shape(ti)}"
+            )
         return _spectral_map(z, lambda s: jnp.maximum(s - ti, 0.0), "nuclear_threshold")
 
     return _operators.map_inexact(leaf, tree, t)

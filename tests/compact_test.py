@@ -87,6 +87,10 @@ def test_compact_rejects_what_it_cannot_slice():
     with pytest.raises(ValueError, match="no leaf at path 'nope'"):
         bad = optax_l1.Fold("h", bias="nope", weights="k2", next_bias="b2", activation=jax.nn.relu)
         optax_l1.compact(p, UNITS, fold=[bad])
+    with pytest.raises(TypeError, match="`activation` of Fold must be a function"):
+        optax_l1.Fold("h", bias="b1", weights="k2", next_bias="b2", activation="relu")  # pyright: ignore[reportArgumentType]
+    with pytest.raises(TypeError, match="`weights` of Fold must be a str"):
+        optax_l1.Fold("h", bias="b1", weights=("k2",), next_bias="b2", activation=jax.nn.relu)  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="labels no structure carries"):
         other = optax_l1.Fold("z", bias="b1", weights="k2", next_bias="b2", activation=jax.nn.relu)
         optax_l1.compact(p, UNITS, fold=[FOLD, other])

@@ -45,6 +45,19 @@ def test_n_of_m_matmul_equals_the_dense_product():
     assert optax_l1.nbytes(w) == 32 * 9 * 4
 
 
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bfloat16])
+def test_n_of_m_matmul_keeps_the_dtype_of_the_dense_product(dtype):
+    # The packed float32 values were cast to the input's dtype: int32 [1, 2, 3, 4] gave
+    # [[0]] for the weights [0, 0.7, 0, 0.4] instead of [[3.]] (a probe).
+    w = jnp.array([[0.0], [0.7], [0.0], [0.4]])
+    x = jnp.array([[1, 2, 3, 4]], dtype)
+    got = optax_l1.n_of_m_matmul(x, optax_l1.pack_n_of_m(w, 2, 4))
+    assert got.dtype == (x @ w).dtype == jnp.float32
+    np.testing.assert_allclose(got, x @ w, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`x` must be \(\.\.\., 4\)"):
+        optax_l1.n_of_m_matmul(jnp.ones((1, 5)), optax_l1.pack_n_of_m(w, 2, 4))
+
+
 def test_pack_refuses_a_kernel_that_is_not_n_of_m():
     w = jnp.ones((8, 2))
     with pytest.raises(ValueError, match="with 4 non-zeros, more than `n`=2"):

@@ -39,6 +39,21 @@ def test_stacks_of_matrices_and_errors():
         optax_l1.nuclear_threshold(z, -1.0)
     with pytest.raises(ValueError, match="`rank` must be"):
         optax_l1.rank_projection(z, -1)
+    # One number per leaf: a vector thresholded the k-th singular value by its k-th entry,
+    # and a matrix broadcast the result to another shape (a probe).
+    for bad in (jnp.array([0.0, 0.0, 5.0]), jnp.ones((4, 4)), jnp.ones((1, 1))):
+        with pytest.raises(ValueError, match="`threshold` must be one number per leaf"):
+            jax.jit(optax_l1.nuclear_threshold)(z, bad)
+
+
+def test_the_rank_of_a_matrix_with_a_nan_is_nan_never_low():
+    report = optax_l1.sparsity_report(
+        {"w": jnp.array([[jnp.nan, 0.0], [0.0, 1.0]]), "s": jnp.stack([jnp.eye(3)] * 2)},
+        rank=True,
+    )
+    assert np.isnan(report["w:rank"]) and float(report["s:rank"]) == 3.0
+    empty = optax_l1.sparsity_report({"w": jnp.zeros((0, 3, 3))}, rank=True)
+    assert float(empty["w:rank"]) == 0.0
 
 
 def _objective(w, z, t):

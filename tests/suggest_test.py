@@ -100,6 +100,16 @@ def test_bad_input_raises_naming_the_argument():
     for value in (0.0, 1.0, -0.1, float("nan")):
         with pytest.raises(ValueError, match="`sparsity`"):
             optax_l1.suggest_strength(P, state, value, for_transform="l1_prox", batch_size=8)
+    # One number each: arrays broadcast against the leaves (batch_size [8, 1, 1, 1] gave
+    # 0.94 instead of 3.28, a probe) or failed without the argument's name.
+    for name, value in (("sparsity", np.array([0.2, 0.7])), ("batch_size", np.array([8, 1]))):
+        with pytest.raises(TypeError, match=f"`{name}` must be a scalar"):
+            kwargs = {"sparsity": 0.5, "batch_size": 8, name: value}
+            optax_l1.suggest_strength(P, state, for_transform="l1_prox", **kwargs)
+    with pytest.raises(TypeError, match="`eps` must be a scalar"):
+        optax_l1.suggest_strength(
+            P, state, 0.5, for_transform="l1_prox", batch_size=8, eps=np.ones(2)
+        )
     with pytest.raises(ValueError, match="`for_transform`"):
         optax_l1.suggest_strength(P, state, 0.5, for_transform="adam", batch_size=8)  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="`b2`"):
