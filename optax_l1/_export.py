@@ -77,11 +77,12 @@ class NofM:
     axis: int
 
     def todense(self) -> jax.Array:
-        """The dense kernel back (exactly)."""
+        """The dense kernel back (exactly, inf and NaN included; the sign of a zero aside):
+        each value written at its position, no arithmetic."""
         v = jnp.moveaxis(self.values, (self.axis, self.axis + 1), (-2, -1))
         pos = jnp.moveaxis(self.positions, (self.axis, self.axis + 1), (-2, -1)).astype(jnp.int32)
-        one_hot = jax.nn.one_hot(pos, self.m, dtype=v.dtype)  # (..., B, n, m)
-        dense = jnp.einsum("...bn,...bnm->...bm", v, one_hot)
+        dense = jnp.zeros((*v.shape[:-1], self.m), v.dtype)  # (..., B, m)
+        dense = jnp.put_along_axis(dense, pos, v, axis=-1, inplace=False)
         dense = dense.reshape(*dense.shape[:-2], -1)
         return jnp.moveaxis(dense, -1, self.axis)
 

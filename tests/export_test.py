@@ -45,6 +45,12 @@ def test_n_of_m_matmul_equals_the_dense_product():
     assert optax_l1.nbytes(w) == 32 * 9 * 4
 
 
+def test_n_of_m_round_trip_keeps_inf_and_nan_in_their_place():
+    # todense multiplied by a one-hot: an inf made its whole block NaN (a probe).
+    w = jnp.array([[jnp.inf], [1.0], [0.0], [0.0], [0.0], [jnp.nan], [-2.0], [0.0]])
+    np.testing.assert_array_equal(optax_l1.pack_n_of_m(w, 2, 4).todense(), w)
+
+
 @pytest.mark.parametrize("dtype", [jnp.int32, jnp.bfloat16])
 def test_n_of_m_matmul_keeps_the_dtype_of_the_dense_product(dtype):
     # The packed float32 values were cast to the input's dtype: int32 [1, 2, 3, 4] gave
