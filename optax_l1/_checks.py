@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.core import Tracer
 
 NO_PARAMS_MSG = (
     "`{name}` needs the current params: call `tx.update(updates, state, params)`; "
@@ -235,6 +236,16 @@ def check_ftrl_denominator(initial_accumulator_value, beta, l2, l2_shrinkage, po
 def check_params(name: str, params: Any) -> None:
     if params is None:
         raise ValueError(NO_PARAMS_MSG.format(name=name))
+
+
+def check_eager(name: str, tree: Any) -> None:
+    """Raises a TypeError naming the function ``name`` when ``tree`` holds a traced array:
+    it runs eagerly (the shapes it returns depend on the values)."""
+    if any(isinstance(x, Tracer) for x in jax.tree.leaves(tree)):
+        raise TypeError(
+            f"`{name}` runs eagerly (the shapes it returns depend on the values): call it "
+            "outside jax.jit / vmap / grad, on concrete arrays"
+        )
 
 
 def runtime_checked(value: Any, rule: Rule) -> jax.Array:

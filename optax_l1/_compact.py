@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_l1 import _masks, _structures, _tree
+from optax_l1 import _checks, _masks, _structures, _tree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +218,7 @@ def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compac
       >>> kept["h"], small["k1"].shape, small["k2"].shape
       (array([0, 2]), (1, 2), (2, 1))
     """
+    _checks.check_eager("compact", params)
     leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
     live = [x is not None and _tree.is_inexact(x) for x in leaves]
     sts = _structures.resolve("structure", structure, params, live)

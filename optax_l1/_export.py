@@ -41,6 +41,7 @@ def to_bcoo(params: Any, *, mask: Any = None) -> Any:
       >>> sp.nse, sp.todense().tolist()
       (1, [[0.0, 2.0], [0.0, 0.0]])
     """
+    _checks.check_eager("to_bcoo", params)
     leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
     keep = _tree.resolve_mask(mask, params)
     out = [
@@ -114,6 +115,7 @@ def pack_n_of_m(x: jax.Array, n: int, m: int, *, axis: int = 0) -> NofM:
     _checks.check_number("n", n, _checks.at_least(1), integer=True, scalar=True)
     _checks.check_number("m", m, _checks.at_least(1), integer=True, scalar=True)
     n, m = int(n), int(m)
+    _checks.check_eager("pack_n_of_m", x)
     if n > m or m > 256:
         raise ValueError(f"`n` must be at most `m` and `m` at most 256, got n={n}, m={m}")
     x = jnp.asarray(x)

@@ -45,6 +45,21 @@ def test_n_of_m_matmul_equals_the_dense_product():
     assert optax_l1.nbytes(w) == 32 * 9 * 4
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        ("to_bcoo", lambda w: optax_l1.to_bcoo({"w": w})),
+        ("pack_n_of_m", lambda w: optax_l1.pack_n_of_m(w, 2, 4)),
+        ("compact", lambda w: optax_l1.compact({"w": w}, {"w": optax_l1.Groups(0, couple="h")})),
+    ],
+    ids=lambda c: c[0],
+)
+def test_the_eager_conversions_say_so_under_jit(call):
+    name, fn = call
+    with pytest.raises(TypeError, match=f"`{name}` runs eagerly"):
+        jax.jit(fn)(jnp.ones((4, 2)))
+
+
 def test_n_of_m_round_trip_keeps_inf_and_nan_in_their_place():
     # todense multiplied by a one-hot: an inf made its whole block NaN (a probe).
     w = jnp.array([[jnp.inf], [1.0], [0.0], [0.0], [0.0], [jnp.nan], [-2.0], [0.0]])
