@@ -57,8 +57,10 @@ def suggest_strength(
     sparsity changes the gradients. Measured with ``benchmarks/suggest_strength.py``
     (RESULTS.md), full runs at the suggested strength ended 0-9 points from the wanted
     fraction for the chain on a digits MLP (3 seeds, 50-90%) but 20-26 points under on a
-    small transformer, and for ``proximal_adam`` 0-4 points off at 80-90% and 9-13 points
-    over at 50% on both. When the fraction of zeros must be exact, use
+    small transformer, and for ``proximal_adam`` 0-4 points off at 80-90% (but for one
+    digits run of six that collapsed to 42 points under late in training: the L1-under-Adam
+    dynamics at a constant learning rate, not the suggestion) and 9-13 points over at 50%
+    on both. When the fraction of zeros must be exact, use
     :func:`sparsity_target`, which needs no strength.
 
     Args:

@@ -915,7 +915,8 @@ def sparsity_target(
     :math:`\tilde w` are the params, except that a zeroed weight keeps taking the
     optimizer's updates there (the gradient at the sparse point: a straight-through
     estimator), so it comes back when it outgrows the threshold. This is gradual magnitude
-    pruning (Zhu & Gupta 2017) with one global threshold found exactly at every step and a
+    pruning (Zhu & Gupta 2017) with one global threshold found at every step (exactly, or
+    from a sample on large params: see Cost) and a
     dense latent copy (as torchao's pruning-aware training keeps by default) for the first
     half of the ramp (``latent_until``); after it a zeroed weight restarts from 0 on every
     step. With ``latent=False`` there is no copy: the search scores the params *before* the
