@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 
 from optax_l1 import _checks, _masks, _tree
@@ -273,6 +274,34 @@ def expand(layout: Layout, values: jax.Array, shape: tuple[int, ...]) -> jax.Arr
     return jnp.broadcast_to(values, layout.split).reshape(shape)
 
 
+def _hidden_or_leaf(x: Any) -> bool:
+    """None or an ``optax.MaskedNode`` (the leaves outside an ``optax.masked`` or
+    ``multi_transform`` partition): a leaf the transform does not see."""
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def _check_coupled_visible(name: str, structure: Any, tree: Any) -> None:
+    """Raises when a coupled structure sits on a part of ``tree`` with no leaf (masked out
+    by ``optax.masked`` / ``multi_transform``): its group would be split silently."""
+    is_leaf = lambda s: s is None or isinstance(s, Structure)  # noqa: E731
+
+    def check(s: Any, sub: Any) -> None:
+        hidden = not jax.tree.leaves(sub, is_leaf=_tree.is_none)  # a MaskedNode: no leaf
+        if isinstance(s, Structure) and s.couple is not None and hidden:
+            raise ValueError(
+                f"`{name}`: a leaf labelled `couple`={s.couple!r} is outside this transform's "
+                "part of the params (optax.masked / multi_transform): a coupled group must "
+                "see all its leaves; put them in the same part or drop the label there"
+            )
+
+    try:
+        jax.tree.map(check, structure, tree, is_leaf=is_leaf)
+    except (TypeError, ValueError) as e:
+        if "`couple`" in str(e):
+            raise
+        # not a prefix of tree: broadcast_prefix says so, naming the argument
+
+
 def resolve(name: str, structure: Any, tree: Any, selected: Sequence[bool]) -> list[Any]:
     """One :class:`Structure` per leaf of ``tree`` (None for unselected leaves).
 
@@ -281,6 +310,8 @@ def resolve(name: str, structure: Any, tree: Any, selected: Sequence[bool]) -> l
     """
     if callable(structure) and not isinstance(structure, Structure):
         structure = structure(tree)
+    if not isinstance(structure, Structure):
+        _check_coupled_visible(name, structure, tree)
     is_leaf = lambda s: s is None or isinstance(s, Structure)  # noqa: E731
     if isinstance(structure, Structure):
         flat = [structure] * len(selected)
@@ -406,6 +437,12 @@ def path_structure(rules: Any) -> Callable[[Any], Any]:
     of the first expression that :func:`re.search` finds in it, and None (not
     regularized) when none does. A callable works inside :func:`optax.masked` and
     :func:`optax.multi_transform`, where a pytree of structures would not match the tree.
+    A coupled group must lie in one part: a coupled rule that matches a leaf the transform
+    does not see (masked out by ``mask``, or by :func:`optax.masked` with a mask given leaf
+    by leaf) raises a ValueError; a ``multi_transform`` label given to a whole sub-tree
+    hides its leaves as one node, whose paths cannot be matched: keep a coupled group's
+    leaves in one partition. Under :func:`optax.inject_hyperparams`, pass
+    ``static_args=('structure',)`` (a TypeError says so otherwise).
 
     Args:
       rules: ``{regex: Structure}`` or ``[(regex, Structure), ...]``.
@@ -437,12 +474,17 @@ def path_structure(rules: Any) -> Callable[[Any], Any]:
         compiled.append((regex, structure))
 
     def assign(params: Any) -> Any:
-        def leaf(path, x):
-            if x is None:
-                return None
+        if isinstance(params, jax.Array) and params.ndim == 0 and not _tree.is_inexact(params):
+            raise TypeError(
+                "a `structure` callable was called with a step count: under "
+                "`optax.inject_hyperparams`, pass `static_args=('structure',)` (it treats a "
+                "callable argument as a schedule otherwise)"
+            )
+
+        def leaf(path, x):  # also where the leaf is None or masked out: a coupled one raises
             name = _masks.path_name(path)
             return next((s for r, s in compiled if r.search(name)), None)
 
-        return jax.tree_util.tree_map_with_path(leaf, params, is_leaf=_tree.is_none)
+        return jax.tree_util.tree_map_with_path(leaf, params, is_leaf=_hidden_or_leaf)
 
     return assign

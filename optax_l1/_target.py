@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -206,8 +207,9 @@ def _threshold(
     """The threshold of each unit on a due search and the fraction of groups at most it
     (the zeros it gives), else the last search's. A unit's threshold is the k-th smallest of
     its scores, ``k = floor(s_t r n)`` (moving average ``smoothing`` with the previous
-    search's, except on the last search); with ``k = 0`` nothing is zeroed (``-inf``). A
-    NaN score is not zeroed (it stays visible in the weights).
+    search's, capped at that k-th score, except on the last search); with ``k = 0``
+    nothing is zeroed (``-inf``). A NaN score is not zeroed (it stays visible in the
+    weights).
 
     ``scores(u, grids)`` (unit ``u``'s score arrays; ``grids``: the group scores, from
     ``groups.grids()``, or None) is called inside the search's branch, so a step without a
@@ -236,6 +238,9 @@ def _threshold(
             return tau, jnp.where(ok, at_most, 0)
         beta = jnp.where(phase.last, 0.0, jnp.asarray(cfg.smoothing, dtype)).astype(dtype)
         tau = beta * previous.astype(dtype) + (1 - beta) * jnp.where(ok, kth, 0)
+        # Never above this search's k-th score: smoothing may lag the ramp, never pass it
+        # (a zero it added past k_t could not come back once the copy is gone).
+        tau = jnp.minimum(tau, jnp.where(ok, kth, 0)).astype(dtype)
         tau = jnp.where(miscounted, jnp.nan, jnp.where(ok, tau, -jnp.inf))
         counts = (jnp.sum(_select.values(x) <= tau, dtype=jnp.int32) for x in leaves)
         return tau, sum(counts, jnp.int32(0))
@@ -442,7 +447,7 @@ def _n_of_m_prox(z_def, z_leaves, w_leaves, a_leaves, live, phase, state, cfg: _
         raise ValueError("a `Blocks` allocation (N:M) zeroes entries: give no group `structure`")
     names = _structures.leaf_names(z_def.unflatten(z_leaves))
     _structures.layouts([blocks if st else None for st in live], w_leaves, names, "allocation")
-    k = jnp.floor(phase.scheduled * blocks.size).astype(jnp.int32)
+    k = jnp.floor(phase.scheduled * blocks.size + _NM_SLACK).astype(jnp.int32)
     ranked = [(w, a) for w, a, st in zip(w_leaves, a_leaves, live, strict=True) if st]
     if not ranked:
         return z_def.unflatten(z_leaves), (
@@ -585,14 +590,20 @@ def _group_grids(sts, lays, plain, sources, dtype) -> list[jax.Array | None]:
     plain uncoupled entries (scored where they are used, so no temporary is kept).
     ``sources``: the scored leaves and each one's ``d`` or None."""
     w_leaves, d_leaves = sources
-    weighted = [  # complex entries keep their modulus: sq_norms takes |x|^2
-        None if p else (w if d is None else w * d)
+    weighted = [  # at least float32 (a float16 square underflows); complex keeps its modulus
+        None if p else (_wide(w) if d is None else _wide(w) * d)
         for w, d, p in zip(w_leaves, d_leaves, plain, strict=True)
     ]
     sqs = _structures.coupled_sq_norms(
         sts, [None if p else lay for lay, p in zip(lays, plain, strict=True)], weighted
     )
     return [None if sq is None else _structures.safe_sqrt(sq.astype(dtype)) for sq in sqs]
+
+
+def _wide(x: Any) -> Any:
+    """``x`` in at least float32 (complex kept complex)."""
+    x = jnp.asarray(x)
+    return x.astype(_tree.compute_dtype(x.dtype))
 
 
 def _check_shrink(sts: list[Any], cfg: _Config) -> None:
@@ -796,7 +807,21 @@ def _runtime_bad(cfg: _Config) -> jax.Array | None:
     breaks its rule; None when every one was known, and checked, at construction."""
     late = [(getattr(cfg, f), rule) for f, rule in _RUNTIME_RULES]
     checked = [_checks.runtime_checked(v, rule) for v, rule in late if _checks.concrete(v) is None]
-    return None if not checked else jnp.isnan(sum(checked, jnp.float32(0)))
+    bad = None if not checked else jnp.isnan(sum(checked, jnp.float32(0)))
+    if isinstance(cfg.allocation, _structures.Blocks):  # N:M: what it cannot do, at run time
+        nm = _n_of_m_misfit(cfg.target, cfg.allocation.size) | (jnp.asarray(cfg.smoothing) != 0)
+        bad = nm if bad is None else bad | nm
+    return bad
+
+
+def _n_of_m_misfit(target: Any, m: int, xp: Any = jnp) -> Any:
+    """Whether ``target`` zeroes no whole number of entries in a block of ``m`` (``xp``:
+    NumPy for a value known at construction, jax.numpy at run time)."""
+    zeros = xp.asarray(target, xp.float32) * m
+    return xp.abs(zeros - xp.round(zeros)) > _NM_SLACK
+
+
+_NM_SLACK = 1e-4  # float32 rounding of target * m (2/3 * 3 is 1.9999999)
 
 
 def _poison(aligned: _tree.Aligned, out: Any, bad: jax.Array | None) -> Any:
@@ -811,8 +836,17 @@ def _check_n_of_m(cfg: _Config) -> None:
     """What a ``Blocks`` allocation (a rank within each block, no threshold) cannot do."""
     if cfg.shrink != "hard":
         raise ValueError("`allocation=Blocks(...)` (N:M) zeroes entries: use `shrink='hard'`")
-    if not _checks.is_literal_zero(cfg.smoothing):
+    smoothing = _checks.concrete(cfg.smoothing)
+    if smoothing is not None and np.any(smoothing != 0):
         raise ValueError("`allocation=Blocks(...)` (N:M) has no threshold to smooth: `smoothing=0`")
+    m, target = cfg.allocation.size, _checks.concrete(cfg.target)
+    if target is not None and _n_of_m_misfit(np.float32(target), m, np):
+        low, high = math.floor(float(target) * m), math.ceil(float(target) * m)
+        raise ValueError(
+            f"`target` with `allocation=Blocks({m})` (N:M) zeroes a whole number of entries in "
+            f"every block of {m}: a multiple of 1/{m}, got {float(target)} (target={low / m} "
+            f"or {high / m}: {low} or {high} of every {m})"
+        )
     if cfg.allocation.couple is not None:
         raise ValueError("`allocation=Blocks(...)` takes no `couple` label (blocks are per leaf)")
 
@@ -997,8 +1031,10 @@ def sparsity_target(
         ``"track"`` keeps searching every ``update_every`` steps to hold the target.
       update_every: search every this many steps (>= 1), and at :math:`t_0 + T`.
       shrink: ``"hard"`` (survivors untouched) or ``"soft"`` (survivors shrunk).
-      smoothing: :math:`\beta \in [0, 1)`, a moving average of the threshold over searches
-        (0: none; the last search of the ramp is unsmoothed so a frozen support is on target).
+      smoothing: :math:`\beta \in [0, 1)`, a moving average of the threshold over searches,
+        never above the search's own threshold (so it only delays zeros: the ramp's value
+        stays an upper bound), 0: none; the last search of the ramp is unsmoothed so a
+        frozen support is on target.
       quantile: ``"sample"`` (default: exact under :math:`2^{20}` regularized entries,
         else from a sample during the ramp and exact at its end), ``"radix"``,
         ``"bisect"`` or ``"sort"`` (exact at every search): how the threshold is found

@@ -607,3 +607,89 @@ def test_group_constraint_zeroes_exactly_the_smallest_groups(w, s):
     assert dead.sum() == k
     assert set(np.flatnonzero(dead)) == set(np.argsort(norms)[:k])
     np.testing.assert_array_equal(np.asarray(p)[:, ~dead], w[:, ~dead])  # survivors untouched
+
+
+def _mlp_params():
+    r = np.random.default_rng(0)
+    return {
+        "fc1": {"kernel": jnp.asarray(r.standard_normal((8, 16)), jnp.float32),
+                "bias": jnp.asarray(r.standard_normal(16), jnp.float32)},
+        "fc2": {"kernel": jnp.asarray(r.standard_normal((16, 4)), jnp.float32),
+                "bias": jnp.asarray(r.standard_normal(4), jnp.float32)},
+    }  # fmt: skip
+
+
+UNITS = optax_l1.path_structure(
+    {
+        r"^fc1/kernel$": optax_l1.Groups(0, couple="h"),
+        r"^fc1/bias$": optax_l1.Elements(couple="h"),
+        r"^fc2/kernel$": optax_l1.Groups(1, couple="h"),
+    }
+)
+
+
+def test_a_structure_callable_under_inject_hyperparams_says_static_args():
+    # optax called it with the step count and the run went on entry by entry, logging the
+    # target as met (a probe); mask had this check already.
+    tx = optax.inject_hyperparams(optax_l1.sparsity_target)(0.5, ramp_steps=1, structure=UNITS)
+    with pytest.raises(TypeError, match=r"static_args=\('structure',\)"):
+        tx.init(_mlp_params())
+    fixed = optax.inject_hyperparams(optax_l1.sparsity_target, static_args=("structure",))
+    tx = fixed(0.5, ramp_steps=1, structure=UNITS)
+    params = _mlp_params()
+    state = tx.init(params)
+    for _ in range(2):
+        u, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+        params = optax.apply_updates(params, u)
+    dead = np.all(np.asarray(params["fc1"]["kernel"]) == 0, axis=0)
+    assert dead.sum() == 8
+    np.testing.assert_array_equal(np.asarray(params["fc1"]["bias"])[dead], 0.0)
+    np.testing.assert_array_equal(np.asarray(params["fc2"]["kernel"])[dead], 0.0)
+    assert np.all(np.asarray(params["fc2"]["bias"]) != 0)
+
+
+def _masked_out_fc2(make):
+    only_fc1 = {"fc1": {"kernel": True, "bias": True}, "fc2": {"kernel": False, "bias": False}}
+    return optax.masked(make(), only_fc1)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: optax_l1.group_l1_prox(
+            4.0, learning_rate=1.0, structure=UNITS, mask=optax_l1.kernel_mask
+        ),
+        lambda: _masked_out_fc2(
+            lambda: optax_l1.sparsity_target(0.5, ramp_steps=1, structure=UNITS)
+        ),
+        lambda: _masked_out_fc2(
+            lambda: optax_l1.group_l1_prox(4.0, learning_rate=1.0, structure=UNITS)
+        ),
+    ],
+    ids=["group_l1_prox mask=", "masked sparsity_target", "masked group_l1_prox"],
+)
+def test_a_coupled_group_split_by_a_mask_is_refused(build):
+    # The unit's bias (masked by kernel_mask) or its fc2 rows (outside optax.masked) were
+    # left out and the rest of the unit zeroed: "dead" units with live leaves (a probe).
+    params = _mlp_params()
+    tx = build()
+    with pytest.raises(ValueError, match="a coupled group must see all its leaves"):
+        tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+
+
+def test_an_n_of_m_target_that_is_no_whole_count_per_block_is_refused():
+    # floor(0.2 * 4) = 0: a 0.2 target with 2:4-style blocks gave no zero and logged the
+    # target (a probe). A traced target of that kind makes the updates NaN.
+    w = jax.random.normal(jax.random.PRNGKey(0), (8, 4))
+    blocks = optax_l1.Blocks(4, axis=0)
+    with pytest.raises(ValueError, match=r"a multiple of 1/4, got 0\.2 \(target=0\.0 or 0\.25"):
+        optax_l1.sparsity_target(0.2, ramp_steps=1, allocation=blocks)
+
+    @jax.jit
+    def step(target):
+        tx = optax_l1.sparsity_target(target, ramp_steps=1, allocation=blocks)
+        u, _ = tx.update(w, tx.init(w), w)
+        return u
+
+    assert np.all(np.isnan(step(jnp.float32(0.3))))
+    assert np.isfinite(step(jnp.float32(0.5))).all()

@@ -432,6 +432,45 @@ def test_smoothing_lags_but_stays_close():
     assert _count(measured[40]) == _count(measured[-1]) == _k(0.7)
 
 
+def test_smoothing_never_zeroes_past_the_ramp():
+    # Groups whose weights decay (gradient 0.8 w, sgd 0.1) and no latent copy: a smoothed
+    # threshold above the search's own k-th score zeroed groups past the ramp, which could
+    # not come back (27 of 40 columns frozen for a 0.5 target, found by a probe). Now the
+    # zeros stay under the ramp's value at every step and the support ends on target.
+    w = jnp.asarray(np.random.default_rng(1).standard_normal((16, 40)), jnp.float32)
+    for smoothing in (0.0, 0.9):
+        st = optax_l1.sparsity_target(
+            0.5, ramp_steps=20, smoothing=smoothing, structure=optax_l1.Groups(0), latent=False
+        )
+        tx = optax.chain(optax.sgd(0.1), st)
+        params, state = {"w": w}, tx.init({"w": w})
+        for _ in range(26):
+            u, state = tx.update({"w": 0.8 * params["w"]}, state, params)
+            params = optax.apply_updates(params, u)
+            dead = float(np.mean(np.all(np.asarray(params["w"]) == 0, axis=0)))
+            assert dead <= float(state[1].scheduled) + 1e-6
+        assert int(np.sum(np.all(np.asarray(params["w"]) == 0, axis=0))) == 20
+
+
+def test_float16_group_scores_do_not_underflow():
+    # Columns of ~1e-4 weights: squared in float16 they underflowed to 0 and tied, so
+    # latent=False zeroed 21 of 32 columns for a 0.5 target (a probe); the norms are now
+    # taken in float32, as with the latent copy.
+    w = jnp.asarray(np.random.default_rng(0).standard_normal((64, 32)) * 1e-4, jnp.float16)
+    for latent in (False, True):
+        tx = optax_l1.sparsity_target(
+            0.5, ramp_steps=1, structure=optax_l1.Groups(0), latent=latent
+        )
+        params, state = {"w": w}, tx.init({"w": w})
+        for _ in range(2):
+            u, state = tx.update({"w": jnp.zeros_like(w)}, state, params)
+            params = optax.apply_updates(params, u)
+        dead = np.all(np.asarray(params["w"]) == 0, axis=0)
+        norms = np.linalg.norm(np.asarray(w, np.float64), axis=0)
+        assert dead.sum() == 16
+        np.testing.assert_array_equal(np.flatnonzero(dead), np.sort(np.argsort(norms)[:16]))
+
+
 # ----------------------------------------------------------------------------- integration
 
 
