@@ -36,8 +36,8 @@ class Fold:
     unit is removed. A unit whose slice of ``weights`` is zero is removed too (nothing
     reads it) when it is also zero on every other leaf of the label that holds its units
     on the same axis as ``weights`` (another kernel that may read it: a unit a second head
-    still reads stays). A unit with a NaN entry on any leaf of the label stays (the fault
-    shows in the compacted model). The bias must have one entry per unit (an MLP unit's,
+    still reads stays). A unit with a NaN or infinite entry on any leaf of the label stays
+    (the fault shows in the compacted model). The bias must have one entry per unit (an MLP unit's,
     not a head's on a fused q/k/v bias: a ValueError).
 
     Attributes:
@@ -246,7 +246,7 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
     """Units with zero incoming weights output ``act(bias)``: folded into the next bias.
     Units nothing reads (zero on the next kernel and on every member that holds its units
     on the same axis, which may read them too) contribute nothing: zeroed on every member.
-    A unit with a NaN entry is neither (it stays, so the fault shows)."""
+    A unit with a NaN or inf entry is neither (it stays, so the fault shows)."""
     for path in (fold.bias, fold.weights, fold.next_bias):
         if path not in names:
             raise ValueError(f"`fold`: no leaf at path {path!r}; paths are {sorted(names)}")
@@ -259,7 +259,7 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
     count = int(np.prod(sts[b].layout(tuple(leaves[b].shape)).groups))
     axis = _unit_axis(leaves, sts, w)
     readers = [w] + [i for i in incoming if _unit_axis(leaves, sts, i) == axis]
-    faulty = _nan_groups(leaves, sts, members, count)
+    faulty = _faulty_groups(leaves, sts, members, count)
     silent = _zero_groups(leaves, sts, readers, count) & ~faulty
     constant = _zero_groups(leaves, sts, incoming, count) & ~silent & ~faulty
     _fold(leaves, sts, names, fold, constant)
@@ -270,18 +270,19 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
         leaves[i] = jnp.where(off, jnp.zeros_like(leaves[i]), leaves[i])
 
 
-def _unit_axis(leaves: list[Any], sts: list[Any], i: int) -> tuple[int, int]:
-    """The rank of leaf ``i`` and the axis that indexes its units."""
+def _unit_axis(leaves: list[Any], sts: list[Any], i: int) -> int:
+    """The axis that indexes the units of leaf ``i``."""
     shape = tuple(leaves[i].shape)
-    return len(shape), _unit_positions(sts[i].layout(shape), shape, repr(sts[i]))[0]
+    return _unit_positions(sts[i].layout(shape), shape, repr(sts[i]))[0]
 
 
-def _nan_groups(leaves: list[Any], sts: list[Any], members: list[int], count: int) -> np.ndarray:
-    """True for the ``count`` groups with a NaN entry on a leaf in ``members``."""
+def _faulty_groups(leaves: list[Any], sts: list[Any], members: list[int], count: int) -> np.ndarray:
+    """True for the ``count`` groups with a NaN or infinite entry on a leaf in ``members``
+    (inf times a zero row is NaN: such a unit is not silent)."""
     bad = np.zeros(count, bool)
     for i in members:
         lay = sts[i].layout(tuple(leaves[i].shape))
-        nan = jnp.isnan(leaves[i]).reshape(lay.split)
+        nan = ~jnp.isfinite(leaves[i]).reshape(lay.split)
         bad |= np.asarray(jnp.any(nan, axis=lay.reduce) if lay.reduce else nan).reshape(-1)
     return bad
 

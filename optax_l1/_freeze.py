@@ -24,6 +24,7 @@ _WRAPPERS = (
     optax.InjectHyperparamsState,
     optax.InjectStatefulHyperparamsState,
     optax.MaskedState,
+    optax.ApplyIfFiniteState,
 )
 
 
@@ -46,6 +47,9 @@ def _is_step(state: Any) -> bool:
         return _is_step(state.inner_state)
     if type(state) is tuple:  # optax.chain's state
         return bool(state) and all(_is_step(s) for s in state)
+    if isinstance(state, optax.MultiTransformState):  # a part may pass its input as it is
+        parts = [getattr(s, "inner_state", s) for s in state.inner_states.values()]
+        return all(isinstance(s, optax.EmptyState) or _is_step(s) for s in parts)
     return False
 
 

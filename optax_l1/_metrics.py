@@ -118,11 +118,12 @@ def sparsity_report(
 
 def _mean_rank(x: jax.Array) -> jax.Array:
     """The mean numerical rank of the matrices of ``x`` (0 for none); NaN where a matrix
-    holds a NaN (its SVD has no meaning: a diverged layer must not read as low rank)."""
+    holds a NaN or an inf (its SVD has no meaning: a diverged layer must not read as low
+    rank)."""
     ranks = _spectral.matrix_rank(x).astype(jnp.float32)
     if ranks.size == 0:
         return jnp.float32(0.0)
-    ranks = jnp.where(jnp.any(jnp.isnan(x), axis=(-2, -1)), jnp.nan, ranks)
+    ranks = jnp.where(jnp.all(jnp.isfinite(x), axis=(-2, -1)), ranks, jnp.nan)
     return jnp.mean(ranks)
 
 

@@ -281,25 +281,27 @@ def _hidden_or_leaf(x: Any) -> bool:
 
 
 def _check_coupled_visible(name: str, structure: Any, tree: Any) -> None:
-    """Raises when a coupled structure sits on a part of ``tree`` with no leaf (masked out
-    by ``optax.masked`` / ``multi_transform``): its group would be split silently."""
+    """Raises when a coupled label has leaves both in ``tree`` and on a part of it with no
+    leaf (masked out by ``optax.masked`` / ``multi_transform``): its groups would be split
+    silently. A label wholly in the hidden part is another transform's business."""
     is_leaf = lambda s: s is None or isinstance(s, Structure)  # noqa: E731
+    seen: dict[bool, set[str]] = {True: set(), False: set()}
 
-    def check(s: Any, sub: Any) -> None:
-        hidden = not jax.tree.leaves(sub, is_leaf=_tree.is_none)  # a MaskedNode: no leaf
-        if isinstance(s, Structure) and s.couple is not None and hidden:
-            raise ValueError(
-                f"`{name}`: a leaf labelled `couple`={s.couple!r} is outside this transform's "
-                "part of the params (optax.masked / multi_transform): a coupled group must "
-                "see all its leaves; put them in the same part or drop the label there"
-            )
+    def note(s: Any, sub: Any) -> None:
+        if isinstance(s, Structure) and s.couple is not None:
+            seen[not jax.tree.leaves(sub, is_leaf=_tree.is_none)].add(s.couple)
 
     try:
-        jax.tree.map(check, structure, tree, is_leaf=is_leaf)
-    except (TypeError, ValueError) as e:
-        if "`couple`" in str(e):
-            raise
-        # not a prefix of tree: broadcast_prefix says so, naming the argument
+        jax.tree.map(note, structure, tree, is_leaf=is_leaf)
+    except (TypeError, ValueError):
+        return  # not a prefix of tree: broadcast_prefix says so, naming the argument
+    split = seen[True] & seen[False]
+    if split:
+        raise ValueError(
+            f"`{name}`: the leaves labelled `couple`={sorted(split)[0]!r} are split by a mask "
+            "(optax.masked / multi_transform): a coupled group must see all its leaves; put "
+            "them in the same part or drop the label there"
+        )
 
 
 def resolve(name: str, structure: Any, tree: Any, selected: Sequence[bool]) -> list[Any]:
@@ -324,13 +326,20 @@ def resolve(name: str, structure: Any, tree: Any, selected: Sequence[bool]) -> l
                 f"a callable returning one; got a leaf {bad!r}"
             )
     if not isinstance(structure, Structure):
-        for s, sel in zip(flat, selected, strict=True):
-            if s is not None and s.couple is not None and not sel:
-                raise ValueError(
-                    f"`{name}`: a leaf labelled `couple`={s.couple!r} is not regularized "
-                    "(masked out, None or not a float array): a coupled group must see all "
-                    "its leaves; drop the label there or include the leaf"
-                )
+        # A label with leaves both regularized and not (masked out, None, not a float
+        # array) would be split; one wholly outside the selection is simply not regularized.
+        labels = [
+            (s.couple, sel)
+            for s, sel in zip(flat, selected, strict=True)
+            if s is not None and s.couple is not None
+        ]
+        split = {c for c, sel in labels if sel} & {c for c, sel in labels if not sel}
+        if split:
+            raise ValueError(
+                f"`{name}`: a leaf labelled `couple`={sorted(split)[0]!r} is not regularized "
+                "(masked out, None or not a float array) while others are: a coupled group "
+                "must see all its leaves; drop the label there or include the leaf"
+            )
     return [s if sel else None for s, sel in zip(flat, selected, strict=True)]
 
 
@@ -437,11 +446,11 @@ def path_structure(rules: Any) -> Callable[[Any], Any]:
     of the first expression that :func:`re.search` finds in it, and None (not
     regularized) when none does. A callable works inside :func:`optax.masked` and
     :func:`optax.multi_transform`, where a pytree of structures would not match the tree.
-    A coupled group must lie in one part: a coupled rule that matches a leaf the transform
-    does not see (masked out by ``mask``, or by :func:`optax.masked` with a mask given leaf
-    by leaf) raises a ValueError; a ``multi_transform`` label given to a whole sub-tree
-    hides its leaves as one node, whose paths cannot be matched: keep a coupled group's
-    leaves in one partition. Under :func:`optax.inject_hyperparams`, pass
+    A coupled group must lie in one part: a label with leaves both seen and unseen by the
+    transform (masked out by ``mask``, or by :func:`optax.masked` / ``multi_transform``
+    with a mask given leaf by leaf) raises a ValueError; a mask or label given to a whole
+    sub-tree hides its leaves as one node, whose paths cannot be matched (not detected):
+    keep a coupled group's leaves in one part. Under :func:`optax.inject_hyperparams`, pass
     ``static_args=('structure',)`` (a TypeError says so otherwise).
 
     Args:
@@ -481,7 +490,9 @@ def path_structure(rules: Any) -> Callable[[Any], Any]:
                 "callable argument as a schedule otherwise)"
             )
 
-        def leaf(path, x):  # also where the leaf is None or masked out: a coupled one raises
+        def leaf(path, x):  # also where optax.masked hides the leaf: a coupled one raises
+            if x is None:
+                return None
             name = _masks.path_name(path)
             return next((s for r, s in compiled if r.search(name)), None)
 

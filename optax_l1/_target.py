@@ -808,7 +808,8 @@ def _runtime_bad(cfg: _Config) -> jax.Array | None:
     late = [(getattr(cfg, f), rule) for f, rule in _RUNTIME_RULES]
     checked = [_checks.runtime_checked(v, rule) for v, rule in late if _checks.concrete(v) is None]
     bad = None if not checked else jnp.isnan(sum(checked, jnp.float32(0)))
-    if isinstance(cfg.allocation, _structures.Blocks):  # N:M: what it cannot do, at run time
+    late_nm = [_checks.concrete(v) is None for v in (cfg.target, cfg.smoothing)]
+    if isinstance(cfg.allocation, _structures.Blocks) and any(late_nm):  # N:M, at run time
         nm = _n_of_m_misfit(cfg.target, cfg.allocation.size) | (jnp.asarray(cfg.smoothing) != 0)
         bad = nm if bad is None else bad | nm
     return bad

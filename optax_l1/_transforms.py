@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_l1 import _checks, _operators, _step, _tree
+from optax_l1 import _checks, _operators, _step, _structures, _tree
 
 
 class ProximalState(NamedTuple):
@@ -56,9 +56,12 @@ def _counted_prox(
     state_cls: Callable[..., Any],
     name: str,
     workspace: bool = False,
+    check: Callable[[Any, list[bool]], Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """A transform whose state is its count (and with ``workspace``, buffers that hold
-    :math:`z`: see :func:`_step.written_into`) and whose update is one :func:`prox_update`."""
+    :math:`z`: see :func:`_step.written_into`) and whose update is one :func:`prox_update`.
+    ``check(params, selected)`` runs on every update's params and mask (it raises on what
+    the prox, which sees only the selected leaves, cannot tell)."""
     _checks.check_number("learning_rate", learning_rate, schedule=True)
     _checks.check_mask(mask)
     workspace = _checks.check_flag("workspace", workspace)
@@ -76,6 +79,8 @@ def _counted_prox(
         del extra_args
         _checks.check_params(name, params)
         aligned = _tree.align(name, updates, params, mask)
+        if check is not None:
+            check(params, aligned.selected)
         step = _step.step_size(lr(state.count))
         if not workspace:
             updates, _ = _step.prox_update(prox, aligned, step, state.count, name=name)
@@ -344,8 +349,17 @@ def group_l1_prox(
         t = step * strength_at(count)
         return _operators.group_threshold_tree(z, t, structure=groups), None
 
+    def check(params, selected):  # a coupled group the mask splits (prox sees None there)
+        _structures.resolve("structure", groups, params, selected)
+
     return _counted_prox(
-        prox, learning_rate, mask, GroupL1ProxState, "group_l1_prox", workspace=workspace
+        prox,
+        learning_rate,
+        mask,
+        GroupL1ProxState,
+        "group_l1_prox",
+        workspace=workspace,
+        check=check,
     )
 
 

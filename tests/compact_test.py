@@ -118,21 +118,30 @@ def test_fold_keeps_a_unit_another_kernel_still_reads():
     small, kept = optax_l1.compact(p, units, fold=[FOLD])
     assert list(kept["h"]) == [0, 1, 2, 3]
     _assert_same_outputs(net(p, x), net(small, x))
+    # A reader of another rank (a DenseGeneral kernel (units, 2, 1)) still reads unit 1.
+    k3 = p["k3"].reshape(4, 2, 1)
+    general = {**units, "k3": optax_l1.Groups((1, 2), couple="h")}
+    _, kept = optax_l1.compact({**p, "k3": k3}, general, fold=[FOLD])
+    assert list(kept["h"]) == [0, 1, 2, 3]
     p["k3"] = p["k3"].at[1].set(0.0)  # now nothing reads unit 1: it goes
     small, kept = optax_l1.compact(p, units, fold=[FOLD])
     assert list(kept["h"]) == [0, 2, 3]
     _assert_same_outputs(net(p, x), net(small, x))
 
 
-def test_fold_keeps_a_unit_with_a_nan_so_the_fault_shows():
-    # Units 6-7 have a zero outgoing row (silent); a NaN in unit 6's incoming column makes
-    # the model's output NaN, and the compacted model's too (it was dropped: finite output).
+@pytest.mark.parametrize("fault", [jnp.nan, jnp.inf])
+def test_fold_keeps_a_unit_with_a_nan_so_the_fault_shows(fault):
+    # Units 6-7 have a zero outgoing row (silent); a NaN (or an inf, times the zero row) in
+    # unit 6's incoming column makes the model's output NaN, and the compacted model's too
+    # (it was dropped: finite output).
     p = _sparse_mlp()
-    p["k1"] = p["k1"].at[0, 6].set(jnp.nan)
+    p["k1"] = p["k1"].at[0, 6].set(fault)
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
     small, kept = optax_l1.compact(p, UNITS, fold=[FOLD])
     assert 6 in kept["h"] and 7 not in kept["h"]
-    assert np.isnan(np.asarray(mlp(p, x))).all() and np.isnan(np.asarray(mlp(small, x))).all()
+    faulty = np.isnan(np.asarray(mlp(p, x)))
+    assert faulty.any()
+    np.testing.assert_array_equal(np.isnan(np.asarray(mlp(small, x))), faulty)
 
 
 def test_fold_refuses_a_bias_with_several_entries_per_unit():

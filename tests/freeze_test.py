@@ -156,3 +156,26 @@ def test_begin_step_is_compared_in_integers():
     state = optax_l1.FreezeSupportState(jnp.asarray(2**24, jnp.int32), tx.init(params).inner_state)
     u, _ = tx.update(jnp.zeros(1), state, params)
     np.testing.assert_allclose(u, [-0.1], rtol=1e-6)  # count 2**24 < 2**24 + 1: not frozen
+
+
+def test_freeze_support_takes_steps_under_apply_if_finite_and_multi_transform():
+    params = {"a": jnp.array([0.05, 1.0]), "b": jnp.array([0.05, 1.0])}
+    for inner in (
+        optax.apply_if_finite(optax_l1.l1_prox(1.0, learning_rate=0.1), 3),
+        optax.multi_transform(
+            {"x": optax_l1.l1_prox(1.0, learning_rate=0.1), "y": optax.identity()},
+            {"a": "x", "b": "y"},
+        ),
+    ):
+        tx = optax.chain(optax.sgd(0.1), optax_l1.freeze_support(inner, begin_step=1))
+        p, state = params, tx.init(params)
+        for g in (jnp.zeros(2), jnp.array([-5.0, 1.0])):
+            u, state = tx.update({"a": g, "b": g}, state, p)
+            p = optax.apply_updates(p, u)
+        np.testing.assert_allclose(p["a"], [0.0, 0.8], rtol=1e-6)  # zeroed, then frozen
+    with pytest.raises(TypeError, match="`freeze_support` wraps the proximal step"):
+        sgd_part = optax.multi_transform(
+            {"x": optax_l1.l1_prox(1.0, learning_rate=0.1), "y": optax.sgd(0.1)},
+            {"a": "x", "b": "y"},
+        )
+        optax_l1.freeze_support(sgd_part, begin_step=1).init(params)

@@ -48,10 +48,15 @@ def test_stacks_of_matrices_and_errors():
 
 def test_the_rank_of_a_matrix_with_a_nan_is_nan_never_low():
     report = optax_l1.sparsity_report(
-        {"w": jnp.array([[jnp.nan, 0.0], [0.0, 1.0]]), "s": jnp.stack([jnp.eye(3)] * 2)},
+        {
+            "w": jnp.array([[jnp.nan, 0.0], [0.0, 1.0]]),
+            "i": jnp.array([[jnp.inf, 0.0], [0.0, 1.0]]),
+            "s": jnp.stack([jnp.eye(3)] * 2),
+        },
         rank=True,
     )
-    assert np.isnan(report["w:rank"]) and float(report["s:rank"]) == 3.0
+    assert np.isnan(report["w:rank"]) and np.isnan(report["i:rank"])
+    assert float(report["s:rank"]) == 3.0
     empty = optax_l1.sparsity_report({"w": jnp.zeros((0, 3, 3))}, rank=True)
     assert float(empty["w:rank"]) == 0.0
 

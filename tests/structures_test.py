@@ -693,3 +693,40 @@ def test_an_n_of_m_target_that_is_no_whole_count_per_block_is_refused():
 
     assert np.all(np.isnan(step(jnp.float32(0.3))))
     assert np.isfinite(step(jnp.float32(0.5))).all()
+
+
+def test_coupled_groups_wholly_in_one_part_or_absent_leaves_are_fine():
+    # A label wholly inside one multi_transform partition (another label in the other), and
+    # a coupled rule that matches a leaf that is None in the params (a layer without bias):
+    # neither is a split group.
+    rules = optax_l1.path_structure(
+        {
+            r"^a/k1$": optax_l1.Groups(0, couple="h"),
+            r"^a/k2$": optax_l1.Groups(1, couple="h"),
+            r"^b/k1$": optax_l1.Groups(0, couple="g"),
+            r"^b/k2$": optax_l1.Groups(1, couple="g"),
+            r"bias$": optax_l1.Elements(couple="h"),
+        }
+    )
+    r = np.random.default_rng(0)
+    params = {
+        "a": {"k1": jnp.asarray(r.standard_normal((4, 8)), jnp.float32), "bias": None,
+              "k2": jnp.asarray(r.standard_normal((8, 3)), jnp.float32)},
+        "b": {"k1": jnp.asarray(r.standard_normal((3, 6)), jnp.float32),
+              "k2": jnp.asarray(r.standard_normal((6, 2)), jnp.float32)},
+    }  # fmt: skip
+    labels = {"a": "x", "b": "y"}
+    whole = optax.multi_transform(
+        {
+            "x": optax_l1.sparsity_target(0.5, ramp_steps=1, structure=rules),
+            "y": optax_l1.group_l1_prox(0.1, learning_rate=1.0, structure=rules),
+        },
+        labels,
+    )
+    state = whole.init(params)
+    for _ in range(2):
+        u, state = whole.update(jax.tree.map(jnp.zeros_like, params), state, params)
+        params = optax.apply_updates(params, u)
+    dead = np.all(np.asarray(params["a"]["k1"]) == 0, axis=0)
+    assert dead.sum() == 4
+    np.testing.assert_array_equal(np.asarray(params["a"]["k2"])[dead], 0.0)
