@@ -912,7 +912,7 @@ def sparsity_target(
     *,
     ramp_steps: jax.typing.ArrayLike,
     begin_step: jax.typing.ArrayLike = 0,
-    ramp: Ramp | float = 2.0,
+    ramp: Ramp | float = "cubic",
     hold: Hold = "support",
     update_every: jax.typing.ArrayLike = 1,
     shrink: Shrink = "hard",
@@ -943,7 +943,7 @@ def sparsity_target(
       \end{cases}
 
     where :math:`x_{(k)}` is the :math:`k`-th smallest entry, :math:`s` is ``target``,
-    :math:`e` the ramp's exponent (2 by default, see ``ramp``),
+    :math:`e` the ramp's exponent (3 by default, see ``ramp``),
     :math:`T` ``ramp_steps``, :math:`t_0` ``begin_step`` and :math:`d = 1` (or the
     optimizer's :math:`\sqrt{\nu_{t+1}} + 10^{-8}`, its second moment after this step's
     update, see ``optimizer``). The latent weights
@@ -957,13 +957,13 @@ def sparsity_target(
     step. With ``latent=False`` there is no copy: the search scores the params *before* the
     update, :math:`d \odot |p_t|` (GMP's order: prune, then step the survivors; this reads
     no temporary), and a zeroed weight stays zero. On a small transformer LM (3 seeds,
-    ``benchmarks/RESULTS.md``) the default beats GMP (with its cubic ramp) by 0.060
-    bits/byte at 90% zeros in 600-step runs and by 0.014 in 2,000-step runs, and GMP on
-    the same ramp (exponent 2) by 0.044 at 600 steps. With the cubic ramp
-    (``ramp="cubic"``) the lead was 0.036 at 600 steps and 0.012-0.014 at 2,000 (0.032 at
-    95%); the copy for the whole ramp (``latent_until=1``) ties GMP at 2,000 steps and
-    beats it by 0.085 at 600. On a digits MLP (10 seeds) every setting ties GMP at 90/95%
-    zeros; at 98% the whole-ramp copy is 1.2 points ahead of GMP, the default 0.2-0.35.
+    ``benchmarks/RESULTS.md``) the default beats GMP (on the same cubic ramp) by 0.036
+    bits/byte at 90% zeros in 600-step runs and by 0.012-0.014 at 90% and 0.037 at 95% in
+    2,000-step runs; ``ramp=2.0`` beats it by 0.060 at 90% in 600-step runs but by only
+    0.015 at 95% in 2,000-step runs (see ``ramp``); the copy for the whole ramp
+    (``latent_until=1``) ties GMP at 2,000 steps and beats it by 0.085 at 600. On a digits
+    MLP (10 seeds) every setting ties GMP at 90/95% zeros; at 98% the whole-ramp copy is
+    1.2 points ahead of GMP, the default 0.2-0.35.
     After each search exactly :math:`k_t` entries are zero (more only if entries tie at the
     threshold; for bfloat16/float16 params, also where ``p + u`` rounds a small survivor to
     0); on params of :math:`2^{20}` or more regularized entries the default search is
@@ -1017,16 +1017,16 @@ def sparsity_target(
       target: the final fraction of exact zeros :math:`s \in [0, 1)`.
       ramp_steps: :math:`T \ge 1`, the number of steps the ramp takes to reach ``target``.
       begin_step: :math:`t_0 \ge 0`, the step the ramp starts (dense training before).
-      ramp: the exponent :math:`e > 0` of the ramp: 2 (the default), ``"cubic"`` (3, Zhu
-        & Gupta's, the default before 0.2.0), ``"linear"`` (1) or any number (it may be set
-        at run time, e.g. by ``optax.inject_hyperparams``: one that is not positive and
-        finite makes the regularized updates NaN). A smaller exponent zeroes fewer weights
-        mid-ramp (at a quarter of it, 2 asks for 44% of the target where the cube asks for
-        58%). Measured against the cube (``benchmarks/RESULTS.md``): on the transformer LM
-        2 gains 0.025 / 0.024 / 0.015 bits/byte at 80 / 90 / 95% zeros in 600-step runs
-        (3 seeds, every seed) and ties at 2,000 steps (-0.003 +- 0.006); on the digits MLP
-        it ties (10 seeds); 1.5 and 1 gain as much on the transformer (one seed) and 1 loses
-        1.7 points on digits at 98%.
+      ramp: the exponent :math:`e > 0` of the ramp: ``"cubic"`` (3, Zhu & Gupta's: the
+        default), ``"linear"`` (1) or any number (it may be set at run time, e.g. by
+        ``optax.inject_hyperparams``: one that is not positive and finite makes the
+        regularized updates NaN). A smaller exponent zeroes fewer weights mid-ramp and more
+        near its end (at a quarter of it, 2 asks for 44% of the target where the cube asks
+        for 58%). Measured against the cube (``benchmarks/RESULTS.md``, transformer LM, 3
+        seeds, every seed): 2 gains 0.025 / 0.024 / 0.015 bits/byte at 80 / 90 / 95% zeros
+        in 600-step runs, ties at 90% in 2,000-step runs (-0.003 +- 0.006) and loses 0.022
+        +- 0.013 at 95% there; on the digits MLP it ties (10 seeds); 1 loses 1.7 points on
+        digits at 98%. For short training 2 is the better choice on that model.
       hold: after the ramp (:math:`t > t_0 + T`), ``"support"`` freezes the set of zeros
         (survivors train unshrunk: the fine-tuning phase of gradual magnitude pruning);
         ``"track"`` keeps searching every ``update_every`` steps to hold the target.

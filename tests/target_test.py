@@ -73,8 +73,8 @@ def _run(tx, steps, seed=0, params=None):
     return p, s, [np.asarray(x) for x in logs]
 
 
-def _ramp(t, target, ramp_steps, begin=0, power=2.0):
-    """The ramp's value at step ``t`` (the library's default exponent, 2, unless given)."""
+def _ramp(t, target, ramp_steps, begin=0, power=3.0):
+    """The ramp's value at step ``t`` (the library's default exponent, the cube, unless given)."""
     frac = np.clip((t - begin) / ramp_steps, 0.0, 1.0)
     return target * (1.0 - (1.0 - frac) ** power)
 
