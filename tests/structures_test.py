@@ -619,6 +619,15 @@ def _mlp_params():
     }  # fmt: skip
 
 
+def _at_zero_gradient(tx, params, steps=2):
+    """``params`` after ``steps`` updates of ``tx`` with zero gradients."""
+    state = tx.init(params)
+    for _ in range(steps):
+        u, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+        params = optax.apply_updates(params, u)
+    return params
+
+
 UNITS = optax_l1.path_structure(
     {
         r"^fc1/kernel$": optax_l1.Groups(0, couple="h"),
@@ -635,12 +644,7 @@ def test_a_structure_callable_under_inject_hyperparams_says_static_args():
     with pytest.raises(TypeError, match=r"static_args=\('structure',\)"):
         tx.init(_mlp_params())
     fixed = optax.inject_hyperparams(optax_l1.sparsity_target, static_args=("structure",))
-    tx = fixed(0.5, ramp_steps=1, structure=UNITS)
-    params = _mlp_params()
-    state = tx.init(params)
-    for _ in range(2):
-        u, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
-        params = optax.apply_updates(params, u)
+    params = _at_zero_gradient(fixed(0.5, ramp_steps=1, structure=UNITS), _mlp_params())
     dead = np.all(np.asarray(params["fc1"]["kernel"]) == 0, axis=0)
     assert dead.sum() == 8
     np.testing.assert_array_equal(np.asarray(params["fc1"]["bias"])[dead], 0.0)
@@ -723,10 +727,7 @@ def test_coupled_groups_wholly_in_one_part_or_absent_leaves_are_fine():
         },
         labels,
     )
-    state = whole.init(params)
-    for _ in range(2):
-        u, state = whole.update(jax.tree.map(jnp.zeros_like, params), state, params)
-        params = optax.apply_updates(params, u)
+    params = _at_zero_gradient(whole, params)
     dead = np.all(np.asarray(params["a"]["k1"]) == 0, axis=0)
     assert dead.sum() == 4
     np.testing.assert_array_equal(np.asarray(params["a"]["k2"])[dead], 0.0)
