@@ -276,27 +276,27 @@ def _unit_axis(leaves: list[Any], sts: list[Any], i: int) -> int:
     return _unit_positions(sts[i].layout(shape), shape, repr(sts[i]))[0]
 
 
+def _groups_with(leaves, sts, members: list[int], count: int, hit) -> np.ndarray:
+    """True for the ``count`` groups with an entry where ``hit`` is True on a leaf in
+    ``members`` (False for every group with no member)."""
+    found = np.zeros(count, bool)
+    for i in members:
+        lay = sts[i].layout(tuple(leaves[i].shape))
+        h = hit(leaves[i]).reshape(lay.split)
+        found |= np.asarray(jnp.any(h, axis=lay.reduce) if lay.reduce else h).reshape(-1)
+    return found
+
+
 def _faulty_groups(leaves: list[Any], sts: list[Any], members: list[int], count: int) -> np.ndarray:
     """True for the ``count`` groups with a NaN or infinite entry on a leaf in ``members``
     (inf times a zero row is NaN: such a unit is not silent)."""
-    bad = np.zeros(count, bool)
-    for i in members:
-        lay = sts[i].layout(tuple(leaves[i].shape))
-        nan = ~jnp.isfinite(leaves[i]).reshape(lay.split)
-        bad |= np.asarray(jnp.any(nan, axis=lay.reduce) if lay.reduce else nan).reshape(-1)
-    return bad
+    return _groups_with(leaves, sts, members, count, lambda x: ~jnp.isfinite(x))
 
 
 def _zero_groups(leaves: list[Any], sts: list[Any], members: list[int], count: int) -> np.ndarray:
     """True for the ``count`` groups that are exactly zero on every leaf in ``members``
     (a NaN entry is not zero; with no member, every group is)."""
-    zero = np.ones(count, bool)
-    for i in members:
-        lay = sts[i].layout(tuple(leaves[i].shape))
-        a = jnp.abs(leaves[i]).reshape(lay.split)
-        peak = jnp.max(a, axis=lay.reduce, initial=0.0) if lay.reduce else a
-        zero &= np.asarray(peak).reshape(-1) == 0
-    return zero
+    return ~_groups_with(leaves, sts, members, count, lambda x: x != 0)
 
 
 def _slice_units(x: jax.Array, st: Any, kept: np.ndarray) -> jax.Array:

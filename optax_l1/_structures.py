@@ -417,10 +417,7 @@ def grouped(structure: Any, tree: Any, selected: Sequence[bool]) -> Grouped:
     read."""
     leaves = jax.tree.leaves(tree, is_leaf=_tree.is_none)
     sts = resolve("structure", structure, tree, selected)
-    zs = [
-        jnp.asarray(x).astype(_tree.compute_dtype(jnp.asarray(x).dtype)) if ok else None
-        for x, ok in zip(leaves, selected, strict=True)
-    ]
+    zs = [_tree.widened(x) if ok else None for x, ok in zip(leaves, selected, strict=True)]
     lays = layouts(sts, zs, leaf_names(tree))
     return Grouped(sts, zs, lays, coupled_sq_norms(sts, lays, zs))
 

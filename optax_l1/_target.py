@@ -591,19 +591,13 @@ def _group_grids(sts, lays, plain, sources, dtype) -> list[jax.Array | None]:
     ``sources``: the scored leaves and each one's ``d`` or None."""
     w_leaves, d_leaves = sources
     weighted = [  # at least float32 (a float16 square underflows); complex keeps its modulus
-        None if p else (_wide(w) if d is None else _wide(w) * d)
+        None if p else (_tree.widened(w) if d is None else _tree.widened(w) * d)
         for w, d, p in zip(w_leaves, d_leaves, plain, strict=True)
     ]
     sqs = _structures.coupled_sq_norms(
         sts, [None if p else lay for lay, p in zip(lays, plain, strict=True)], weighted
     )
     return [None if sq is None else _structures.safe_sqrt(sq.astype(dtype)) for sq in sqs]
-
-
-def _wide(x: Any) -> Any:
-    """``x`` in at least float32 (complex kept complex)."""
-    x = jnp.asarray(x)
-    return x.astype(_tree.compute_dtype(x.dtype))
 
 
 def _check_shrink(sts: list[Any], cfg: _Config) -> None:

@@ -32,6 +32,12 @@ def compute_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def widened(x: Any) -> jax.Array:
+    """``x`` as an array in its compute dtype (at least float32, complex kept complex)."""
+    x = jnp.asarray(x)
+    return x.astype(compute_dtype(x.dtype))
+
+
 def as_dtype(x: Any, dtype: Any) -> jax.Array:
     """``x`` as a (strongly typed) array of ``dtype``; an array that already is one is
     returned as it is.
