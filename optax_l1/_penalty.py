@@ -120,7 +120,6 @@ def _weighted_sum(params: Any, strength: Any, mask: Any, reduce_leaf, name: str)
     for z, s, m in zip(leaves, weights, keep, strict=True):
         if z is None or not m or not _tree.is_inexact(z):
             continue
-        z = jnp.asarray(z)
-        zc = z.astype(_tree.compute_dtype(z.dtype))
+        zc = _tree.widened(z)
         total = total + jnp.asarray(s, jnp.real(zc).dtype) * reduce_leaf(zc)
     return total

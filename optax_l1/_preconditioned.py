@@ -54,8 +54,7 @@ def _step_scale(acc: jax.Array, count: jax.Array, eps, eps_root, decay, unseen) 
     (Adagrad) leaves such a coordinate (no gradient yet) where it is. Computed in at least
     float32.
     """
-    a = jnp.real(acc)
-    a = a.astype(_tree.compute_dtype(a.dtype))
+    a = _tree.widened(jnp.real(acc))
     if decay is not None:
         a = a / (1 - decay**count)
     d = jnp.sqrt(a + eps_root) + eps

@@ -112,7 +112,7 @@ def matrix_rank(x: jax.Array) -> jax.Array:
     if z.size == 0:
         return jnp.zeros(z.shape[:-2], jnp.int32)
     eps = jnp.finfo(z.dtype).eps  # the leaf's own precision: bf16 values are bf16-rounded
-    z = z.astype(_tree.compute_dtype(z.dtype))
+    z = _tree.widened(z)
     s = jnp.linalg.svd(z, compute_uv=False)
     tol = max(z.shape[-2:]) * eps * jnp.max(s, axis=-1, keepdims=True)
     return jnp.sum(s > tol, axis=-1)
