@@ -101,7 +101,7 @@ def check_number(
     *,
     schedule: bool = False,
     integer: bool = False,
-    scalar: bool = False,
+    scalar: bool = True,
 ) -> None:
     """The one number check: kind first (TypeError), then the value when known (ValueError).
 
@@ -111,7 +111,8 @@ def check_number(
       rule: what a concrete value must satisfy (every entry, for an array); it must be finite.
       schedule: whether a callable ``count -> value`` is accepted (then not inspected).
       integer: whether a concrete value must be a whole number (``2.0`` is, ``2.5`` is not).
-      scalar: whether an array must be 0-dimensional.
+      scalar: whether an array must be 0-dimensional (a hyperparameter is one number;
+        ``False`` for the elementwise thresholds and weights of :func:`check_tree`).
     """
     if callable(value):
         if schedule:
@@ -130,18 +131,26 @@ def check_number(
         raise ValueError(f"`{name}` must be finite{kind} and {rule.text}, got {value!r}")
 
 
-def check_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE) -> None:
-    """:func:`check_number` on every leaf of a (prefix) tree of numbers."""
+def checked(name: str, value: Any, rule: Rule = NONNEGATIVE) -> Any:
+    """:func:`check_number` (no schedule), then the run-time policy on a traced value (NaN
+    where it breaks ``rule``, :func:`runtime_checked`): the value to use."""
+    check_number(name, value, rule)
+    return value if concrete(value) is not None else runtime_checked(value, rule)
+
+
+def check_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE, *, scalar: bool = False) -> None:
+    """:func:`check_number` on every leaf of a (prefix) tree of numbers (arrays of them
+    unless ``scalar``; no schedules)."""
     if tree is None:
         raise TypeError(f"`{name}` must be a number, an array or a pytree of them, got None")
     for leaf in jax.tree.leaves(tree):
-        check_number(name, leaf, rule, schedule=True)
+        check_number(name, leaf, rule, scalar=scalar)
 
 
-def checked_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE) -> Any:
+def checked_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE, *, scalar: bool = False) -> Any:
     """:func:`check_tree`, then the run-time policy on traced leaves (NaN where they break
     ``rule``): the tree to use."""
-    check_tree(name, tree, rule)
+    check_tree(name, tree, rule, scalar=scalar)
     return jax.tree.map(lambda x: x if concrete(x) is not None else runtime_checked(x, rule), tree)
 
 
@@ -159,7 +168,12 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 def check_callable(name: str, value: Any, what: str) -> None:
     if not callable(value):
-        raise TypeError(f"`{name}` must be a callable {what}, got {value!r}")
+        hint = (  # what optax.inject_hyperparams passes for a callable it took for a schedule
+            f" (under `optax.inject_hyperparams`, pass `static_args=('{name}',)`)"
+            if isinstance(value, jax.Array)
+            else ""
+        )
+        raise TypeError(f"`{name}` must be a callable {what}, got {value!r}{hint}")
 
 
 def check_optimizer(name: str, value: Any) -> None:

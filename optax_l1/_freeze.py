@@ -20,11 +20,12 @@ _STEPS = (
     _transforms.ProximalState,
 )
 # Wrappers that pass their input to the transform they wrap (its state is `inner_state`).
+# Not optax.apply_if_finite: the freeze applies the incoming update itself, so a step the
+# wrapper rejected would be taken (wrap the whole chain in it instead).
 _WRAPPERS = (
     optax.InjectHyperparamsState,
     optax.InjectStatefulHyperparamsState,
     optax.MaskedState,
-    optax.ApplyIfFiniteState,
 )
 
 
@@ -47,9 +48,9 @@ def _is_step(state: Any) -> bool:
         return _is_step(state.inner_state)
     if type(state) is tuple:  # optax.chain's state
         return bool(state) and all(_is_step(s) for s in state)
-    if isinstance(state, optax.MultiTransformState):  # a part may pass its input as it is
-        parts = [getattr(s, "inner_state", s) for s in state.inner_states.values()]
-        return all(isinstance(s, optax.EmptyState) or _is_step(s) for s in parts)
+    if isinstance(state, optax.MultiTransformState):  # every part a proximal step
+        # (an EmptyState part may be identity, set_to_zero or scale: the freeze cannot tell)
+        return all(_is_step(getattr(s, "inner_state", s)) for s in state.inner_states.values())
     return False
 
 
@@ -61,7 +62,10 @@ def _check_inner(inner_state: Any) -> None:
             f"optax.chain(optimizer, {_NAME}(l1_prox(...), ...)); the state of `transform` "
             f"({type(inner_state).__name__}) is not one: a transform that contains its "
             "optimizer (proximal_adam, ftrl, chain_l1_prox, a chain with the optimizer "
-            "in it, ...) gets a gradient, which cannot be applied unshrunk"
+            "in it, ...) gets a gradient, which cannot be applied unshrunk; "
+            "optax.apply_if_finite goes around the whole chain; and in an "
+            f"optax.multi_transform every part must be a proximal step (put {_NAME} "
+            "inside the proximal part instead, or use the step's `mask=`)"
         )
 
 
@@ -81,7 +85,8 @@ def _frozen_updates(
     out = []
     for u, s, p, sel in leaves:
         if sel:
-            s = jnp.where(frozen, jnp.where(p == 0, jnp.zeros_like(u), u), s)
+            s = jnp.where(frozen, u, s)
+            s = jnp.where(frozen & (p == 0), s * 0, s)  # s * 0: 0, or NaN (a fault shows)
             s = s if bad is None else jnp.where(bad, jnp.nan, s)
         out.append(s)
     return aligned.treedef.unflatten(out)
@@ -123,9 +128,13 @@ def freeze_support(
 
     Args:
       transform: the proximal step (:func:`l1_prox`, :func:`group_l1_prox`,
-        :func:`proximal` or :func:`sparsity_target`, alone, chained together, or under
-        ``optax.inject_hyperparams`` or ``optax.masked``); anything else is a TypeError at
-        ``init``, in particular a transform that contains its optimizer
+        :func:`proximal` or :func:`sparsity_target`, alone, chained together, under
+        ``optax.inject_hyperparams`` or ``optax.masked``, or as every part of an
+        ``optax.multi_transform``); anything else is a TypeError at ``init``: a part that
+        is not a proximal step (``optax.identity``, ``set_to_zero``: put the freeze inside
+        the proximal part instead), ``optax.apply_if_finite`` (wrap the whole chain in it:
+        inside, a rejected step would still be applied), and a transform that contains
+        its optimizer
         (:func:`proximal_adam`, :func:`with_preconditioned_l1`, :func:`proximal_adagrad`,
         :func:`ftrl`, :func:`chain_l1_prox`, ``sparsity_target(optimizer=...)``, a chain
         with the optimizer in it), whose input is a gradient. :func:`sparsity_target`

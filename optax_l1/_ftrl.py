@@ -86,7 +86,9 @@ def _leaf_step(u, p, n, z, hyper):
         return u, n, z
     w = jnp.asarray(p, n.dtype)  # Python float leaves too
     w_new, n, z = _ftrl_leaf(jnp.asarray(u, n.dtype), w, n, z, **hyper)
-    return (w_new - w).astype(jnp.result_type(u)), n, z
+    # Never narrower than the params: a bf16 update of f32 params would miss -w (no exact 0).
+    out = jnp.promote_types(jnp.result_type(u), jnp.result_type(p))
+    return (w_new - w).astype(out), n, z
 
 
 def ftrl(

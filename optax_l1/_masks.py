@@ -14,14 +14,16 @@ from optax_l1 import _checks, _tree
 def path_name(path: Sequence[Any]) -> str:
     """A '/'-joined name for a key path: ``('Dense_0', 'kernel')`` -> ``'Dense_0/kernel'``.
 
-    Works for dict keys, attribute keys (NNX ``Variable.value`` is dropped), sequence indices.
+    Works for dict keys, attribute keys, sequence indices. An NNX ``Variable``'s ``.value``
+    (an attribute ``value`` that ends a path of more than one key) is dropped; an attribute
+    named ``value`` elsewhere (an Equinox ``self.value = eqx.nn.Linear(...)``) is kept.
     """
     parts = []
-    for k in path:
+    for i, k in enumerate(path):
         if isinstance(k, jax.tree_util.DictKey):
             parts.append(str(k.key))
         elif isinstance(k, jax.tree_util.GetAttrKey):
-            if k.name != "value":
+            if k.name != "value" or i < len(path) - 1 or i == 0:
                 parts.append(k.name)
         elif isinstance(k, jax.tree_util.SequenceKey):
             parts.append(str(k.idx))

@@ -51,7 +51,8 @@ def l1_subgradient(z: jax.Array) -> jax.Array:
 def _nonnegative_threshold_array(z: jax.Array, t: Any) -> jax.Array:
     if jnp.iscomplexobj(z):
         raise TypeError("`nonnegative=True` is defined for real params only, got complex")
-    return jnp.maximum(z - t, 0.0)
+    # -inf (an infinite gradient) stays -inf: a fault shows rather than landing on 0.
+    return jnp.where(z == -jnp.inf, z, jnp.maximum(z - t, 0.0))
 
 
 def group_norm(z: jax.Array, axis: tuple[int, ...]) -> jax.Array:

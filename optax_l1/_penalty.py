@@ -36,7 +36,8 @@ def l1_penalty(params: Any, strength: Any = 0.01, *, mask: Any = None) -> jax.Ar
 
     Args:
       params: any pytree (dict, list, Flax ``FrozenDict``, NNX ``State``...).
-      strength: :math:`\lambda \ge 0`, a scalar or a pytree prefix of ``params``.
+      strength: :math:`\lambda \ge 0`, a scalar or a pytree prefix of ``params`` (one
+        number per leaf or sub-tree; known only at run time, a bad one makes the result NaN).
       mask: a pytree of bools (prefix of ``params``; True = penalized) or a callable
         ``params -> mask``, as in :func:`optax.masked`.
 
@@ -54,7 +55,7 @@ def l1_penalty(params: Any, strength: Any = 0.01, *, mask: Any = None) -> jax.Ar
       Tibshirani, `Regression shrinkage and selection via the lasso
       <https://doi.org/10.1111/j.2517-6161.1996.tb02080.x>`_, 1996.
     """
-    _checks.check_tree("strength", strength)
+    strength = _checks.checked_tree("strength", strength, scalar=True)
     return _weighted_sum(params, strength, mask, lambda z: jnp.sum(abs_min_norm(z)), "strength")
 
 
@@ -75,7 +76,8 @@ def group_l1_penalty(
 
     Args:
       params: any pytree.
-      strength: :math:`\lambda \ge 0`, a scalar or a pytree prefix of ``params``.
+      strength: :math:`\lambda \ge 0`, a scalar or a pytree prefix of ``params`` (one
+        number per leaf or sub-tree; known only at run time, a bad one makes the result NaN).
       axis: an int or tuple of ints reduced to form each group.
       structure: instead of ``axis``, a :class:`Structure`, a pytree prefix of them, or a
         callable ``params -> that``.
@@ -95,7 +97,7 @@ def group_l1_penalty(
       Yuan & Lin, `Model selection and estimation in regression with grouped variables
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
-    _checks.check_tree("strength", strength)
+    strength = _checks.checked_tree("strength", strength, scalar=True)
     structure = _operators.structure_of(axis, structure)
     leaves = jax.tree.leaves(params, is_leaf=_tree.is_none)
     weights = _tree.broadcast_prefix("strength", strength, params)

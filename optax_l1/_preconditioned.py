@@ -58,19 +58,34 @@ def _step_scale(acc: jax.Array, count: jax.Array, eps, eps_root, decay, unseen) 
     if decay is not None:
         a = a / (1 - decay**count)
     d = jnp.sqrt(a + eps_root) + eps
-    keep = a > 0 if unseen == "keep" else d > 0
+    # A NaN D (a NaN eps, eps_root or decay set at run time) stays NaN: never a 0 threshold.
+    keep = ((a > 0) if unseen == "keep" else (d > 0)) | jnp.isnan(d)
     eps_value = _checks.scalar_value(eps)
     if unseen == "shrink" and eps_value is not None and eps_value > 0:
         return 1.0 / d  # D > 0 everywhere: no guard needed
     return jnp.where(keep, 1.0 / jnp.where(keep, d, 1.0), 0.0)
 
 
-def _preconditioned_prox(acc, count, strength_at, l2_at, no_l2, step_scale) -> _step.ProxMap:
+def _preconditioned_prox(
+    acc, count, strength_at, l2_at, no_l2, step_scale, accumulator, name
+) -> _step.ProxMap:
     """The elastic-net map with per-coordinate thresholds ``step * strength / D``."""
+    # A multi_transform partition without the accumulator holds MaskedNode there: None.
+    acc = jax.tree.map(
+        lambda a: None if isinstance(a, optax.MaskedNode) else a,
+        acc,
+        is_leaf=lambda x: isinstance(x, optax.MaskedNode),
+    )
 
     def prox(z, step, prox_count):
         z_leaves, treedef = jax.tree.flatten(z, is_leaf=_tree.is_none)
         a_leaves = _tree.broadcast_prefix("accumulator", acc, z)  # one per leaf of z
+        if any(zi is not None and ai is None for zi, ai in zip(z_leaves, a_leaves, strict=True)):
+            raise ValueError(
+                f"`{name}`: the optimizer keeps no {accumulator!r} for some regularized "
+                "leaves (a multi_transform partition whose optimizer has none?): give "
+                "every partition one, or leave those leaves out with `mask=`"
+            )
         scale = [
             None if zi is None else step_scale(ai, count)
             for zi, ai in zip(z_leaves, a_leaves, strict=True)
@@ -119,10 +134,11 @@ def _preconditioned_l1(
     _checks.check_accumulator(accumulator)
     for arg, value in {"strength": strength, "learning_rate": learning_rate, "l2": l2}.items():
         _checks.check_number(arg, value, schedule=True)
-    _checks.check_number("eps", eps)
-    _checks.check_number("eps_root", eps_root)
+    eps, eps_root = _checks.checked("eps", eps), _checks.checked("eps_root", eps_root)
     if bias_correction_decay is not None:
-        _checks.check_number("bias_correction_decay", bias_correction_decay, _checks.DECAY)
+        bias_correction_decay = _checks.checked(
+            "bias_correction_decay", bias_correction_decay, _checks.DECAY
+        )
     _checks.check_choice("unseen", unseen, UNSEEN)
     _checks.check_mask(mask)
     optimizer = optax.with_extra_args_support(optimizer)
@@ -145,7 +161,9 @@ def _preconditioned_l1(
         count_inc = _transforms.next_count(state.count)
         acc = _inner.find_accumulator(accumulator, inner_state, name)
         corrected = count_inc if bias_count is None else bias_count(inner_state)
-        prox = _preconditioned_prox(acc, corrected, strength_at, l2_at, no_l2, step_scale)
+        prox = _preconditioned_prox(
+            acc, corrected, strength_at, l2_at, no_l2, step_scale, accumulator, name
+        )
         aligned = _tree.align(name, updates, params, mask)
         step = _step.step_size(lr_at(state.count))
         updates, _ = _step.prox_update(prox, aligned, step, state.count, name=name)
@@ -394,7 +412,7 @@ def proximal_adamw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019; and those of :func:`proximal_adam`.
     """
-    _checks.check_number("weight_decay", weight_decay)
+    weight_decay = _checks.checked("weight_decay", weight_decay)
     _checks.check_mask(weight_decay_mask)
     decay = {"weight_decay": weight_decay, "mask": weight_decay_mask}
     return _adam_preset(
@@ -404,8 +422,8 @@ def proximal_adamw(
 
 def _adam_preset(adam, learning_rate, strength, b1, b2, eps, mask, extra, *, name: str):
     """``optax.adam`` or ``optax.adamw`` wrapped with the prox in its own metric."""
-    _checks.check_number("b1", b1, _checks.DECAY)
-    _checks.check_number("b2", b2, _checks.DECAY)
+    b1, b2 = _checks.checked("b1", b1, _checks.DECAY), _checks.checked("b2", b2, _checks.DECAY)
+    eps = _checks.checked("eps", eps)  # also what adam divides by
     return _preconditioned_l1(
         adam(learning_rate, b1=b1, b2=b2, eps=eps, **extra),
         strength,
@@ -480,7 +498,9 @@ def proximal_adagrad(
       TensorFlow ``tf.compat.v1.train.ProximalAdagradOptimizer``.
     """
     _checks.check_number("strength", strength, schedule=True)
-    _checks.check_number("initial_accumulator_value", initial_accumulator_value)
+    initial_accumulator_value = _checks.checked(
+        "initial_accumulator_value", initial_accumulator_value
+    )
     inner = optax.chain(
         optax.scale_by_rss(initial_accumulator_value, eps=0.0),
         optax.scale_by_learning_rate(learning_rate),

@@ -256,7 +256,7 @@ def sq_norms(layout: Layout, x: jax.Array) -> jax.Array:
     """
     x = x.reshape(layout.split)
     sq = jnp.real(x * jnp.conj(x))
-    if len(layout.reduce) == 1 and layout.split[layout.reduce[0]] <= _UNROLL:
+    if len(layout.reduce) == 1 and 0 < layout.split[layout.reduce[0]] <= _UNROLL:
         ax = layout.reduce[0]
         parts = [lax.slice_in_dim(sq, i, i + 1, axis=ax) for i in range(layout.split[ax])]
         return functools.reduce(jnp.add, parts)

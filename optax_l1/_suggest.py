@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_l1 import _checks, _tree
+from optax_l1 import _checks, _structures, _tree
 
 For = Literal["l1_prox", "proximal_adam"]
 FOR = ("l1_prox", "proximal_adam")
@@ -105,6 +105,8 @@ def suggest_strength(
     scores = _scores(params, adam, for_transform, batch_size, b1, b2, eps, mask)
     if scores.size == 0:
         raise ValueError("`mask` selects no floating-point entry of `params`")
+    if not np.all(np.isfinite(scores)):  # a NaN/inf weight or moment: no plausible value
+        return float("nan")
     return float(np.quantile(scores, float(sparsity)))
 
 
@@ -134,14 +136,21 @@ def _scores(params, adam, kind: str, batch_size, b1, b2, eps, mask) -> np.ndarra
     nu_leaves = _tree.flatten_like(treedef, adam.nu, message)
     chosen = _tree.resolve_mask(mask, params)
     parts = []
-    for p, m, v, keep in zip(p_leaves, mu_leaves, nu_leaves, chosen, strict=True):
+    names = _structures.leaf_names(params)
+    for p, m, v, keep, name in zip(p_leaves, mu_leaves, nu_leaves, chosen, names, strict=True):
         if not keep or p is None or not _tree.is_inexact(p):
             continue
+        if isinstance(m, optax.MaskedNode) or isinstance(v, optax.MaskedNode):
+            raise ValueError(
+                f"`opt_state` keeps no Adam moments for leaf {name!r} (outside an "
+                "optax.masked or multi_transform partition): leave it out with `mask=`"
+            )
         m_hat = np.asarray(jnp.abs(m), np.float64) / (1 - b1**count)
         v_hat = np.asarray(jnp.real(v), np.float64) / (1 - b2**count)
         curvature_step = np.asarray(jnp.abs(p), np.float64) * batch_size * v_hat  # |w| h
         if kind == "l1_prox":
-            score = np.maximum(m_hat, curvature_step) / (np.sqrt(v_hat) + eps)
+            d = np.sqrt(v_hat) + eps  # 0 only where no gradient was ever seen (eps = 0)
+            score = np.maximum(m_hat, curvature_step) / np.where(d > 0, d, 1.0)
         else:
             score = np.maximum(m_hat, np.sqrt(m_hat * curvature_step))
         parts.append(score.ravel())

@@ -621,16 +621,17 @@ def _hold_support(aligned: _tree.Aligned, shrunk: Any, phase: _Phase, exact: boo
     s_leaves = aligned.treedef.flatten_up_to(shrunk)
     leaves = zip(aligned.updates, s_leaves, aligned.params, aligned.selected, strict=True)
     new = [
-        jnp.where(
-            phase.keep & ~phase.due & (p == 0),
-            jnp.zeros_like(u),
-            jnp.where(phase.due, s, u) if exact else s,
-        )
-        if sel
-        else None
+        _held(phase, p, jnp.where(phase.due, s, u) if exact else s) if sel else None
         for u, s, p, sel in leaves
     ]
     return aligned.merge(new)
+
+
+def _held(phase: _Phase, p: jax.Array, step: jax.Array) -> jax.Array:
+    """``step``, and at a held zero ``step * 0``: 0, but NaN where the step is NaN (a fault
+    shows). Reads only ``step``: a second reader of the optimizer's update would make XLA
+    materialize it (a full-size temporary)."""
+    return jnp.where(phase.keep & ~phase.due & (p == 0), step * 0, step)
 
 
 def _next_state(state, phase: _Phase, tau, zeroed, latent, inner_state):
@@ -786,11 +787,17 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     return out, _next_state(state, phase, tau, zeroed, latent, inner_state)
 
 
+def _whole(rule: _checks.Rule) -> _checks.Rule:
+    """``rule`` and a whole number (a step count set at run time: 10.5 would be truncated
+    where the ramp's end is compared in integers and not where the ramp is computed)."""
+    return _checks.Rule(f"{rule.text}, whole", lambda x: rule.test(x) & (x == jnp.round(x)))
+
+
 _RUNTIME_RULES = (
     ("target", _checks.FRACTION),
-    ("ramp_steps", _checks.at_least(1)),
-    ("begin_step", _checks.at_least(0)),
-    ("update_every", _checks.at_least(1)),
+    ("ramp_steps", _whole(_checks.at_least(1))),
+    ("begin_step", _whole(_checks.at_least(0))),
+    ("update_every", _whole(_checks.at_least(1))),
     ("smoothing", _checks.DECAY),
     ("ramp", _checks.POSITIVE_FLOAT32),  # an exponent's (a string is known at construction)
 )

@@ -51,8 +51,8 @@ ARG = {
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 @pytest.mark.parametrize("value", BAD_VALUES, ids=lambda v: type(v).__name__)
 def test_every_concrete_bad_value_is_refused_at_construction(name, value):
-    if name == "sparsity_target" and np.ndim(value):
-        with pytest.raises(TypeError, match="`target` must be a scalar"):
+    if np.ndim(value):  # a hyperparameter is one number, not one per entry
+        with pytest.raises(TypeError, match=f"`{ARG[name]}` must be a scalar"):
             TRANSFORMS[name](value)
         return
     rule = r"in \[0, 1\)" if name == "sparsity_target" else ">= 0"
@@ -126,3 +126,59 @@ def test_bfloat16_hyperparameters_are_real_numbers():
     optax_l1.l1_prox(jnp.array(0.1, jnp.bfloat16), learning_rate=jnp.array(1.0, jnp.bfloat16))
     with pytest.raises(ValueError, match="`strength`"):
         optax_l1.l1_prox(jnp.array(-0.1, jnp.bfloat16), learning_rate=0.1)
+
+
+def test_an_array_hyperparameter_is_refused_not_broadcast_over_each_leaf():
+    """An array strength was broadcast over every leaf's last axis (one threshold per
+    column), and a leaf of another width crashed naming nothing."""
+    for make in (
+        lambda v: optax_l1.l1_prox(v, learning_rate=0.1),
+        lambda v: optax_l1.l1_prox(0.1, learning_rate=v),
+        lambda v: optax_l1.proximal_adam(0.1, strength=v),
+        lambda v: optax_l1.ftrl(0.1, strength=v),
+        lambda v: optax_l1.proximal_adagrad(v, strength=0.1),
+    ):
+        with pytest.raises(TypeError, match="must be a scalar, got shape \\(2,\\)"):
+            make(jnp.array([0.1, 20.0]))
+    # The elementwise operators keep per-entry thresholds.
+    out = optax_l1.soft_threshold(jnp.array([1.0, 1.0]), jnp.array([0.5, 2.0]))
+    np.testing.assert_array_equal(out, [0.5, 0.0])
+
+
+def test_a_prox_taken_for_a_schedule_says_how_to_declare_it_static():
+    tx = optax.inject_hyperparams(optax_l1.proximal)(lambda z: z, learning_rate=0.1)
+    p = {"w": jnp.ones(2)}
+    with pytest.raises(TypeError, match="static_args=\\('prox',\\)"):
+        tx.update(p, tx.init(p), p)
+
+
+def test_a_partition_without_the_accumulator_is_named_not_a_prefix_error():
+    """with_preconditioned_l1 around adam | adagrad (one partition has no 'nu') failed with
+    "`accumulator` must be a scalar or a pytree prefix ... MaskedNode"."""
+    p = {"a": jnp.array([1.0, 0.5]), "b": jnp.array([1.0, 0.02])}
+    inner = optax.multi_transform(
+        {"x": optax.adam(0.1), "y": optax.adagrad(0.1)}, {"a": "x", "b": "y"}
+    )
+
+    def make(mask=None):
+        return optax_l1.with_preconditioned_l1(
+            inner,
+            strength=0.1,
+            learning_rate=0.1,
+            eps=1e-8,
+            eps_root=0.0,
+            bias_correction_decay=0.999,
+            unseen="shrink",
+            mask=mask,
+        )
+
+    tx = make()
+    with pytest.raises(ValueError, match="keeps no 'nu' for some regularized leaves"):
+        tx.update(p, tx.init(p), p)
+    tx = make({"a": True, "b": False})  # the adam partition alone: proximal_adam's numbers
+    u, _ = tx.update(p, tx.init(p), p)
+    ref = optax_l1.proximal_adam(0.1, strength=0.1)
+    want, _ = ref.update({"a": p["a"]}, ref.init({"a": p["a"]}), {"a": p["a"]})
+    np.testing.assert_allclose(u["a"], want["a"], rtol=1e-6)
+    plain, _ = optax.adagrad(0.1).update({"b": p["b"]}, optax.adagrad(0.1).init({"b": p["b"]}))
+    np.testing.assert_allclose(u["b"], plain["b"], rtol=1e-6)

@@ -158,24 +158,68 @@ def test_begin_step_is_compared_in_integers():
     np.testing.assert_allclose(u, [-0.1], rtol=1e-6)  # count 2**24 < 2**24 + 1: not frozen
 
 
-def test_freeze_support_takes_steps_under_apply_if_finite_and_multi_transform():
+def _two_frozen_steps(tx, params):
+    p, state = params, tx.init(params)
+    for g in (jnp.zeros(2), jnp.array([-5.0, 1.0])):
+        u, state = jax.jit(tx.update)({k: g for k in params}, state, p)
+        p = optax.apply_updates(p, u)
+    return p
+
+
+def test_freeze_support_in_and_around_multi_transform():
     params = {"a": jnp.array([0.05, 1.0]), "b": jnp.array([0.05, 1.0])}
-    for inner in (
-        optax.apply_if_finite(optax_l1.l1_prox(1.0, learning_rate=0.1), 3),
-        optax.multi_transform(
-            {"x": optax_l1.l1_prox(1.0, learning_rate=0.1), "y": optax.identity()},
-            {"a": "x", "b": "y"},
-        ),
-    ):
-        tx = optax.chain(optax.sgd(0.1), optax_l1.freeze_support(inner, begin_step=1))
-        p, state = params, tx.init(params)
-        for g in (jnp.zeros(2), jnp.array([-5.0, 1.0])):
-            u, state = tx.update({"a": g, "b": g}, state, p)
-            p = optax.apply_updates(p, u)
-        np.testing.assert_allclose(p["a"], [0.0, 0.8], rtol=1e-6)  # zeroed, then frozen
-    with pytest.raises(TypeError, match="`freeze_support` wraps the proximal step"):
-        sgd_part = optax.multi_transform(
-            {"x": optax_l1.l1_prox(1.0, learning_rate=0.1), "y": optax.sgd(0.1)},
-            {"a": "x", "b": "y"},
-        )
-        optax_l1.freeze_support(sgd_part, begin_step=1).init(params)
+    prox = optax_l1.l1_prox(1.0, learning_rate=0.1)
+    both = optax.multi_transform({"x": prox, "y": optax.masked(prox, True)}, {"a": "x", "b": "y"})
+    p = _two_frozen_steps(
+        optax.chain(optax.sgd(0.1), optax_l1.freeze_support(both, begin_step=1)), params
+    )
+    for k in p:
+        np.testing.assert_allclose(p[k], [0.0, 0.8], rtol=1e-6)  # zeroed, then frozen
+    # A part that is not a proximal step: set_to_zero (frozen weights, optax's way) was
+    # bypassed after the freeze, and they trained ([1, 2] -> [0.8, 1.8], a probe). The
+    # freeze cannot tell identity, set_to_zero or scale apart by their state: all refused;
+    # the freeze goes inside the proximal part.
+    for other in (optax.identity(), optax.set_to_zero(), optax.scale(2.0), optax.sgd(0.1)):
+        mixed = optax.multi_transform({"x": prox, "y": other}, {"a": "x", "b": "y"})
+        with pytest.raises(TypeError, match="every part must be a proximal step"):
+            optax_l1.freeze_support(mixed, begin_step=1).init(params)
+    inside = optax.multi_transform(
+        {"x": optax_l1.freeze_support(prox, begin_step=1), "y": optax.set_to_zero()},
+        {"a": "x", "b": "y"},
+    )
+    p = _two_frozen_steps(optax.chain(optax.sgd(0.1), inside), params)
+    np.testing.assert_allclose(p["a"], [0.0, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(p["b"], params["b"])  # held by set_to_zero
+
+
+def test_freeze_support_refuses_apply_if_finite_inside_and_works_inside_it():
+    """Inside, a step apply_if_finite rejected was applied after the freeze, and the NaN at
+    a zero was dropped ([0, 1] -> [0, 0.9] on a NaN gradient, a probe)."""
+    params = {"w": jnp.array([0.0, 1.0])}
+    prox = optax_l1.l1_prox(0.5, learning_rate=0.1)
+    with pytest.raises(TypeError, match="apply_if_finite goes around the whole chain"):
+        optax_l1.freeze_support(optax.apply_if_finite(prox, 5), begin_step=0).init(params)
+    tx = optax.apply_if_finite(
+        optax.chain(optax.sgd(1.0), optax_l1.freeze_support(prox, begin_step=0)), 5
+    )
+    u, _ = tx.update({"w": jnp.array([jnp.nan, 0.1])}, tx.init(params), params)
+    np.testing.assert_array_equal(optax.apply_updates(params, u)["w"], [0.0, 1.0])  # skipped
+
+
+def test_a_nan_update_at_a_frozen_or_held_zero_stays_nan():
+    """The frozen and held supports wrote 0 where the weight is 0, NaN update or not."""
+    g = jnp.array([jnp.nan, 0.1])
+    tx = optax.chain(
+        optax.sgd(1.0),
+        optax_l1.freeze_support(optax_l1.l1_prox(0.5, learning_rate=0.1), begin_step=0),
+    )
+    p = jnp.array([0.0, 1.0])
+    u, _ = tx.update(g, tx.init(p), p)
+    assert np.isnan(u[0]) and np.isclose(u[1], -0.1)
+    tx = optax.chain(optax.sgd(1.0), optax_l1.sparsity_target(0.34, ramp_steps=1))
+    p = jnp.array([0.1, 1.0, 2.0])
+    state = tx.init(p)
+    for g in (jnp.zeros(3), jnp.zeros(3), jnp.array([jnp.nan, 0.0, 0.0])):
+        u, state = tx.update(g, state, p)
+        p = optax.apply_updates(p, u)
+    assert np.isnan(p[0]) and np.all(p[1:] == jnp.array([1.0, 2.0]))

@@ -334,3 +334,19 @@ def test_group_l1_penalty_masked_out_leaf_may_lack_the_axis():
     np.testing.assert_allclose(got, 0.5 * (5.0 + 1.0), rtol=1e-6)
     with pytest.raises(ValueError, match="axis"):
         optax_l1.group_l1_penalty(params, 0.5, axis=1)
+
+
+def test_a_penalty_strength_is_checked_at_run_time_and_is_one_number_per_leaf():
+    """A traced negative strength gave a negative penalty (-3.0); an array strength a
+    non-scalar "penalty" ([3, 30]); a schedule crashed naming nothing (probes)."""
+    w = jnp.array([1.0, -2.0])
+    assert np.isnan(jax.jit(optax_l1.l1_penalty)(w, -1.0))
+    assert np.isnan(jax.jit(lambda s: optax_l1.group_l1_penalty(jnp.ones((2, 2)), s, axis=0))(-1.0))
+    out = jax.vmap(lambda s: optax_l1.l1_penalty(w, s))(jnp.array([1.0, -1.0]))
+    assert out[0] == 3.0 and np.isnan(out[1])
+    for bad in (jnp.array([1.0, 10.0]), optax.constant_schedule(0.1)):
+        with pytest.raises(TypeError, match="`strength` must be"):
+            optax_l1.l1_penalty(w, bad)
+        with pytest.raises(TypeError, match="`strength` must be"):
+            optax_l1.group_l1_penalty(jnp.ones((2, 2)), bad, axis=0)
+    assert float(optax_l1.l1_penalty({"a": w, "b": w}, {"a": 1.0, "b": 0.5})) == 4.5

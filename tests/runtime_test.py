@@ -40,11 +40,54 @@ INJECTED = {
         "learning_rate_power",
     ),
     "add_l1_subgradient": (optax_l1.add_l1_subgradient, dict(strength=0.1), "strength"),
+    **{
+        f"proximal_adam {arg}": (
+            optax_l1.proximal_adam,
+            dict(learning_rate=0.1, strength=0.1, b1=0.9, b2=0.999, eps=1e-8),
+            arg,
+        )
+        for arg in ("b1", "b2", "eps")
+    },
+    "proximal_adamw weight_decay": (
+        optax_l1.proximal_adamw,
+        dict(learning_rate=0.1, strength=0.1, weight_decay=1e-4),
+        "weight_decay",
+    ),
+    **{
+        f"with_preconditioned_l1 {arg}": (
+            lambda eps, eps_root, bias_correction_decay: optax_l1.with_preconditioned_l1(
+                optax.rmsprop(0.1, eps=1e-6),
+                strength=0.1,
+                learning_rate=0.1,
+                eps=eps,
+                eps_root=eps_root,
+                bias_correction_decay=bias_correction_decay,
+                unseen="shrink",
+            ),
+            dict(eps=0.0, eps_root=1e-6, bias_correction_decay=0.9),
+            arg,
+        )
+        for arg in ("eps", "eps_root", "bias_correction_decay")
+    },
     "sparsity_target": (
         lambda target: optax_l1.sparsity_target(target, ramp_steps=1, mask=MASK),
         dict(target=0.5),
         "target",
     ),
+    **{
+        f"sparsity_target {arg}": (
+            lambda ramp_steps, begin_step, update_every: optax_l1.sparsity_target(
+                0.5,
+                ramp_steps=ramp_steps,
+                begin_step=begin_step,
+                update_every=update_every,
+                mask=MASK,
+            ),
+            dict(ramp_steps=2, begin_step=0, update_every=1),
+            arg,
+        )
+        for arg in ("ramp_steps", "begin_step", "update_every")
+    },
     "sparsity_target ramp": (
         lambda ramp: optax_l1.sparsity_target(0.5, ramp_steps=1, ramp=ramp, mask=MASK),
         dict(ramp=2.0),
@@ -58,6 +101,10 @@ def _bad_values(arg):
         return [0.5, np.nan, -np.inf]
     if arg == "target":
         return [-0.1, 1.0, np.nan, np.inf]
+    if arg in ("b1", "b2", "bias_correction_decay"):  # decays: in [0, 1)
+        return [-0.1, 1.0, 1.5, np.nan, np.inf]
+    if arg in ("ramp_steps", "begin_step", "update_every"):  # whole step counts
+        return [1.5, -1.0, np.nan, np.inf]
     if arg == "ramp":  # an exponent: 0 is refused too
         return [0.0, -1.0, np.nan, np.inf]
     return [-0.1, np.nan, np.inf]
@@ -231,3 +278,29 @@ def test_ftrl_stays_finite_on_a_gradient_whose_square_overflows_float32():
     tx = optax_l1.ftrl(0.1, strength=0.01)
     u, _ = tx.update(jnp.array([jnp.nan, 0.1, 0.1]), tx.init(params), params)
     assert np.isnan(u[0]) and np.all(np.isfinite(u[1:]))
+
+
+def test_ftrl_lands_exact_zeros_when_gradients_are_narrower_than_params():
+    """bf16 gradients on float32 params: the update was cast to bf16, so p + u missed 0."""
+    tx = optax_l1.ftrl(0.5, strength=0.5)
+    p = {"w": jnp.array([0.3, 1.1, -0.7])}
+    g = jnp.array([0.1, -3.0, 2.0])
+    wide, _ = tx.update({"w": g}, tx.init(p), p)
+    narrow, _ = tx.update({"w": g.astype(jnp.bfloat16)}, tx.init(p), p)
+    assert narrow["w"].dtype == jnp.float32
+    new = optax.apply_updates(p, narrow)["w"]
+    assert new[0] == 0.0  # exactly
+    want = optax.apply_updates(p, wide)["w"]  # bf16 holds these gradients exactly
+    np.testing.assert_array_equal(new, want)
+
+
+def test_a_nonnegative_prox_keeps_an_infinite_input_visible():
+    """max(-inf - t, 0) = 0 landed a weight on an exact zero after an infinite gradient."""
+    z = jnp.array([-jnp.inf, jnp.inf, jnp.nan, -1.0, 2.0])
+    out = optax_l1.elastic_net_threshold(z, 0.1, nonnegative=True)
+    np.testing.assert_allclose(out[3:], [0.0, 1.9], rtol=1e-6)
+    assert out[0] == -jnp.inf and out[1] == jnp.inf and jnp.isnan(out[2])
+    tx = optax.chain(optax.sgd(1.0), optax_l1.l1_prox(0.1, learning_rate=1.0, nonnegative=True))
+    p = {"w": jnp.array([1.0, 1.0])}
+    u, _ = tx.update({"w": jnp.array([jnp.inf, 0.0])}, tx.init(p), p)
+    assert not np.isfinite(optax.apply_updates(p, u)["w"][0])

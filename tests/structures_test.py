@@ -731,3 +731,29 @@ def test_coupled_groups_wholly_in_one_part_or_absent_leaves_are_fine():
     dead = np.all(np.asarray(params["a"]["k1"]) == 0, axis=0)
     assert dead.sum() == 4
     np.testing.assert_array_equal(np.asarray(params["a"]["k2"])[dead], 0.0)
+
+
+def test_a_reduced_axis_of_length_zero_gives_empty_groups_not_a_crash():
+    """An empty static sum of slices crashed with "reduce() of empty iterable"."""
+    for shape in ((0, 4), (0,)):
+        z = jnp.zeros(shape)
+        assert optax_l1.group_soft_threshold(z, 0.1, axis=0).shape == shape
+        assert float(optax_l1.group_l1_penalty({"w": z}, 0.1, axis=0)) == 0.0
+        tx = optax_l1.group_l1_prox(0.1, learning_rate=0.1, axis=0)
+        p = {"w": z, "v": jnp.ones((2, 3))}
+        u, _ = jax.jit(tx.update)(p, tx.init(p), p)
+        assert u["w"].shape == shape
+        ref = optax_l1.group_soft_threshold(p["v"] + p["v"], 0.01, axis=0) - p["v"]
+        np.testing.assert_allclose(u["v"], ref, rtol=1e-6)
+
+
+def test_an_attribute_named_value_is_dropped_only_as_an_nnx_variables_last_key():
+    """Every attribute named `value` was dropped: an Equinox attention's `value` projection
+    read as 'weight' and path_mask(include='^value/') selected nothing (a probe)."""
+    from optax_l1._masks import path_name
+
+    attr, key = jax.tree_util.GetAttrKey, jax.tree_util.DictKey
+    assert path_name((key("kernel"), attr("value"))) == "kernel"  # an NNX Variable
+    assert path_name((attr("value"), attr("weight"))) == "value/weight"  # Equinox
+    assert path_name((attr("query"), attr("value"), attr("weight"))) == "query/value/weight"
+    assert path_name((attr("value"),)) == "value"

@@ -223,3 +223,39 @@ def test_chain_l1_prox_refuses_a_built_optimizer_and_bad_strength():
         optax_l1.chain_l1_prox(optax.adam, learning_rate=0.1, strength=-1.0)
     with pytest.raises(TypeError, match="learning_rate"):
         optax_l1.chain_l1_prox(optax.adam, strength=0.1)  # pyright: ignore[reportCallIssue]
+
+
+def _one_adam_step(opt, params, grads):
+    state = opt.init(params)
+    _, state = opt.update(grads, state, params)
+    return state
+
+
+def test_faults_give_nan_or_a_named_error_never_a_plausible_strength():
+    """Probes: an inf weight gave 2.5 (np.quantile interpolated past it); eps=0 with a
+    never-seen entry gave NaN for valid input (0/0); a leaf outside an optax.masked Adam
+    crashed on a MaskedNode naming nothing."""
+    params = {"w": jnp.array([1.0, 0.5, 0.5, 2.0])}
+    grads = {"w": jnp.array([0.5, 0.1, -0.1, 0.0])}
+    state = _one_adam_step(optax.adam(0.1), params, grads)
+    kw = dict(for_transform="l1_prox", batch_size=4)
+    inf = {"w": params["w"].at[0].set(jnp.inf)}
+    assert np.isnan(optax_l1.suggest_strength(inf, state, 0.5, **kw))
+    # eps = 0: the entry with no gradient scores 0 (it would stay at zero), not NaN.
+    got = optax_l1.suggest_strength(params, state, 0.5, eps=0.0, **kw)
+    m, v = np.array([0.5, 0.1, 0.1, 0.0]), np.array([0.25, 0.01, 0.01, 0.0])
+    w = np.array([1.0, 0.5, 0.5, 2.0])
+    d = np.sqrt(v)
+    want = np.quantile(np.maximum(m, w * 4 * v) / np.where(d > 0, d, 1.0), 0.5)
+    assert np.isfinite(got) and np.isclose(got, want)
+    pp = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    masked = optax.masked(optax.adam(0.1), {"w": True, "b": False})
+    st = _one_adam_step(masked, pp, pp)
+    with pytest.raises(ValueError, match="no Adam moments for leaf 'b'.*`mask=`"):
+        optax_l1.suggest_strength(pp, st, 0.5, **kw)
+    mask = {"w": True, "b": False}
+    ok = optax_l1.suggest_strength(pp, st, 0.5, mask=mask, **kw)
+    ref = optax_l1.suggest_strength(
+        {"w": pp["w"]}, _one_adam_step(optax.adam(0.1), {"w": pp["w"]}, {"w": pp["w"]}), 0.5, **kw
+    )
+    assert ok == ref
