@@ -10,7 +10,7 @@ from the regularization via ``optax_l1.kernel_mask``) and the held-out accuracy:
   global quantile every step, support frozen after the ramp); ``sparsity_target(shrink=soft)``
   the same with the 0.1 default, soft thresholding.
 - ``gmp-layer`` (Zhu & Gupta 2017, as in TensorFlow's model_pruning): the cubic ramp (the
-  library's default too; ``--ramp E`` gives ``sparsity_target`` another exponent);
+  library's default until 0.2.0; ``--ramp cubic`` gives it to ``sparsity_target`` too);
   every ``--prune-every`` steps from ``t0`` to ``t0 + T`` each kernel's smallest-magnitude
   weights are masked to the ramp's sparsity; the masks are fixed in between and applied to
   the weights after every Adam update, so pruned weights stay exactly zero.
@@ -190,7 +190,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=ramp_arg,
         default=None,
         help="ramp of the sparsity_target method: cubic, linear or an exponent (default: "
-        "the library's, cubic)",
+        "the library's, 2)",
     )
     p.add_argument("--json", default=None, help="write the raw results here")
     args = p.parse_args(argv)

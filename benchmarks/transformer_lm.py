@@ -34,7 +34,7 @@ the cube whatever ``--ramp`` says):
   ``ramp_tail`` / ``ramp_mid``: that lag designed into the ramp, whole, only at its end, or only
   mid-ramp (``lagged_ramp``; run each alone: it replaces the library's ramp); ``ramp_power``:
   the defaults with ``ramp=--ramp-power`` (the exponent e of the ramp 1 - (1 - t)^e; 3 is the
-  cube, the library's default); ``gmp_power``: ``gmp`` on the same ramp; ``structured``: whole
+  cube, 2 the library's default); ``gmp_power``: ``gmp`` on the same ramp; ``structured``: whole
   heads and MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
   ``s`` (``benchmarks/compaction.py`` compacts them); ``n_of_m``: ``allocation=Blocks(4,
   axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis); ``blocks``:

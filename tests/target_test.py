@@ -73,8 +73,8 @@ def _run(tx, steps, seed=0, params=None):
     return p, s, [np.asarray(x) for x in logs]
 
 
-def _ramp(t, target, ramp_steps, begin=0, power=3.0):
-    """The ramp's value at step ``t`` (the library's default exponent, the cube, unless given)."""
+def _ramp(t, target, ramp_steps, begin=0, power=2.0):
+    """The ramp's value at step ``t`` (the library's default exponent, 2, unless given)."""
     frac = np.clip((t - begin) / ramp_steps, 0.0, 1.0)
     return target * (1.0 - (1.0 - frac) ** power)
 
@@ -1235,3 +1235,29 @@ def test_sampled_search_tracks_the_ramp_within_a_point_and_ends_on_target():
     assert max(off) <= 0.01, off
     assert max(off) > 0  # the ramp's searches were sampled, not exact
     assert int(jnp.sum(params["w"] == 0)) == int(0.9 * n)  # the last search is exact
+
+
+def test_an_n_of_m_allocation_keeps_the_latent_copy_for_the_whole_ramp_by_default():
+    """Its last pattern (n of m) is set at the ramp's end, after half the ramp's copy."""
+    blocks = optax_l1.Blocks(4, axis=0)
+
+    def run(**kw):
+        tx = optax.chain(
+            optax.adam(0.05),
+            optax_l1.sparsity_target(0.5, ramp_steps=20, allocation=blocks, **kw),
+        )
+        p = {"w": 0.3 * jax.random.normal(jax.random.PRNGKey(0), (16, 8))}
+        s = tx.init(p)
+        drift = jax.random.normal(jax.random.PRNGKey(99), (16, 8))  # slow: zeros revive
+        for i in range(30):
+            noise = jax.random.normal(jax.random.PRNGKey(i + 1), (16, 8))
+            g = {"w": drift * jnp.cos(i / 3.0) + 0.5 * noise}
+            u, s = tx.update(g, s, p)
+            p = optax.apply_updates(p, u)
+        return np.asarray(p["w"])
+
+    default = run()
+    np.testing.assert_array_equal(default, run(latent_until=1.0))
+    assert not np.array_equal(default, run(latent_until=0.5))
+    nonzero = (default.reshape(4, 4, 8) != 0).sum(axis=1)
+    assert np.all(nonzero <= 2)
