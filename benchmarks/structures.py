@@ -5,7 +5,8 @@ The MLP of ``examples/compact_mlp.py`` (64 -> H -> H -> 10, relu), AdamW, ``--st
 steps; every kernel regularized (biases only inside coupled units). For each structure:
 
 - ``gradual``: ``sparsity_target`` ramps from ``begin = steps / 10`` over ``steps / 2``
-  steps (cubic), then holds the support (fine-tuning);
+  steps (the library's defaults: the ramp's exponent 2, the cube before ``23b3b8c``), then
+  holds the support (fine-tuning);
 - ``one-shot``: the baseline, dense training until the ramp's end, one magnitude pruning
   to the target there (``sparsity_target(ramp_steps=1, latent=False)`` at that step: the
   smallest groups by norm, or the N:M projection), then the same fine-tuning.

@@ -47,8 +47,9 @@ the cube whatever ``--ramp`` says):
   group of tensors, the support held in between and after: survivors never shrunk);
   ``blocks_cheap`` / ``n_of_m_cheap`` are ``blocks`` / ``n_of_m`` in the step-cost
   setting (``latent=False``, a search every ``--prune-every`` steps of the ramp);
-  ``n_of_m_latent`` is ``n_of_m`` with the latent copy for the whole ramp
-  (``latent_until=1``).
+  ``n_of_m`` keeps the latent copy for half the ramp (``latent_until=0.5``, the library's
+  default until ``23b3b8c``: the rows measured before it); ``n_of_m_latent`` keeps it
+  for the whole ramp (``latent_until=1``, the library's default for N:M since).
 - ``proximal_adam`` / ``adamw_l1_prox``: fixed L1 strengths (``--strength``).
 - Research arms defined here, thresholding ``z = p + u`` at the ramp's global quantile:
   ``hard`` (zero ``|z| <= tau``, others untouched), ``hard_pertensor`` (one quantile per
@@ -651,8 +652,8 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method.endswith("_cheap"):  # the step-cost setting
         when |= cheap
     blocks = optax_l1.Blocks(4, axis=0)
-    if method == "n_of_m_latent":  # n_of_m with the latent copy for the whole ramp
-        when |= dict(latent_until=1.0)
+    if method in ("n_of_m", "n_of_m_latent"):  # the copy for half / the whole ramp
+        when |= dict(latent_until=0.5 if method == "n_of_m" else 1.0)
     if method.startswith("n_of_m"):  # N:M on the reduction axis
         st = optax_l1.sparsity_target(value, allocation=blocks, mask=kmask, **when)
         return optax.chain(adamw(), st)

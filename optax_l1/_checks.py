@@ -131,11 +131,28 @@ def check_number(
         raise ValueError(f"`{name}` must be finite{kind} and {rule.text}, got {value!r}")
 
 
-def checked(name: str, value: Any, rule: Rule = NONNEGATIVE) -> Any:
-    """:func:`check_number` (no schedule), then the run-time policy on a traced value (NaN
-    where it breaks ``rule``, :func:`runtime_checked`): the value to use."""
-    check_number(name, value, rule)
+def usable(value: Any, rule: Rule) -> Any:
+    """The value to use: itself when known now (checked at construction), else
+    :func:`runtime_checked` (NaN where it breaks ``rule``)."""
     return value if concrete(value) is not None else runtime_checked(value, rule)
+
+
+def checked(name: str, value: Any, rule: Rule = NONNEGATIVE) -> Any:
+    """:func:`check_number` (no schedule), then :func:`usable`: the value to use."""
+    check_number(name, value, rule)
+    return usable(value, rule)
+
+
+def static_int(name: str, value: Any, rule: Rule) -> int:
+    """:func:`check_number` for a whole number that shapes arrays, so it must be known when
+    the function is traced (not a jit argument): the int to use."""
+    check_number(name, value, rule, integer=True)
+    if concrete(value) is None:
+        raise TypeError(
+            f"`{name}` shapes the result, so it must be known when the function is traced "
+            f"(a Python int, not a jit argument), got {value!r}"
+        )
+    return int(value)
 
 
 def check_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE, *, scalar: bool = False) -> None:
@@ -151,7 +168,7 @@ def checked_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE, *, scalar: bool
     """:func:`check_tree`, then the run-time policy on traced leaves (NaN where they break
     ``rule``): the tree to use."""
     check_tree(name, tree, rule, scalar=scalar)
-    return jax.tree.map(lambda x: x if concrete(x) is not None else runtime_checked(x, rule), tree)
+    return jax.tree.map(lambda x: usable(x, rule), tree)
 
 
 def check_flag(name: str, value: Any) -> bool:

@@ -112,8 +112,8 @@ def pack_n_of_m(x: jax.Array, n: int, m: int, *, axis: int = 0) -> NofM:
       >>> packed.values[:, :, 0].tolist(), packed.positions[:, :, 0].tolist()
       ([[3.0, -1.0]], [[1, 3]])
     """
-    _checks.check_number("n", n, _checks.at_least(1), integer=True, scalar=True)
-    _checks.check_number("m", m, _checks.at_least(1), integer=True, scalar=True)
+    _checks.check_number("n", n, _checks.at_least(1), integer=True)
+    _checks.check_number("m", m, _checks.at_least(1), integer=True)
     n, m = int(n), int(m)
     _checks.check_eager("pack_n_of_m", x)
     if n > m or m > 256:

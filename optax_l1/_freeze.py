@@ -85,8 +85,7 @@ def _frozen_updates(
     out = []
     for u, s, p, sel in leaves:
         if sel:
-            s = jnp.where(frozen, u, s)
-            s = jnp.where(frozen & (p == 0), s * 0, s)  # s * 0: 0, or NaN (a fault shows)
+            s = _tree.zero_where(frozen & (p == 0), jnp.where(frozen, u, s))
             s = s if bad is None else jnp.where(bad, jnp.nan, s)
         out.append(s)
     return aligned.treedef.unflatten(out)

@@ -179,9 +179,7 @@ def ftrl(
         if power_value is not None
         else -_checks.runtime_checked(learning_rate_power, _checks.NONPOSITIVE)
     )
-    beta_value: Any = beta
-    if _checks.concrete(beta) is None:
-        beta_value = _checks.runtime_checked(beta, _checks.NONNEGATIVE)
+    beta_value: Any = _checks.usable(beta, _checks.NONNEGATIVE)
     lr_at = _checks.as_schedule(learning_rate, _checks.POSITIVE)
     l1_at = _checks.as_schedule(strength)
     l2_at, shrinkage_at = _checks.as_schedule(l2), _checks.as_schedule(l2_shrinkage)

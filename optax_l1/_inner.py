@@ -100,6 +100,22 @@ def find_accumulator(accumulator: Accumulator, inner_state: Any, name: str) -> A
     )
 
 
+def per_leaf(acc: Any, z: Any, accumulator: Any, name: str) -> list[Any]:
+    """The accumulator ``acc`` (a scalar or a prefix of ``z``) as one array per leaf of ``z``;
+    a ValueError naming ``name`` where a leaf of ``z`` (not None) has none: a
+    multi_transform partition whose optimizer keeps no such field holds MaskedNode there."""
+    acc = jax.tree.map(lambda a: None if _is_masked(a) else a, acc, is_leaf=_is_masked)
+    leaves = _tree.broadcast_prefix("accumulator", acc, z)
+    z_leaves = jax.tree.leaves(z, is_leaf=_tree.is_none)
+    if any(zi is not None and a is None for zi, a in zip(z_leaves, leaves, strict=True)):
+        raise ValueError(
+            f"`{name}`: the optimizer keeps no {accumulator!r} for some regularized leaves (a "
+            "multi_transform partition whose optimizer has none?): give every partition "
+            "one, or leave those leaves out with `mask=`"
+        )
+    return leaves
+
+
 def second_moments(name: str, inner_state: Any, treedef: Any) -> list[Any]:
     """The optimizer's diagonal second moment per leaf of ``treedef``, as it is in its state:
     the first of ``nu`` (Adam, AdamW, RMSProp...) and ``sum_of_squares`` (Adagrad) present;

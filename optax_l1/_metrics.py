@@ -167,8 +167,8 @@ def _n_of_m_report(params: Any, mask: Any, n_of_m: Any) -> dict[str, jax.Array]:
     if not (isinstance(n_of_m, tuple) and len(n_of_m) == 3):
         raise TypeError(f"`n_of_m` must be a tuple (n, m, axis), got {n_of_m!r}")
     n, m, axis = n_of_m
-    _checks.check_number("n_of_m[0] (n)", n, _checks.at_least(0), integer=True, scalar=True)
-    _checks.check_number("n_of_m[1] (m)", m, _checks.at_least(1), integer=True, scalar=True)
+    _checks.check_number("n_of_m[0] (n)", n, _checks.at_least(0), integer=True)
+    _checks.check_number("n_of_m[1] (m)", m, _checks.at_least(1), integer=True)
     if n > m:
         raise ValueError(f"`n_of_m`: n must be at most m, got {n_of_m!r}")
     blocks = _structures.Blocks(int(m), axis=axis)

@@ -113,7 +113,8 @@ def soft_threshold(tree: Any, threshold: Any) -> Any:
     Args:
       tree: a pytree of arrays.
       threshold: :math:`\tau \ge 0`, a scalar or a pytree prefix of ``tree`` (one threshold
-        per leaf or subtree).
+        per leaf or subtree); a leaf's may also be an array that broadcasts to the leaf's
+        shape (one threshold per entry, as jaxopt's ``prox_lasso`` takes).
 
     Returns:
       A pytree like ``tree``; entries with :math:`|z| \le \tau` are exactly zero.
@@ -129,7 +130,27 @@ def soft_threshold(tree: Any, threshold: Any) -> Any:
       2014, section 6.5.2.
     """
     threshold = _checks.checked_tree("threshold", threshold)
+    _check_fits("threshold", threshold, tree)
     return soft_threshold_tree(tree, threshold)
+
+
+def _check_fits(name: str, values: Any, tree: Any) -> None:
+    """A ValueError naming ``name`` unless each leaf's value is a scalar or an array that
+    broadcasts to the leaf's shape without changing it (one value per entry)."""
+    leaves = jax.tree.leaves(tree, is_leaf=_tree.is_none)
+    for z, v in zip(leaves, _tree.broadcast_prefix(name, values, tree), strict=True):
+        if z is None or not jnp.ndim(v):
+            continue
+        shape = jnp.shape(z)
+        try:
+            fits = jnp.broadcast_shapes(jnp.shape(v), shape) == shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"`{name}` must be a scalar per leaf or broadcast to the leaf's shape "
+                f"{shape}, got shape {jnp.shape(v)}"
+            )
 
 
 def soft_threshold_tree(tree: Any, threshold: Any) -> Any:
@@ -152,8 +173,10 @@ def elastic_net_threshold(
 
     Args:
       tree: a pytree of arrays.
-      threshold: :math:`\tau \ge 0` (step size times L1 strength), scalar or pytree prefix.
-      l2_scale: :math:`\rho \ge 0` (step size times L2 strength), scalar or pytree prefix.
+      threshold: :math:`\tau \ge 0` (step size times L1 strength), scalar or pytree prefix
+        (per entry: see :func:`soft_threshold`).
+      l2_scale: :math:`\rho \ge 0` (step size times L2 strength), scalar or pytree prefix
+        (per entry too).
       nonnegative: restrict to non-negative weights.
 
     Returns:
@@ -173,6 +196,8 @@ def elastic_net_threshold(
     """
     threshold = _checks.checked_tree("threshold", threshold)
     l2_scale = _checks.checked_tree("l2_scale", l2_scale)
+    _check_fits("threshold", threshold, tree)
+    _check_fits("l2_scale", l2_scale, tree)
     return elastic_net_tree(tree, threshold, l2_scale, nonnegative=nonnegative)
 
 
@@ -206,11 +231,14 @@ def group_soft_threshold(
     ``couple`` label: then a group's norm is over its entries on every leaf). Safe at
     :math:`\|z_g\| = 0`. Norms are one pass of squares in at least float32: a group with
     norm below ~1e-19 counts as zero (it is zeroed by any positive threshold, kept by
-    threshold 0). Coupled leaves should get the same threshold (each leaf uses its own).
+    threshold 0), and one whose squares overflow (entries above ~1e19 in float32, ~1e154
+    in float64) reads as an infinite norm and is kept unshrunk, whatever the threshold.
+    Coupled leaves should get the same threshold (each leaf uses its own).
 
     Args:
       tree: a pytree of arrays.
-      threshold: :math:`\tau \ge 0`, scalar or pytree prefix.
+      threshold: :math:`\tau \ge 0`, scalar or pytree prefix (one number per leaf: a group
+        keeps or loses all its entries together).
       axis: an int or tuple of ints, the axes reduced to form each group.
       structure: instead of ``axis``: a :class:`Structure` for every leaf, a pytree prefix
         of structures (None: the leaf is left as it is), or a callable ``tree -> that``.
@@ -244,7 +272,7 @@ def group_soft_threshold(
       Yuan & Lin, `Model selection and estimation in regression with grouped variables
       <https://doi.org/10.1111/j.1467-9868.2005.00532.x>`_, 2006.
     """
-    threshold = _checks.checked_tree("threshold", threshold)
+    threshold = _checks.checked_tree("threshold", threshold, scalar=True)
     return group_threshold_tree(tree, threshold, structure=structure_of(axis, structure))
 
 
@@ -394,9 +422,9 @@ def n_of_m_projection(tree: Any, n: int, m: int, *, axis: int) -> Any:
       ...     lambda z, step: optax_l1.n_of_m_projection(z, 2, 4, axis=0), learning_rate=0.1
       ... )
     """
-    _checks.check_number("n", n, _checks.at_least(0), integer=True, scalar=True)
-    _checks.check_number("m", m, _checks.at_least(1), integer=True, scalar=True)
-    n, m = int(n), int(m)  # static: they shape the blocks
+    n = _checks.static_int("n", n, _checks.at_least(0))
+    m = _checks.static_int("m", m, _checks.at_least(1))
+    _structures.check_one_axis(axis)
     if n > m:
         raise ValueError(f"`n` must be at most `m`, got n={n}, m={m}")
     return map_inexact(lambda z, a: _n_of_m_array(z, n, m, a[0]), tree, _leaf_axes(tree, axis))

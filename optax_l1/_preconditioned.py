@@ -8,6 +8,7 @@ accumulator from its state, and apply the proximal step with the per-coordinate 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -66,26 +67,13 @@ def _step_scale(acc: jax.Array, count: jax.Array, eps, eps_root, decay, unseen) 
     return jnp.where(keep, 1.0 / jnp.where(keep, d, 1.0), 0.0)
 
 
-def _preconditioned_prox(
-    acc, count, strength_at, l2_at, no_l2, step_scale, accumulator, name
-) -> _step.ProxMap:
-    """The elastic-net map with per-coordinate thresholds ``step * strength / D``."""
-    # A multi_transform partition without the accumulator holds MaskedNode there: None.
-    acc = jax.tree.map(
-        lambda a: None if isinstance(a, optax.MaskedNode) else a,
-        acc,
-        is_leaf=lambda x: isinstance(x, optax.MaskedNode),
-    )
+def _preconditioned_prox(leaf_acc, count, strength_at, l2_at, no_l2, step_scale) -> _step.ProxMap:
+    """The elastic-net map with per-coordinate thresholds ``step * strength / D``
+    (``leaf_acc(z)``: the accumulator per leaf of ``z``)."""
 
     def prox(z, step, prox_count):
         z_leaves, treedef = jax.tree.flatten(z, is_leaf=_tree.is_none)
-        a_leaves = _tree.broadcast_prefix("accumulator", acc, z)  # one per leaf of z
-        if any(zi is not None and ai is None for zi, ai in zip(z_leaves, a_leaves, strict=True)):
-            raise ValueError(
-                f"`{name}`: the optimizer keeps no {accumulator!r} for some regularized "
-                "leaves (a multi_transform partition whose optimizer has none?): give "
-                "every partition one, or leave those leaves out with `mask=`"
-            )
+        a_leaves = leaf_acc(z)
         scale = [
             None if zi is None else step_scale(ai, count)
             for zi, ai in zip(z_leaves, a_leaves, strict=True)
@@ -161,9 +149,8 @@ def _preconditioned_l1(
         count_inc = _transforms.next_count(state.count)
         acc = _inner.find_accumulator(accumulator, inner_state, name)
         corrected = count_inc if bias_count is None else bias_count(inner_state)
-        prox = _preconditioned_prox(
-            acc, corrected, strength_at, l2_at, no_l2, step_scale, accumulator, name
-        )
+        leaf_acc = functools.partial(_inner.per_leaf, acc, accumulator=accumulator, name=name)
+        prox = _preconditioned_prox(leaf_acc, corrected, strength_at, l2_at, no_l2, step_scale)
         aligned = _tree.align(name, updates, params, mask)
         step = _step.step_size(lr_at(state.count))
         updates, _ = _step.prox_update(prox, aligned, step, state.count, name=name)

@@ -95,8 +95,7 @@ def rank_projection(tree: Any, rank: int) -> Any:
              [0., 0., 0.],
              [0., 0., 0.]], dtype=float32)
     """
-    _checks.check_number("rank", rank, _checks.at_least(0), integer=True, scalar=True)
-    r = int(rank)
+    r = _checks.static_int("rank", rank, _checks.at_least(0))
 
     def keep(s):  # s is sorted in decreasing order
         return jnp.where(jnp.arange(s.shape[-1]) < r, s, 0.0)

@@ -74,7 +74,7 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _int_axis(axis: Any) -> None:
+def check_one_axis(axis: Any) -> None:
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"`axis` must be one int here, got {axis!r}")
 
@@ -191,7 +191,7 @@ class Blocks(Structure):
     def __post_init__(self):
         super().__post_init__()
         _positive_int("size", self.size)
-        _int_axis(self.axis)
+        check_one_axis(self.axis)
 
     def layout(self, shape: tuple[int, ...]) -> Layout:
         ax = normalize_axis(self.axis, len(shape))[0]
@@ -225,7 +225,7 @@ class Heads(Structure):
         super().__post_init__()
         _positive_int("num_heads", self.num_heads)
         _positive_int("parts", self.parts)
-        _int_axis(self.axis)
+        check_one_axis(self.axis)
 
     def layout(self, shape: tuple[int, ...]) -> Layout:
         ax = normalize_axis(self.axis, len(shape))[0]

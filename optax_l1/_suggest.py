@@ -92,14 +92,14 @@ def suggest_strength(
       >>> round(s, 4)  # their median
       1.5
     """
-    _checks.check_number("sparsity", sparsity, scalar=True)
+    _checks.check_number("sparsity", sparsity)
     if not 0 < float(sparsity) < 1:
         raise ValueError(f"`sparsity` must be in (0, 1), got {sparsity!r}")
     _checks.check_choice("for_transform", for_transform, FOR)
-    _checks.check_number("batch_size", batch_size, _checks.at_least(1), integer=True, scalar=True)
-    _checks.check_number("b1", b1, _checks.DECAY, scalar=True)
-    _checks.check_number("b2", b2, _checks.DECAY, scalar=True)
-    _checks.check_number("eps", eps, scalar=True)
+    _checks.check_number("batch_size", batch_size, _checks.at_least(1), integer=True)
+    _checks.check_number("b1", b1, _checks.DECAY)
+    _checks.check_number("b2", b2, _checks.DECAY)
+    _checks.check_number("eps", eps)
     _checks.check_mask(mask)
     adam = _adam_state(opt_state)
     scores = _scores(params, adam, for_transform, batch_size, b1, b2, eps, mask)

@@ -38,6 +38,13 @@ def widened(x: Any) -> jax.Array:
     return x.astype(compute_dtype(x.dtype))
 
 
+def zero_where(dead: Any, x: jax.Array) -> jax.Array:
+    """``x`` with 0 where ``dead``, except that a NaN (or inf) there stays NaN: a fault at a
+    zeroed or held weight shows. ``x * 0``, not a fresh zero, and ``x`` read once: a second
+    reader of an optimizer's update would make XLA materialize it (a full-size temporary)."""
+    return jnp.where(dead, x * 0, x)
+
+
 def as_dtype(x: Any, dtype: Any) -> jax.Array:
     """``x`` as a (strongly typed) array of ``dtype``; an array that already is one is
     returned as it is.

@@ -216,10 +216,26 @@ def test_a_nan_update_at_a_frozen_or_held_zero_stays_nan():
     p = jnp.array([0.0, 1.0])
     u, _ = tx.update(g, tx.init(p), p)
     assert np.isnan(u[0]) and np.isclose(u[1], -0.1)
-    tx = optax.chain(optax.sgd(1.0), optax_l1.sparsity_target(0.34, ramp_steps=1))
-    p = jnp.array([0.1, 1.0, 2.0])
-    state = tx.init(p)
-    for g in (jnp.zeros(3), jnp.zeros(3), jnp.array([jnp.nan, 0.0, 0.0])):
-        u, state = tx.update(g, state, p)
-        p = optax.apply_updates(p, u)
-    assert np.isnan(p[0]) and np.all(p[1:] == jnp.array([1.0, 2.0]))
+    for latent in (True, False):
+        tx = optax.chain(
+            optax.sgd(1.0), optax_l1.sparsity_target(0.34, ramp_steps=1, latent=latent)
+        )
+        p = jnp.array([0.1, 1.0, 2.0])
+        state = tx.init(p)
+        for g in (jnp.zeros(3), jnp.zeros(3), jnp.array([jnp.nan, 0.0, 0.0])):
+            u, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, u)
+        assert np.isnan(p[0]) and np.all(p[1:] == jnp.array([1.0, 2.0])), latent
+    # The step that zeroes it: latent=False scores the params before the update, so the
+    # weight it prunes was written as 0 even when its update was NaN (a review).
+    blocks = optax_l1.Blocks(4, axis=0)
+    for kw in (dict(), dict(allocation=blocks)):
+        tx = optax.chain(
+            optax.sgd(1.0), optax_l1.sparsity_target(0.25, ramp_steps=1, latent=False, **kw)
+        )
+        p = jnp.array([0.1, 1.0, 2.0, 3.0])
+        state = tx.init(p)
+        for g in (jnp.zeros(4), jnp.array([jnp.nan, 0.0, 0.0, 0.0])):  # the search: count 1
+            u, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, u)
+        assert np.isnan(p[0]) and np.all(p[1:] == jnp.array([1.0, 2.0, 3.0])), kw

@@ -435,3 +435,32 @@ def test_n_of_m_through_proximal_keeps_every_block_n_sparse_while_training():
         w = optax.apply_updates(w, u)
         blocks = np.moveaxis(np.asarray(w), 0, -1).reshape(-1, 4)
         assert np.all(np.sum(blocks != 0, axis=1) <= 2)
+
+
+def test_a_threshold_that_would_change_the_leafs_shape_is_refused():
+    """A (3, 1) threshold turned a (3,) leaf into (3, 3); a (2,) one crashed naming nothing;
+    a per-entry threshold zeroed half of a group (probes)."""
+    z = jnp.ones(3)
+    np.testing.assert_array_equal(
+        optax_l1.soft_threshold(z, jnp.array([0.5, 2.0, 0.0])), [0.5, 0.0, 1.0]
+    )
+    for bad in (jnp.full((3, 1), 0.5), jnp.full((2,), 0.5)):
+        with pytest.raises(ValueError, match="`threshold` must be a scalar per leaf or broadcast"):
+            optax_l1.soft_threshold(z, bad)
+        with pytest.raises(ValueError, match="`threshold` must be a scalar per leaf or broadcast"):
+            optax_l1.elastic_net_threshold(z, bad)
+    with pytest.raises(ValueError, match="`l2_scale` must be a scalar per leaf or broadcast"):
+        optax_l1.elastic_net_threshold(z, 0.5, jnp.ones((3, 1)))
+    w = jnp.array([[3.0, 0.0], [4.0, 0.0]])
+    with pytest.raises(TypeError, match="`threshold` must be a scalar"):
+        optax_l1.group_soft_threshold(w, jnp.array([[0.1, 0.1], [9.0, 0.1]]), axis=0)
+
+
+def test_n_of_m_and_rank_name_what_must_be_static():
+    w = jnp.arange(1.0, 17.0).reshape(4, 4)
+    with pytest.raises(TypeError, match="`axis` must be one int here"):
+        optax_l1.n_of_m_projection(w, 1, 2, axis=(1, 0))  # ran along axis 0 alone
+    with pytest.raises(TypeError, match="`n` shapes the result"):
+        jax.jit(lambda n: optax_l1.n_of_m_projection(w, n, 4, axis=0))(2)
+    with pytest.raises(TypeError, match="`rank` shapes the result"):
+        jax.jit(lambda r: optax_l1.rank_projection(w, r))(1)

@@ -304,3 +304,18 @@ def test_a_nonnegative_prox_keeps_an_infinite_input_visible():
     p = {"w": jnp.array([1.0, 1.0])}
     u, _ = tx.update({"w": jnp.array([jnp.inf, 0.0])}, tx.init(p), p)
     assert not np.isfinite(optax.apply_updates(p, u)["w"][0])
+
+
+def test_a_traced_initial_accumulator_value_that_breaks_its_rule_is_nan_in_the_state():
+    """proximal_adagrad reads it in init only: a traced init with a negative value filled
+    the accumulator with it (a plausible state); now NaN, so the first update is NaN."""
+    p = {"w": jnp.array([1.0, -0.5])}
+
+    def init(v):
+        return optax_l1.proximal_adagrad(0.1, strength=0.1, initial_accumulator_value=v).init(p)
+
+    for bad in (-1.0, np.nan, np.inf):
+        acc = jax.jit(init)(jnp.float32(bad)).inner_state[0].sum_of_squares["w"]
+        assert np.all(np.isnan(acc)), (bad, acc)
+    acc = jax.jit(init)(jnp.float32(0.1)).inner_state[0].sum_of_squares["w"]
+    np.testing.assert_allclose(acc, [0.1, 0.1])
