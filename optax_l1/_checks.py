@@ -290,16 +290,23 @@ def runtime_checked(value: Any, rule: Rule) -> jax.Array:
     return jnp.where(ok, x, jnp.asarray(jnp.nan, x.dtype))
 
 
-def as_schedule(value: Any, rule: Rule | None = NONNEGATIVE) -> Callable[[Any], Any]:
-    """A callable ``count -> value`` for a number or a schedule.
+def as_schedule(name: str, value: Any, rule: Rule | None = NONNEGATIVE) -> Callable[[Any], Any]:
+    """A callable ``count -> value`` for a number or a schedule (``name``: the argument's).
 
     The run-time policy: a value known now was checked at construction and is returned as
     it is; a schedule's value or a traced one (``optax.inject_hyperparams``) is checked
-    when it is read, by :func:`runtime_checked` (NaN where it breaks ``rule``).
+    when it is read, by :func:`runtime_checked` (NaN where it breaks ``rule``), and must be
+    one number (a TypeError naming ``name`` at trace time: an array would be broadcast
+    over each leaf's last axis).
     """
     if not callable(value) and concrete(value) is not None:
         return lambda count: value
     at = value if callable(value) else (lambda count: value)
-    if rule is None:
-        return at
-    return lambda count: runtime_checked(at(count), rule)
+
+    def read(count: Any) -> Any:
+        v = at(count)
+        if jnp.ndim(v) != 0:
+            raise TypeError(f"`{name}` must be one number per step, got shape {jnp.shape(v)}")
+        return v if rule is None else runtime_checked(v, rule)
+
+    return read

@@ -180,9 +180,10 @@ def ftrl(
         else -_checks.runtime_checked(learning_rate_power, _checks.NONPOSITIVE)
     )
     beta_value: Any = _checks.usable(beta, _checks.NONNEGATIVE)
-    lr_at = _checks.as_schedule(learning_rate, _checks.POSITIVE)
-    l1_at = _checks.as_schedule(strength)
-    l2_at, shrinkage_at = _checks.as_schedule(l2), _checks.as_schedule(l2_shrinkage)
+    lr_at = _checks.as_schedule("learning_rate", learning_rate, _checks.POSITIVE)
+    l1_at = _checks.as_schedule("strength", strength)
+    l2_at = _checks.as_schedule("l2", l2)
+    shrinkage_at = _checks.as_schedule("l2_shrinkage", l2_shrinkage)
 
     def init_fn(params):
         return FtrlState(

@@ -130,8 +130,9 @@ def _preconditioned_l1(
     _checks.check_choice("unseen", unseen, UNSEEN)
     _checks.check_mask(mask)
     optimizer = optax.with_extra_args_support(optimizer)
-    strength_at, l2_at = _checks.as_schedule(strength), _checks.as_schedule(l2)
-    lr_at, no_l2 = _checks.as_schedule(learning_rate), _checks.is_literal_zero(l2)
+    strength_at, l2_at = _checks.as_schedule("strength", strength), _checks.as_schedule("l2", l2)
+    lr_at = _checks.as_schedule("learning_rate", learning_rate)
+    no_l2 = _checks.is_literal_zero(l2)
 
     def step_scale(acc, count):
         return _step_scale(acc, count, eps, eps_root, bias_correction_decay, unseen)

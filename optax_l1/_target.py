@@ -112,7 +112,7 @@ def _ramp(count: jax.Array, target: Any, ramp_steps: Any, begin_step: Any, shape
     whole = _checks.scalar_value(shape) if not isinstance(shape, str) else None
     if whole is not None and whole == int(whole) and whole <= 64:  # as "cubic" does: 3.0 is it
         frac = 1.0 - lax.integer_pow(1.0 - frac, int(whole))
-    elif not isinstance(shape, str):  # the exponent, known now or at run time
+    elif not isinstance(shape, str):  # the exponent, known at run time (inject_hyperparams)
         frac = 1.0 - (1.0 - frac) ** jnp.asarray(shape, jnp.float32)
     elif shape == "cubic":  # Zhu & Gupta (2017), eq. (1), from an initial sparsity of 0
         frac = 1.0 - (1.0 - frac) ** 3
@@ -674,7 +674,7 @@ def _restart_latent(aligned: _tree.Aligned, base: list[Any], count, cfg: _Config
     ``p == 0`` is "zeroed by the last step"), not when it writes it: the restart fuses into
     the read of the copy, where a reset of the written copy was a pass of its own.
     """
-    if cfg.latent_until == 1:
+    if cfg.latent_until == 1:  # never a restart (with hold="track", none after the ramp)
         return base
     part = jnp.ceil(cfg.latent_until * jnp.asarray(cfg.ramp_steps, jnp.float32))
     stop = jnp.asarray(cfg.begin_step, jnp.int32) + part.astype(jnp.int32)
@@ -863,7 +863,12 @@ def _latent_until(latent_until: Any, latent: bool, allocation: Any) -> float:
         return 1.0 if n_of_m or not latent else _LATENT_UNTIL
     until = latent_until
     if not isinstance(until, (int, float)) or isinstance(until, bool):
-        raise ValueError(f"`latent_until` must be a Python number in (0, 1], got {until!r}")
+        hint = (  # what optax.inject_hyperparams passes for a number it injects
+            " (under `optax.inject_hyperparams`, pass `static_args=('latent_until',)`)"
+            if isinstance(until, jax.Array)
+            else ""
+        )
+        raise TypeError(f"`latent_until` must be a Python number in (0, 1], got {until!r}{hint}")
     _checks.check_number("latent_until", until, _checks.UNIT_INTERVAL)
     if not latent:
         raise ValueError("`latent_until` sets how long the latent copy lasts: needs `latent=True`")
@@ -966,7 +971,10 @@ def sparsity_target(
     0); on params of :math:`2^{20}` or more regularized entries the default search is
     sampled during the ramp, so there at most :math:`k_t` but for about one search in 700
     (it aims 3 sds of the sample's count under it), and exactly at the ramp's end
-    (``quantile``, see Cost).
+    (``quantile``, see Cost). :math:`s_t n` is computed in float32, so mid-ramp
+    :math:`k_t` can be one less than the exact floor, and jitted, eager and
+    ``inject_hyperparams`` runs (which round differently) can differ by that one entry;
+    the ramp's end is exact.
 
     Between searches (``update_every > 1``) and after the ramp (``hold="support"``, the
     default) the support is held: zero weights stay zero and the others take the
@@ -1051,8 +1059,9 @@ def sparsity_target(
         on the transformer LM 2:4 with the whole-ramp copy ties one-shot 2:4 pruning plus
         fine-tuning, with half of it it is 0.007 behind that (0.008 behind the whole-ramp
         copy; 3 seeds, every seed). 1 keeps the
-        copy for the whole ramp (better for short training, see above). Only with
-        ``latent=True``.
+        copy for the whole ramp (better for short training, see above) and never restarts
+        it: with ``hold="track"`` a zeroed weight can still come back after the ramp. Only
+        with ``latent=True``.
       structure: what is zeroed together (default: single entries): a :class:`Structure`
         (:class:`Groups` for units or filters, :class:`Blocks`, :class:`Heads`, coupled
         across leaves by a shared ``couple`` label), a pytree prefix of them, or a callable

@@ -65,7 +65,7 @@ def _counted_prox(
     _checks.check_number("learning_rate", learning_rate, schedule=True)
     _checks.check_mask(mask)
     workspace = _checks.check_flag("workspace", workspace)
-    lr = _checks.as_schedule(learning_rate)
+    lr = _checks.as_schedule("learning_rate", learning_rate)
 
     def init_fn(params):
         if not workspace:
@@ -221,7 +221,7 @@ def l1_prox(
     """
     _checks.check_number("strength", strength, schedule=True)
     _checks.check_number("l2", l2, schedule=True)
-    strength_at, l2_at = _checks.as_schedule(strength), _checks.as_schedule(l2)
+    strength_at, l2_at = _checks.as_schedule("strength", strength), _checks.as_schedule("l2", l2)
     nonnegative = _checks.check_flag("nonnegative", nonnegative)
     no_l2 = _checks.is_literal_zero(l2)  # skip the divide statically
 
@@ -343,7 +343,7 @@ def group_l1_prox(
     """
     _checks.check_number("strength", strength, schedule=True)
     groups = _operators.structure_of(axis, structure)
-    strength_at = _checks.as_schedule(strength)
+    strength_at = _checks.as_schedule("strength", strength)
 
     def prox(z, step, count):
         t = step * strength_at(count)
@@ -395,7 +395,7 @@ def add_l1_subgradient(
     """
     _checks.check_number("strength", strength, schedule=True)
     _checks.check_mask(mask)
-    strength_at = _checks.as_schedule(strength)
+    strength_at = _checks.as_schedule("strength", strength)
 
     def subgradient_step(u, p, s):
         cdt = _tree.compute_dtype(jnp.result_type(p, u))

@@ -182,3 +182,18 @@ def test_a_partition_without_the_accumulator_is_named_not_a_prefix_error():
     np.testing.assert_allclose(u["a"], want["a"], rtol=1e-6)
     plain, _ = optax.adagrad(0.1).update({"b": p["b"]}, optax.adagrad(0.1).init({"b": p["b"]}))
     np.testing.assert_allclose(u["b"], plain["b"], rtol=1e-6)
+
+
+def test_a_schedule_that_returns_an_array_is_refused_when_traced():
+    """It was applied per column: strength 0 on column 0, 10 on column 1 (a probe)."""
+    w = jnp.array([[1.0, 1.0], [0.5, 0.5]])
+    for tx in (
+        optax.chain(
+            optax.sgd(0.5),
+            optax_l1.l1_prox(lambda c: jnp.array([0.0, 10.0]), learning_rate=0.5),
+        ),
+        optax_l1.proximal_adam(0.1, strength=lambda c: jnp.array([0.0, 10.0])),
+        optax_l1.ftrl(lambda c: jnp.array([0.1, 0.1]), strength=0.1),
+    ):
+        with pytest.raises(TypeError, match="must be one number per step, got shape \\(2,\\)"):
+            jax.jit(tx.update)(jnp.zeros((2, 2)), tx.init(w), w)

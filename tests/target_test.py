@@ -947,8 +947,6 @@ def test_latent_until_matches_resetting_the_state_by_hand():
     [
         dict(latent_until=0.0),
         dict(latent_until=1.5),
-        dict(latent_until=True),
-        dict(latent_until=jnp.float32(0.5)),
         dict(latent_until=0.5, latent=False),
         dict(latent_until=1.0, latent=False),
     ],
@@ -956,6 +954,41 @@ def test_latent_until_matches_resetting_the_state_by_hand():
 def test_latent_until_bad_values_name_the_argument(kwargs):
     with pytest.raises(ValueError, match="`latent_until`"):
         optax_l1.sparsity_target(0.5, ramp_steps=3, **kwargs)
+
+
+def test_latent_until_of_a_wrong_kind_is_a_type_error_with_the_static_args_hint():
+    for bad in (True, jnp.float32(0.5)):
+        with pytest.raises(TypeError, match="`latent_until` must be a Python number"):
+            optax_l1.sparsity_target(0.5, ramp_steps=3, latent_until=bad)
+    tx = optax.inject_hyperparams(optax_l1.sparsity_target)(0.5, ramp_steps=3, latent_until=0.5)
+    with pytest.raises(TypeError, match="static_args=\\('latent_until',\\)"):
+        tx.init({"w": jnp.ones(4)})
+    tx = optax.inject_hyperparams(optax_l1.sparsity_target, static_args=("latent_until",))(
+        0.5, ramp_steps=3, latent_until=0.5
+    )
+    tx.init({"w": jnp.ones(4)})
+
+
+def test_latent_until_1_with_hold_track_keeps_the_copy_after_the_ramp():
+    """latent_until=1 (the N:M default) never restarts the copy: with hold="track" a zeroed
+    weight can still come back after the ramp, which any value below 1 stops (the doc said
+    it restarted from t0 + latent_until T, a probe found; the doc now says this)."""
+
+    def run(until):
+        tx = optax.chain(
+            optax.adam(0.05),
+            optax_l1.sparsity_target(0.5, ramp_steps=8, hold="track", latent_until=until),
+        )
+        p = {"w": 0.3 * jax.random.normal(jax.random.PRNGKey(0), (16, 8))}
+        s = tx.init(p)
+        drift = jax.random.normal(jax.random.PRNGKey(99), (16, 8))
+        for i in range(20):
+            noise = jax.random.normal(jax.random.PRNGKey(i + 1), (16, 8))
+            u, s = tx.update({"w": drift * jnp.cos(i / 3.0) + 0.5 * noise}, s, p)
+            p = optax.apply_updates(p, u)
+        return np.asarray(p["w"])
+
+    assert not np.array_equal(run(1.0), run(0.9999))  # the same stop, ceil(.9999 * 8): 8
 
 
 def test_the_default_latent_copy_lasts_half_the_ramp():
