@@ -304,7 +304,7 @@ def as_schedule(name: str, value: Any, rule: Rule | None = NONNEGATIVE) -> Calla
     at = value if callable(value) else (lambda count: value)
 
     def read(count: Any) -> Any:
-        v = at(count)
+        v: Any = at(count)
         if jnp.ndim(v) != 0:
             raise TypeError(f"`{name}` must be one number per step, got shape {jnp.shape(v)}")
         return v if rule is None else runtime_checked(v, rule)
