@@ -183,13 +183,18 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
 
 
+def static_args_hint(name: str, *values: Any) -> str:
+    """The end of a TypeError's message when one of ``values`` is a jax array, which is what
+    ``optax.inject_hyperparams`` passes for an argument it injected (a number, or a
+    callable it took for a schedule); else nothing."""
+    if not any(isinstance(v, jax.Array) for v in values):
+        return ""
+    return f" (under `optax.inject_hyperparams`, pass `static_args=('{name}',)`)"
+
+
 def check_callable(name: str, value: Any, what: str) -> None:
     if not callable(value):
-        hint = (  # what optax.inject_hyperparams passes for a callable it took for a schedule
-            f" (under `optax.inject_hyperparams`, pass `static_args=('{name}',)`)"
-            if isinstance(value, jax.Array)
-            else ""
-        )
+        hint = static_args_hint(name, value)
         raise TypeError(f"`{name}` must be a callable {what}, got {value!r}{hint}")
 
 

@@ -46,11 +46,7 @@ def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ..
             raise TypeError
         axes = tuple(operator.index(a) for a in axes)  # pyright: ignore[reportArgumentType]
     except TypeError:
-        hint = (
-            " (under `optax.inject_hyperparams`, pass `static_args=('axis',)`)"
-            if any(isinstance(a, jax.Array) for a in (axis, *axes))
-            else ""
-        )
+        hint = _checks.static_args_hint("axis", axis, *axes)
         raise TypeError(
             f"`{name}` must be an int or a non-empty tuple of ints, got {axis!r}{hint}"
         ) from None

@@ -109,13 +109,13 @@ def _ramp(count: jax.Array, target: Any, ramp_steps: Any, begin_step: Any, shape
     ``shape`` itself."""
     t = count.astype(jnp.float32) - jnp.asarray(begin_step, jnp.float32)
     frac = jnp.clip(t / jnp.asarray(ramp_steps, jnp.float32), 0.0, 1.0)
-    whole = _checks.scalar_value(shape) if not isinstance(shape, str) else None
-    if whole is not None and whole == int(whole) and whole <= 64:  # as "cubic" does: 3.0 is it
-        frac = 1.0 - lax.integer_pow(1.0 - frac, int(whole))
-    elif not isinstance(shape, str):  # the exponent, known at run time (inject_hyperparams)
-        frac = 1.0 - (1.0 - frac) ** jnp.asarray(shape, jnp.float32)
-    elif shape == "cubic":  # Zhu & Gupta (2017), eq. (1), from an initial sparsity of 0
-        frac = 1.0 - (1.0 - frac) ** 3
+    if not (isinstance(shape, str) and shape == "linear"):
+        e = 3 if isinstance(shape, str) else shape  # "cubic": Zhu & Gupta (2017), eq. (1)
+        whole = _checks.scalar_value(e)
+        if whole is not None and whole == int(whole) and whole <= 64:  # known now: 3.0 is 3
+            frac = 1.0 - lax.integer_pow(1.0 - frac, int(whole))
+        else:  # the exponent, known at run time (inject_hyperparams)
+            frac = 1.0 - (1.0 - frac) ** jnp.asarray(e, jnp.float32)
     return jnp.asarray(target, jnp.float32) * frac
 
 
@@ -806,7 +806,7 @@ def _runtime_bad(cfg: _Config) -> jax.Array | None:
     """True when a hyperparameter known only at run time (``optax.inject_hyperparams``)
     breaks its rule; None when every one was known, and checked, at construction."""
     late = [(getattr(cfg, f), rule) for f, rule in _RUNTIME_RULES]
-    checked = [_checks.usable(v, rule) for v, rule in late if _checks.concrete(v) is None]
+    checked = [_checks.runtime_checked(v, rule) for v, rule in late if _checks.concrete(v) is None]
     bad = None if not checked else jnp.isnan(sum(checked, jnp.float32(0)))
     late_nm = [_checks.concrete(v) is None for v in (cfg.target, cfg.smoothing)]
     if isinstance(cfg.allocation, _structures.Blocks) and any(late_nm):  # N:M, at run time
@@ -863,11 +863,7 @@ def _latent_until(latent_until: Any, latent: bool, allocation: Any) -> float:
         return 1.0 if n_of_m or not latent else _LATENT_UNTIL
     until = latent_until
     if not isinstance(until, (int, float)) or isinstance(until, bool):
-        hint = (  # what optax.inject_hyperparams passes for a number it injects
-            " (under `optax.inject_hyperparams`, pass `static_args=('latent_until',)`)"
-            if isinstance(until, jax.Array)
-            else ""
-        )
+        hint = _checks.static_args_hint("latent_until", until)
         raise TypeError(f"`latent_until` must be a Python number in (0, 1], got {until!r}{hint}")
     _checks.check_number("latent_until", until, _checks.UNIT_INTERVAL)
     if not latent:
