@@ -73,7 +73,8 @@ def test_step_overhead_quick(tmp_path):
     # The oracle (a hand-written fused step, checked to compute B) is timed for these rows.
     with_oracle = [r for r in rows if r["row"] in ("l1_prox", "l1_prox(schedule)")]
     with_oracle += [r for r in rows if r["B"] == "proximal_adam"]
-    assert len(with_oracle) == 6
+    with_oracle += [r for r in rows if r["row"] in ("group_l1_prox", "group_l1_prox(workspace)")]
+    assert len(with_oracle) == 10
     assert all(finite_positive(r["B_over_oracle_median"]) for r in with_oracle)
     assert "| layout | A | B | median B/A | 95% CI | B / oracle |" in stdout
     assert "l1_prox worst median ratio" in stdout
