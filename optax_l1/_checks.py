@@ -131,6 +131,12 @@ def check_number(
         raise ValueError(f"`{name}` must be finite{kind} and {rule.text}, got {value!r}")
 
 
+def whole(rule: Rule) -> Rule:
+    """``rule`` and a whole number: a step count set at run time (10.5 would be truncated
+    where a count is compared in integers and not where it is computed with)."""
+    return Rule(f"{rule.text}, whole", lambda x: rule.test(x) & (x == jnp.round(x)))
+
+
 def usable(value: Any, rule: Rule) -> Any:
     """The value to use: itself when known now (checked at construction), else
     :func:`runtime_checked` (NaN where it breaks ``rule``)."""

@@ -99,7 +99,7 @@ def _start(begin_step: Any, count: jax.Array) -> tuple[jax.Array, jax.Array | No
     raw = jnp.asarray(begin_step)
     if jnp.issubdtype(raw.dtype, jnp.integer):
         return count >= raw, raw < 0
-    return count >= raw, jnp.isnan(_checks.runtime_checked(raw, _checks.NONNEGATIVE))
+    return count >= raw, jnp.isnan(_checks.runtime_checked(raw, _checks.whole(_checks.NONNEGATIVE)))
 
 
 def freeze_support(
@@ -164,6 +164,11 @@ def freeze_support(
       Array([0. , 0.9], dtype=float32)
     """
     _checks.check_number("begin_step", begin_step, _checks.at_least(0), integer=True)
+    start = _checks.concrete(begin_step)
+    if start is not None and start >= 2**31:
+        raise ValueError(
+            f"`begin_step` must be < 2**31 (the step count is int32), got {begin_step!r}"
+        )
     _checks.check_optimizer("transform", transform)
     _checks.check_mask(mask)
     inner = optax.with_extra_args_support(transform)

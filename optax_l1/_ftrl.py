@@ -56,7 +56,10 @@ def _ftrl_leaf(g, w, n, z, *, lr, l1, l2, shrinkage, power, beta):
     quadratic = (pow_(n_new) + beta) / lr + 2 * l2
     clipped = jnp.clip(z_new, -l1, l1)
     pre_shrink = (clipped - z_new) / jnp.where(clipped == z_new, 1.0, quadratic)
-    w_new = jnp.where(clipped == z_new, jnp.zeros_like(w), pre_shrink)
+    # 0 * (l2 + beta): a NaN l2 or beta (a bad value set at run time) shows at the weights
+    # that land on zero too, which never read the quadratic term.
+    zero = jnp.zeros_like(w) + jnp.asarray(0.0 * (l2 + beta), w.dtype)
+    w_new = jnp.where(clipped == z_new, zero, pre_shrink)
     return w_new, n_new, z_new
 
 

@@ -308,6 +308,11 @@ def resolve(name: str, structure: Any, tree: Any, selected: Sequence[bool]) -> l
     """
     if callable(structure) and not isinstance(structure, Structure):
         structure = structure(tree)
+        if structure is None:  # a callable missing its return: nothing would be regularized
+            raise TypeError(
+                f"`{name}` callable returned None; it must return a Structure or a pytree "
+                "prefix of them"
+            )
     if not isinstance(structure, Structure):
         _check_coupled_visible(name, structure, tree)
     is_leaf = lambda s: s is None or isinstance(s, Structure)  # noqa: E731

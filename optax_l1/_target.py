@@ -786,17 +786,11 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     return out, _next_state(state, phase, tau, zeroed, latent, inner_state)
 
 
-def _whole(rule: _checks.Rule) -> _checks.Rule:
-    """``rule`` and a whole number (a step count set at run time: 10.5 would be truncated
-    where the ramp's end is compared in integers and not where the ramp is computed)."""
-    return _checks.Rule(f"{rule.text}, whole", lambda x: rule.test(x) & (x == jnp.round(x)))
-
-
 _RUNTIME_RULES = (
     ("target", _checks.FRACTION),
-    ("ramp_steps", _whole(_checks.at_least(1))),
-    ("begin_step", _whole(_checks.at_least(0))),
-    ("update_every", _whole(_checks.at_least(1))),
+    ("ramp_steps", _checks.whole(_checks.at_least(1))),
+    ("begin_step", _checks.whole(_checks.at_least(0))),
+    ("update_every", _checks.whole(_checks.at_least(1))),
     ("smoothing", _checks.DECAY),
     ("ramp", _checks.POSITIVE_FLOAT32),  # an exponent's (a string is known at construction)
 )

@@ -275,10 +275,18 @@ def chain_l1_prox(
       {'w': Array([0.5 , 0.  , 0.25], dtype=float32)}
     """
     if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
+        hint = ""
+        if isinstance(optimizer, optax.GradientTransformation):
+            # optax.inject_hyperparams calls a callable argument as a schedule.
+            hint = " (under `optax.inject_hyperparams`, pass `static_args=('optimizer',)`)"
         raise TypeError(
             "`optimizer` must be an optax optimizer factory such as optax.adam (it is "
-            f"called with the learning rate), got {optimizer!r}"
+            f"called with the learning rate), got {optimizer!r}{hint}"
         )
+    if set(optimizer_kwargs) == {"optimizer_kwargs"}:
+        # optax.inject_hyperparams binds the signature and passes **optimizer_kwargs back as
+        # one keyword of that name.
+        optimizer_kwargs = dict(optimizer_kwargs["optimizer_kwargs"])
     prox = l1_prox(strength, learning_rate=learning_rate, l2=l2, nonnegative=nonnegative, mask=mask)
     built = optimizer(learning_rate=learning_rate, **optimizer_kwargs)
     _checks.check_optimizer("optimizer", built)

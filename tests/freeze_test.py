@@ -136,6 +136,24 @@ def test_a_bad_run_time_begin_step_makes_the_update_nan():
     state.hyperparams["begin_step"] = jnp.asarray(-1, jnp.int32)
     u, _ = jax.jit(tx.update)(jnp.ones(3), state, params)
     assert np.all(np.isnan(u))
+    # A fractional count (refused at construction) read as the next whole step before.
+    for bad in (1.5, np.nan, np.inf, -1.0):
+        state.hyperparams["begin_step"] = jnp.asarray(bad, jnp.float32)
+        u, _ = jax.jit(tx.update)(jnp.ones(3), state, params)
+        assert np.all(np.isnan(u)), bad
+    state.hyperparams["begin_step"] = jnp.asarray(2.0, jnp.float32)
+    u, _ = jax.jit(tx.update)(jnp.ones(3), state, params)
+    assert np.all(np.isfinite(u))
+
+
+def test_a_begin_step_past_the_int32_count_is_refused():
+    prox = optax_l1.l1_prox(0.1, learning_rate=0.1)
+    for big in (2**31, 1e10):  # crashed at the first update (an OverflowError naming `y`)
+        with pytest.raises(ValueError, match="`begin_step` must be < 2\\*\\*31"):
+            optax_l1.freeze_support(prox, begin_step=big)
+    tx = optax_l1.freeze_support(prox, begin_step=2**31 - 1)
+    u, _ = tx.update(jnp.ones(3), tx.init(jnp.ones(3)), jnp.ones(3))
+    assert np.all(np.isfinite(u))
 
 
 def test_leaves_outside_the_mask_take_the_wrapped_step():

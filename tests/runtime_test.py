@@ -39,6 +39,12 @@ INJECTED = {
         dict(learning_rate=0.1, strength=0.1, learning_rate_power=-0.5),
         "learning_rate_power",
     ),
+    # strength 10: every weight lands on zero, which never reads l2 or beta (a probe found
+    # a NaN l2 / beta hidden there: finite zeros).
+    **{
+        f"ftrl {arg}": (optax_l1.ftrl, dict(learning_rate=0.1, strength=10.0, **{arg: 0.1}), arg)
+        for arg in ("l2", "beta")
+    },
     "add_l1_subgradient": (optax_l1.add_l1_subgradient, dict(strength=0.1), "strength"),
     **{
         f"proximal_adam {arg}": (

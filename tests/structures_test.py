@@ -652,6 +652,22 @@ def test_a_structure_callable_under_inject_hyperparams_says_static_args():
     assert np.all(np.asarray(params["fc2"]["bias"]) != 0)
 
 
+def test_a_structure_callable_that_returns_none_is_refused():
+    # A function missing its `return` turned the transforms into no-ops (a probe); a mask
+    # callable returning None already raised.
+    params = _mlp_params()
+    makers = (
+        lambda f: optax_l1.group_l1_prox(100.0, learning_rate=1.0, structure=f),
+        lambda f: optax_l1.sparsity_target(0.5, ramp_steps=1, structure=f),
+    )
+    for make in makers:
+        tx = make(lambda tree: None)
+        with pytest.raises(TypeError, match="`structure` callable returned None"):
+            tx.update(params, tx.init(params), params)
+    with pytest.raises(TypeError, match="`structure` callable returned None"):
+        optax_l1.group_soft_threshold(params, 1.0, structure=lambda tree: None)
+
+
 def _masked_out_fc2(make):
     only_fc1 = {"fc1": {"kernel": True, "bias": True}, "fc2": {"kernel": False, "bias": False}}
     return optax.masked(make(), only_fc1)

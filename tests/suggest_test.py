@@ -225,6 +225,30 @@ def test_chain_l1_prox_refuses_a_built_optimizer_and_bad_strength():
         optax_l1.chain_l1_prox(optax.adam, strength=0.1)  # pyright: ignore[reportCallIssue]
 
 
+def test_chain_l1_prox_under_inject_hyperparams():
+    """inject_hyperparams passes **optimizer_kwargs back as one keyword of that name (sgd got
+    `optimizer_kwargs=`), and calls the factory as a schedule without static_args."""
+    params = jnp.array([1.0, -0.25, 0.75])
+    grads = jnp.array([0.1, 0.0, -0.3])
+    injected = optax.inject_hyperparams(optax_l1.chain_l1_prox, static_args=("optimizer",))(
+        optax.sgd, learning_rate=0.1, strength=1.0, momentum=0.9
+    )
+    plain = optax_l1.chain_l1_prox(optax.sgd, learning_rate=0.1, strength=1.0, momentum=0.9)
+    ends = []
+    for tx in (injected, plain):
+        p, s = params, tx.init(params)
+        for _ in range(3):
+            u, s = tx.update(grads, s, p)
+            p = optax.apply_updates(p, u)
+        ends.append(p)
+    np.testing.assert_allclose(ends[0], ends[1], rtol=1e-6)
+    assert np.any(ends[0] == 0)
+    with pytest.raises(TypeError, match="static_args=\\('optimizer',\\)"):
+        optax.inject_hyperparams(optax_l1.chain_l1_prox)(
+            optax.sgd, learning_rate=0.1, strength=0.5
+        ).init(params)
+
+
 def _one_adam_step(opt, params, grads):
     state = opt.init(params)
     _, state = opt.update(grads, state, params)
