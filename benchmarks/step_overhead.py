@@ -379,8 +379,10 @@ def at_count(make, count: int, drop: bool):
     def is_target(x):
         return isinstance(x, optax_l1.SparsityTargetState)
 
-    def at(x):
-        return x._replace(count=jnp.asarray(count, jnp.int32)) if is_target(x) else x
+    def at(x):  # the ramp's value logged as at that count: 0.9 past the ramp (else unread)
+        if not is_target(x):
+            return x
+        return x._replace(count=jnp.asarray(count, jnp.int32), scheduled=jnp.float32(0.9))
 
     def build():
         tx = make()

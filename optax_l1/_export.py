@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import jax
@@ -23,8 +24,10 @@ from optax_l1 import _checks, _structures, _tree
 def to_bcoo(params: Any, *, mask: Any = None) -> Any:
     r"""Each selected leaf as a :class:`jax.experimental.sparse.BCOO` of its non-zeros.
 
-    Runs eagerly (the number of stored entries is the leaf's non-zero count). ``x.todense()``
-    gives the leaf back exactly; ``bcoo @ y`` is a sparse matmul.
+    Runs eagerly (the number of stored entries is the leaf's non-zero count, subnormals
+    included, each stored exactly). ``x.todense()`` gives the leaf back exactly, the sign
+    of a zero aside (and a subnormal, which XLA:CPU's scatter flushes to 0);
+    ``bcoo @ y`` is a sparse matmul.
 
     Args:
       params: a pytree of arrays.
@@ -45,12 +48,19 @@ def to_bcoo(params: Any, *, mask: Any = None) -> Any:
     leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
     keep = _tree.resolve_mask(mask, params)
     out = [
-        sparse.BCOO.fromdense(x, nse=int(np.count_nonzero(np.asarray(x))))
-        if m and x is not None and _tree.is_inexact(x)
-        else x
+        _bcoo(x) if m and x is not None and _tree.is_inexact(x) else x
         for x, m in zip(leaves, keep, strict=True)
     ]
     return treedef.unflatten(out)
+
+
+def _bcoo(x: Any) -> sparse.BCOO:
+    """The non-zeros found on the host: XLA:CPU compares a subnormal as 0, so
+    ``BCOO.fromdense`` dropped one (and padded the slot NumPy had counted for it)."""
+    a = np.asarray(x)
+    nonzero = a != 0
+    data = jnp.asarray(a[nonzero], dtype=a.dtype)  # row-major, the order of argwhere
+    return sparse.BCOO((data, jnp.asarray(np.argwhere(nonzero), jnp.int32)), shape=a.shape)
 
 
 @functools.partial(
@@ -122,14 +132,17 @@ def pack_n_of_m(x: jax.Array, n: int, m: int, *, axis: int = 0) -> NofM:
     ax = _structures.normalize_axis(axis, x.ndim)[0]
     lay = _structures.Blocks(m, axis=ax).layout(tuple(x.shape))
     blocks = jnp.moveaxis(x.reshape(lay.split), ax + 1, -1)  # (..., B, ..., m)
-    count = np.asarray(jnp.sum(blocks != 0, axis=-1))
+    # Found on the host: XLA:CPU compares a subnormal as 0 (a third non-zero of 2:4 passed
+    # the check and was dropped).
+    nonzero = np.asarray(blocks) != 0
+    count = nonzero.sum(axis=-1)
     if count.max(initial=0) > n:
         raise ValueError(
             f"`x` has a block of {m} along axis {ax} with {int(count.max())} non-zeros, "
             f"more than `n`={n}: not {n}:{m} sparse"
         )
     # Non-zeros first, in position order: a stable sort on "is zero".
-    order = jnp.argsort(blocks == 0, axis=-1, stable=True)[..., :n]
+    order = jnp.asarray(np.argsort(~nonzero, axis=-1, kind="stable")[..., :n])
     values = jnp.take_along_axis(blocks, order, axis=-1)
     values, order = (jnp.moveaxis(a, -1, ax + 1) for a in (values, order))
     return NofM(values, order.astype(jnp.uint8), m, ax)
@@ -147,7 +160,9 @@ def n_of_m_matmul(x: jax.Array, w: NofM) -> jax.Array:
       w: an :class:`NofM` of a 2-D kernel packed along axis 0.
 
     Returns:
-      ``(..., out)``, equal to ``x @ w.todense()`` up to float rounding, in its dtype
+      ``(..., out)``, equal to ``x @ w.todense()`` up to float rounding (a NaN or inf of
+      ``x`` at a pruned weight's input does not show: as in any sparse kernel, that product
+      is never formed), in its dtype
       (an integer or bfloat16 ``x`` with float32 values gives float32).
 
     Examples:
@@ -181,5 +196,16 @@ def nbytes(tree: Any) -> int:
       >>> import jax.numpy as jnp, optax_l1
       >>> optax_l1.nbytes({"w": jnp.zeros((4, 4)), "b": jnp.zeros(4)})
       80
+
+      Abstract trees (``jax.eval_shape``) count as the arrays they describe; leaves without a
+      dtype (Python numbers) are not counted.
     """
-    return sum(int(np.asarray(x).nbytes) for x in jax.tree.leaves(tree) if hasattr(x, "dtype"))
+    return sum(_leaf_bytes(x) for x in jax.tree.leaves(tree) if hasattr(x, "dtype"))
+
+
+def _leaf_bytes(x: Any) -> int:
+    """An array's bytes; a ``jax.ShapeDtypeStruct`` (``jax.eval_shape``'s output) counts what
+    an array of its shape and dtype would hold (``np.asarray`` of it is one 8-byte pointer)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return math.prod(x.shape) * np.dtype(x.dtype).itemsize
+    return int(np.asarray(x).nbytes)

@@ -22,7 +22,7 @@ def _selected(params: Any, mask: Any) -> list[tuple[str, jax.Array]]:
 
 
 def _zeros(x: jax.Array) -> jax.Array:
-    return jnp.sum(jnp.asarray(x) == 0, dtype=jnp.int32)
+    return jnp.sum(_tree.is_zero(x), dtype=jnp.int32)
 
 
 def sparsity(params: Any, *, mask: Any = None) -> jax.Array:
@@ -129,7 +129,7 @@ def _mean_rank(x: jax.Array) -> jax.Array:
 
 def _zero_groups(lay: _structures.Layout, x: jax.Array) -> jax.Array:
     """True per group (``lay.groups`` shape) where every entry is exactly zero."""
-    nonzero = (jnp.asarray(x) != 0).reshape(lay.split)
+    nonzero = (~_tree.is_zero(x)).reshape(lay.split)
     return ~jnp.any(nonzero, axis=lay.reduce).reshape(lay.groups)
 
 
@@ -176,6 +176,6 @@ def _n_of_m_report(params: Any, mask: Any, n_of_m: Any) -> dict[str, jax.Array]:
     for name, x in _selected(params, mask):
         lay = _structures.layouts([blocks], [x], [name], "n_of_m")[0]
         assert lay is not None
-        count = jnp.sum((jnp.asarray(x) != 0).reshape(lay.split), axis=lay.reduce)
+        count = jnp.sum((~_tree.is_zero(x)).reshape(lay.split), axis=lay.reduce)
         out[name + ":n_of_m"] = _fraction(count <= n)
     return out

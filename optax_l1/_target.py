@@ -119,23 +119,32 @@ def _ramp(count: jax.Array, target: Any, ramp_steps: Any, begin_step: Any, shape
     return jnp.asarray(target, jnp.float32) * frac
 
 
-def _phase(count: jax.Array, cfg: _Config) -> _Phase:
+def _phase(count: jax.Array, cfg: _Config, previous: jax.Array) -> _Phase:
     """The ramp's value; whether this step searches, or holds the last search's support.
 
     Searches run every ``update_every`` steps from ``begin_step`` and at the ramp's end (and
     on after it with ``hold="track"``); between searches, once a search has run, zero
-    weights stay zero and the others take the optimizer's update unshrunk.
+    weights stay zero and the others take the optimizer's update unshrunk. A ramp at 0 holds
+    nothing (a target set to 0 at run time releases the support, as a search of 0 would).
+    ``previous`` is the ramp's value at the last step: after the ramp it changes only when a
+    hyperparameter set at run time moves it (a shorter ramp that ended behind the count, a
+    new target), and then the frozen support is searched once more, so it is never left
+    where the old ramp stopped.
     """
     begin = jnp.asarray(cfg.begin_step, jnp.int32)
     every = jnp.asarray(cfg.update_every, jnp.int32)
-    end = begin + jnp.asarray(cfg.ramp_steps, jnp.int32)
+    ramp = jnp.asarray(cfg.ramp_steps, jnp.int32)
+    end = begin + ramp
     scheduled = _ramp(count, cfg.target, cfg.ramp_steps, cfg.begin_step, cfg.ramp)
-    frozen = (count > end) if cfg.hold == "support" else jnp.asarray(False)
-    on_grid = ((count - begin) % every == 0) | (count == end)
+    if cfg.hold == "support":
+        moved = (count > end) & (scheduled != previous)
+        frozen, last = (count > end) & ~moved, (count == end) | moved
+    else:
+        frozen = last = jnp.asarray(False)
+    on_grid = ((count - begin) % every == 0) | last
     due = on_grid & (count >= begin) & ~frozen & (scheduled > 0)
-    first = jnp.minimum(begin + every, end)  # the first count with a search
-    last = (count == end) if cfg.hold == "support" else jnp.asarray(False)
-    return _Phase(scheduled, due, ~due & (count > first), last, frozen)
+    first = begin + jnp.minimum(every, ramp)  # the first count with a search (no overflow)
+    return _Phase(scheduled, due, ~due & (count > first) & (scheduled > 0), last, frozen)
 
 
 def _metric(a: Any) -> Any:
@@ -747,7 +756,7 @@ def _units_of(params: Any, cfg: _Config, mask: Any) -> _Units:
 def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precondition: bool):
     """One update after the wrapped optimizer's (if any): the pieces above, in order."""
     aligned = _tree.align(_NAME, updates, params, mask)
-    phase = _phase(state.count, cfg)
+    phase = _phase(state.count, cfg, state.scheduled)
     base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
     if base is not None:
         base = _restart_latent(aligned, base, state.count, cfg)
@@ -870,6 +879,11 @@ def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
     _checks.check_number("ramp_steps", cfg.ramp_steps, _checks.at_least(1), integer=True)
     _checks.check_number("begin_step", cfg.begin_step, _checks.at_least(0), integer=True)
     _checks.check_number("update_every", cfg.update_every, _checks.at_least(1), integer=True)
+    every = _checks.scalar_value(cfg.update_every)
+    if every is not None and every >= 2**31:
+        raise ValueError(
+            f"`update_every` must be < 2**31 (the step count is int32), got {int(every)}"
+        )
     _checks.check_number("smoothing", cfg.smoothing, _checks.DECAY)
     begin, ramp = _checks.scalar_value(cfg.begin_step), _checks.scalar_value(cfg.ramp_steps)
     if begin is not None and ramp is not None and begin + ramp >= 2**31 - 1:
@@ -1062,7 +1076,8 @@ def sparsity_target(
         all, the default), ``"uniform"`` (every leaf, or coupled group of leaves, at the
         ramp's fraction: one threshold each, logged as a vector), or ``"erk"``
         (Erdos-Renyi-Kernel, Evci et al. 2020: a leaf's density proportional to
-        ``sum(shape) / prod(shape)``, the total at ``target``; per leaf, no coupling); or
+        ``sum(shape) / prod(shape)``, the total at ``target`` less under one entry per
+        leaf, as each leaf's count is floored; per leaf, no coupling); or
         a :class:`Blocks` ``(m, axis)``: N:M sparsity, every block of ``m`` along ``axis``
         loses its ``floor(s_t m)`` lowest-scoring entries (``target=0.5`` with
         ``Blocks(4, axis=0)`` ramps a Dense kernel ``(in, out)`` from dense through 3:4 to

@@ -89,3 +89,49 @@ def test_pack_refuses_a_kernel_that_is_not_n_of_m():
         optax_l1.n_of_m_matmul(
             jnp.ones((1, 2)), optax_l1.pack_n_of_m(jnp.zeros((2, 8)), 2, 4, axis=1)
         )
+
+
+# XLA:CPU compares a subnormal as 0 (a probe): the exports and the zero counts go by the bits.
+SUBNORMAL = float(np.float32(1e-42))  # as stored in float32
+
+
+def test_exports_keep_a_subnormal_non_zero():
+    w = np.zeros((4, 3), np.float32)
+    w[1, 1], w[2, 0] = SUBNORMAL, 3.0
+    sp = optax_l1.to_bcoo(w)  # fromdense dropped it and padded the slot NumPy counted
+    assert sp.nse == 2
+    np.testing.assert_array_equal(np.asarray(sp.data), [SUBNORMAL, 3.0])
+    np.testing.assert_array_equal(np.asarray(sp.indices), [[1, 1], [2, 0]])
+    for leaf in (jnp.float32(2.0), jnp.float32(0.0)):  # 0-d leaves
+        np.testing.assert_array_equal(optax_l1.to_bcoo(leaf).todense(), leaf)
+    # A third non-zero in a block of 2:4 passed the check and was dropped.
+    with pytest.raises(ValueError, match="3 non-zeros, more than `n`=2"):
+        optax_l1.pack_n_of_m(np.array([[0.0], [3.0], [SUBNORMAL], [-1.0]], np.float32), 2, 4)
+    packed = optax_l1.pack_n_of_m(np.array([[0.0], [SUBNORMAL], [0.0], [-1.0]], np.float32), 2, 4)
+    np.testing.assert_array_equal(np.asarray(packed.positions)[:, :, 0], [[1, 3]])
+    np.testing.assert_array_equal(np.asarray(packed.values)[:, :, 0], [[SUBNORMAL, -1.0]])
+
+
+def test_zero_counts_go_by_the_bits():
+    x = jnp.array([0.0, -0.0, SUBNORMAL, np.nan, 1.0, 0.0], jnp.float32)
+    assert float(optax_l1.sparsity({"w": x})) == 0.5  # 4/6 counted the subnormal
+    assert float(jax.jit(optax_l1.sparsity)({"w": x})) == 0.5
+    bf16 = jnp.array([0.0, -0.0, 1e-40, 2.0], jnp.bfloat16)
+    assert float(optax_l1.sparsity({"w": bf16})) == 0.5
+    assert float(optax_l1.sparsity({"w": jnp.array([0, 1e-45j, 1.0])})) == pytest.approx(1 / 3)
+    report = optax_l1.sparsity_report(
+        {"w": jnp.array([[SUBNORMAL, 0.0], [0.0, 0.0]])},
+        structure={"w": optax_l1.Groups(0)},
+        n_of_m=(1, 2, 0),
+    )
+    assert float(report["w"]) == 0.75
+    assert float(report["w:groups"]) == 0.5  # the first column is not a zero group
+    assert float(report["w:n_of_m"]) == 1.0  # 1 non-zero per block of 2
+
+
+def test_nbytes_of_an_abstract_tree():
+    shapes = jax.eval_shape(lambda: {"a": jnp.zeros((1000, 1000)), "b": jnp.zeros(3, jnp.bfloat16)})
+    assert optax_l1.nbytes(shapes) == 4_000_000 + 6  # it was 16 (an 8-byte pointer each)
+    assert optax_l1.nbytes(shapes) == optax_l1.nbytes(
+        {"a": jnp.zeros((1000, 1000)), "b": jnp.zeros(3, jnp.bfloat16)}
+    )

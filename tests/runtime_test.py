@@ -231,6 +231,54 @@ def test_proximal_with_a_bad_run_time_learning_rate_is_nan():
     assert np.all(np.isnan(u))
 
 
+def test_sparsity_target_update_every_past_int32_is_refused():
+    # np.int64(2**32 + 1) wrapped to 1 (a search every step), 2**31 crashed at the first
+    # update with an OverflowError naming nothing.
+    for every in (np.int64(2**32 + 1), 2**31, 1e10):
+        with pytest.raises(ValueError, match="`update_every` must be < 2\\*\\*31"):
+            optax_l1.sparsity_target(0.5, ramp_steps=40, update_every=every)
+
+
+def _target_run(change_at, hyperparam, value, steps, **kwargs):
+    """sgd + an injected sparsity_target on 100 weights, ``hyperparam`` set to ``value`` at
+    step ``change_at``; the final params and the target's state."""
+
+    def make(target, ramp_steps, latent_until=0.5):
+        target_tx = optax_l1.sparsity_target(
+            target, ramp_steps=ramp_steps, latent_until=latent_until
+        )
+        return optax.chain(optax.sgd(0.01), target_tx)
+
+    tx = optax.inject_hyperparams(make, static_args=("latent_until",))(**kwargs)
+    p = jax.random.normal(jax.random.key(0), (100,))
+    state = tx.init(p)
+    step = jax.jit(tx.update)
+    for t in range(steps):
+        if t == change_at:
+            state.hyperparams[hyperparam] = jnp.asarray(value, state.hyperparams[hyperparam].dtype)
+        u, state = step(p - 0.3, state, p)
+        p = optax.apply_updates(p, u)
+    return p, state.inner_state[1]
+
+
+def test_sparsity_target_follows_ramp_changes_made_at_run_time():
+    # A target lowered to 0 kept the old zeros (67%) though any positive target released
+    # them: 0 now holds nothing, like a search of 0 entries.
+    p, st = _target_run(6, "target", 0.0, 20, target=0.9, ramp_steps=10, latent_until=1.0)
+    assert float(st.scheduled) == 0 and np.mean(np.asarray(p) == 0) == 0
+    # A ramp shortened to end behind the count skipped its last search and froze the
+    # support mid-ramp (39% zeros); the step where the ramp's value jumps searches.
+    p, st = _target_run(6, "ramp_steps", 5, 30, target=0.9, ramp_steps=20)
+    assert np.mean(np.asarray(p) == 0) == pytest.approx(0.9)
+    assert float(st.sparsity) == pytest.approx(0.9)
+    # A target raised after the freeze is searched once, then frozen again.
+    p, st = _target_run(25, "target", 0.95, 30, target=0.9, ramp_steps=10)
+    assert np.mean(np.asarray(p) == 0) == pytest.approx(0.95)
+    # Unchanged, the frozen support is the ramp's last search's (no extra search).
+    p, st = _target_run(-1, "target", 0.9, 30, target=0.9, ramp_steps=10)
+    assert np.mean(np.asarray(p) == 0) == pytest.approx(0.9)
+
+
 def test_sparsity_target_step_count_past_int32_is_refused():
     with pytest.raises(ValueError, match="`begin_step \\+ ramp_steps` must be < 2\\*\\*31"):
         optax_l1.sparsity_target(0.5, ramp_steps=2**30, begin_step=2**30)

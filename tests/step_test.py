@@ -97,19 +97,40 @@ def np_ramp(t, s=0.8, t0=5, n=10):
     return s * (1 - (1 - frac) ** 3)
 
 
+def _phase_at(t, cfg=CFG, previous=None):
+    """The phase at count ``t``, the last step's ramp value logged as the ramp gives it."""
+    prev = _target._ramp(jnp.int32(t - 1), cfg.target, cfg.ramp_steps, cfg.begin_step, cfg.ramp)
+    return _target._phase(jnp.int32(t), cfg, prev if previous is None else jnp.float32(previous))
+
+
 def test_phase_follows_the_ramp_grid_and_holds_between_searches():
     for t in range(0, 20):
-        ph = _target._phase(jnp.int32(t), CFG)
+        ph = _phase_at(t)
         np.testing.assert_allclose(float(ph.scheduled), np_ramp(t), rtol=1e-6)
         on_grid = (t - 5) % 3 == 0 or t == 15
         due = on_grid and 5 < t <= 15  # s_t = 0 at t = 5: no search; frozen after 15
         assert bool(ph.due) == due, t
         assert bool(ph.keep) == (not due and t > 8), t  # 8: the first search
         assert bool(ph.last) == (t == 15)
-    track = _target._phase(jnp.int32(32), CFG._replace(hold="track"))
+    track = _phase_at(32, CFG._replace(hold="track"))
     assert bool(track.due) and not bool(track.last)  # on the grid after the ramp: searches
-    short = _target._phase(jnp.int32(7), CFG._replace(update_every=100))
+    short = _phase_at(7, CFG._replace(update_every=100))
     assert not bool(short.keep)  # no search yet (the first is the ramp's end, 15): dense
+
+
+def test_phase_when_run_time_values_move_the_ramp():
+    # A ramp shortened at run time to end behind the count: the step where the ramp's
+    # value jumps is its last search (it was skipped: the support froze mid-ramp).
+    moved = _phase_at(20, previous=0.3)
+    assert bool(moved.due) and bool(moved.last) and not bool(moved.frozen)
+    assert bool(_phase_at(21).frozen)  # then frozen again
+    # A target set to 0 at run time holds nothing (it held the old zeros).
+    zero = _phase_at(12, CFG._replace(target=jnp.float32(0.0)), previous=0.5)
+    assert not bool(zero.keep) and not bool(zero.due)
+    # begin_step + update_every past int32 wrapped `first` negative: zeros held from count 0.
+    big = CFG._replace(begin_step=5, update_every=2**31 - 1)
+    assert not bool(_phase_at(2, big).keep) and not bool(_phase_at(7, big).keep)
+    assert bool(_phase_at(15, big).due)  # the ramp's end is the first search
 
 
 def _phase(due=True, keep=False, last=False, scheduled=0.5):
