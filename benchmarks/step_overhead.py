@@ -372,17 +372,17 @@ def phase_rows(adam) -> list[Row]:
     return rows
 
 
-def at_count(make, count: int, drop: bool):
+def at_count(make, count: int, drop: bool, target: float = 0.9):
     """``make``'s transform, its sparsity_target state's count set to ``count`` at init (and
     its latent copy dropped with ``drop``)."""
 
     def is_target(x):
         return isinstance(x, optax_l1.SparsityTargetState)
 
-    def at(x):  # the ramp's value logged as at that count: 0.9 past the ramp (else unread)
+    def at(x):  # the ramp's value logged as at that count: target past the ramp (else unread)
         if not is_target(x):
             return x
-        return x._replace(count=jnp.asarray(count, jnp.int32), scheduled=jnp.float32(0.9))
+        return x._replace(count=jnp.asarray(count, jnp.int32), scheduled=jnp.float32(target))
 
     def build():
         tx = make()

@@ -164,9 +164,15 @@ def static_int(name: str, value: Any, rule: Rule) -> int:
 def check_tree(name: str, tree: Any, rule: Rule = NONNEGATIVE, *, scalar: bool = False) -> None:
     """:func:`check_number` on every leaf of a (prefix) tree of numbers (arrays of them
     unless ``scalar``; no schedules)."""
-    if tree is None:
-        raise TypeError(f"`{name}` must be a number, an array or a pytree of them, got None")
-    for leaf in jax.tree.leaves(tree):
+    # None and empty containers are no leaves to jax.tree.leaves: unchecked, they crashed
+    # later naming nothing ({"b": None}) or gave an empty result ([]).
+    leaves = jax.tree.leaves(tree, is_leaf=lambda x: x is None)
+    if not leaves or any(leaf is None for leaf in leaves):
+        raise TypeError(
+            f"`{name}` must be a number, an array or a pytree of them (a number for every "
+            f"leaf: 0 for none), got {tree!r}"
+        )
+    for leaf in leaves:
         check_number(name, leaf, rule, scalar=scalar)
 
 

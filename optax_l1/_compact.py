@@ -63,6 +63,11 @@ class Fold:
                 f"`activation` of Fold must be a function (jax.nn.relu, ...), "
                 f"got {self.activation!r}"
             )
+        if self.next_bias in (self.bias, self.weights):
+            raise ValueError(
+                f"`next_bias` of Fold must be another leaf than `bias` and `weights`, got "
+                f"{self.next_bias!r}"
+            )
 
 
 class Compacted(NamedTuple):
@@ -225,7 +230,7 @@ def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compac
     leaves = [jnp.asarray(x) if ok else x for x, ok in zip(leaves, live, strict=True)]
     _structures.check_coupled(sts, _structures.layouts(sts, leaves, _structures.leaf_names(params)))
     names = _by_path(params)
-    folds = {f.couple: f for f in fold}
+    folds = _folds_by_label(fold)
     kept: dict[str, np.ndarray] = {}
     for label in dict.fromkeys(s.couple for s in sts if s is not None and s.couple):
         members = [i for i, s in enumerate(sts) if s is not None and s.couple == label]
@@ -242,6 +247,21 @@ def compact(params: Any, structure: Any, *, fold: Sequence[Fold] = ()) -> Compac
     return Compacted(treedef.unflatten(leaves), kept)
 
 
+def _folds_by_label(fold: Any) -> dict[str, Fold]:
+    """``fold`` as label -> Fold: a sequence of Folds, one per label (a second Fold of a
+    label replaced the first silently)."""
+    if isinstance(fold, Fold) or not isinstance(fold, (list, tuple)):
+        raise TypeError(f"`fold` must be a list or tuple of Fold, got {fold!r}")
+    folds: dict[str, Fold] = {}
+    for f in fold:
+        if not isinstance(f, Fold):
+            raise TypeError(f"`fold` must be a list or tuple of Fold, got an entry {f!r}")
+        if f.couple in folds:
+            raise ValueError(f"`fold` has two Folds for the label {f.couple!r}")
+        folds[f.couple] = f
+    return folds
+
+
 def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> None:
     """Units with zero incoming weights output ``act(bias)``: folded into the next bias.
     Units nothing reads (zero on the next kernel and on every member that holds its units
@@ -250,12 +270,25 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
     for path in (fold.bias, fold.weights, fold.next_bias):
         if path not in names:
             raise ValueError(f"`fold`: no leaf at path {path!r}; paths are {sorted(names)}")
-    b, w = names[fold.bias], names[fold.weights]
+    b, w, nb = names[fold.bias], names[fold.weights], names[fold.next_bias]
     if b not in members or w not in members:
         raise ValueError(
             f"`fold`: {fold.bias!r} and {fold.weights!r} must carry the label {fold.couple!r}"
         )
+    if nb in members:  # the folded constants would be sliced away with the units
+        raise ValueError(
+            f"`fold`: `next_bias` {fold.next_bias!r} must not carry the label {fold.couple!r}"
+        )
+    if leaves[nb] is None or not _tree.is_inexact(leaves[nb]):  # int: truncated, None: crash
+        raise ValueError(
+            f"`fold`: `next_bias` {fold.next_bias!r} must be a float array, got {leaves[nb]!r}"
+        )
     incoming = [i for i in members if i not in (b, w)]
+    if not incoming:  # every unit would read as constant and fold away
+        raise ValueError(
+            f"`fold`: the label {fold.couple!r} has no incoming leaf besides {fold.bias!r} "
+            f"and {fold.weights!r} (the kernel into the units must carry it too)"
+        )
     count = int(np.prod(sts[b].layout(tuple(leaves[b].shape)).groups))
     axis = _unit_axis(leaves, sts, w)
     readers = [w] + [i for i in incoming if _unit_axis(leaves, sts, i) == axis]
@@ -296,7 +329,7 @@ def _faulty_groups(leaves: list[Any], sts: list[Any], members: list[int], count:
 def _zero_groups(leaves: list[Any], sts: list[Any], members: list[int], count: int) -> np.ndarray:
     """True for the ``count`` groups that are exactly zero on every leaf in ``members``
     (a NaN entry is not zero; with no member, every group is)."""
-    return ~_groups_with(leaves, sts, members, count, lambda x: x != 0)
+    return ~_groups_with(leaves, sts, members, count, lambda x: ~_tree.is_zero(x))
 
 
 def _slice_units(x: jax.Array, st: Any, kept: np.ndarray) -> jax.Array:

@@ -60,7 +60,8 @@ def _bcoo(x: Any) -> sparse.BCOO:
     a = np.asarray(x)
     nonzero = a != 0
     data = jnp.asarray(a[nonzero], dtype=a.dtype)  # row-major, the order of argwhere
-    return sparse.BCOO((data, jnp.asarray(np.argwhere(nonzero), jnp.int32)), shape=a.shape)
+    at = jnp.asarray(np.argwhere(nonzero), jnp.int32)  # row-major: sorted, unique
+    return sparse.BCOO((data, at), shape=a.shape, indices_sorted=True, unique_indices=True)
 
 
 @functools.partial(

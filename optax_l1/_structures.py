@@ -469,7 +469,14 @@ def path_structure(rules: Any) -> Callable[[Any], Any]:
       >>> units(params)["fc2"]
       {'bias': None, 'kernel': Groups(couple='h', axis=1)}
     """
+    if not isinstance(rules, (dict, list, tuple)):
+        raise TypeError(
+            f"`rules` must be a dict (or a sequence of pairs) of regular expressions to "
+            f"Structures, got {rules!r}"
+        )
     pairs = list(rules.items()) if isinstance(rules, dict) else list(rules)
+    if not all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in pairs):
+        raise TypeError(f"`rules` must hold (regular expression, Structure) pairs, got {rules!r}")
     compiled = []
     for pattern, structure in pairs:
         regex = _checks.check_regex("rules", pattern)

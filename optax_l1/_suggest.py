@@ -148,10 +148,12 @@ def _scores(params, adam, kind: str, batch_size, b1, b2, eps, mask) -> np.ndarra
         m_hat = np.asarray(jnp.abs(m), np.float64) / (1 - b1**count)
         v_hat = np.asarray(jnp.real(v), np.float64) / (1 - b2**count)
         curvature_step = np.asarray(jnp.abs(p), np.float64) * batch_size * v_hat  # |w| h
-        if kind == "l1_prox":
-            d = np.sqrt(v_hat) + eps  # 0 only where no gradient was ever seen (eps = 0)
-            score = np.maximum(m_hat, curvature_step) / np.where(d > 0, d, 1.0)
-        else:
-            score = np.maximum(m_hat, np.sqrt(m_hat * curvature_step))
+        with np.errstate(invalid="ignore"):  # a negative second moment: NaN, the signal
+            if kind == "l1_prox":
+                d = np.sqrt(v_hat) + eps  # 0 only where no gradient was ever seen (eps = 0)
+                # d == 0, not d <= 0: a NaN divisor (a negative second moment) stays NaN
+                score = np.maximum(m_hat, curvature_step) / np.where(d == 0, 1.0, d)
+            else:
+                score = np.maximum(m_hat, np.sqrt(m_hat * curvature_step))
         parts.append(score.ravel())
     return np.concatenate(parts) if parts else np.zeros(0)

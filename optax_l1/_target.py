@@ -55,7 +55,10 @@ class SparsityTargetState(NamedTuple):
         searches, so this is the fraction of exact zeros, except for a survivor that lands on
         exactly 0 (rare in float32, possible for bfloat16 params). 0 before the first search.
       scheduled: the ramp's sparsity :math:`s_t` at the last update (what ``sparsity`` was
-        steered to; ``target`` once the ramp is over).
+        steered to; ``target`` once the ramp is over). Read by the next update: after the
+        ramp, a value that differs from the ramp's now (a ``target`` or ``ramp_steps`` set
+        at run time) makes that update search once more; code that sets ``count`` by hand
+        sets this to the ramp's value at that count too.
       latent: with ``latent=True``, the dense weights (float32, a tree like params with None
         where nothing is regularized): the params, except that a zeroed weight keeps taking
         the optimizer's updates here (from ``latent_until`` of the ramp on, the next step
@@ -1038,8 +1041,10 @@ def sparsity_target(
         digits MLP it ties (10 seeds); 1 loses 1.7 points on digits at 98%. For long
         training to 95% zeros or more, ``"cubic"`` was the better choice on that model.
       hold: after the ramp (:math:`t > t_0 + T`), ``"support"`` freezes the set of zeros
-        (survivors train unshrunk: the fine-tuning phase of gradual magnitude pruning);
-        ``"track"`` keeps searching every ``update_every`` steps to hold the target.
+        (survivors train unshrunk: the fine-tuning phase of gradual magnitude pruning),
+        searched once more if the ramp's value changes (``target`` or ``ramp_steps`` set at
+        run time through ``optax.inject_hyperparams``); ``"track"`` keeps searching every
+        ``update_every`` steps to hold the target.
       update_every: search every this many steps (>= 1), and at :math:`t_0 + T`.
       shrink: ``"hard"`` (survivors untouched) or ``"soft"`` (survivors shrunk).
       smoothing: :math:`\beta \in [0, 1)`, a moving average of the threshold over searches,
@@ -1177,7 +1182,9 @@ def drop_latent(opt_state: Any) -> Any:
     so dropping it there would not save its traffic.
 
     Dropped earlier, or ever with ``hold="track"`` (its searches go on), the regularized
-    updates are NaN (the run-time fault policy): the copy cannot be rebuilt. Every
+    updates are NaN (the run-time fault policy): the copy cannot be rebuilt; so are they
+    when a search runs after the drop because the ramp's value changed (a ``target`` set
+    at run time). Every
     ``sparsity_target`` state in ``opt_state`` loses its copy (several of them, e.g. in an
     ``optax.multi_transform``, must all be past their ramps).
 

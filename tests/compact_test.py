@@ -96,6 +96,35 @@ def test_compact_rejects_what_it_cannot_slice():
         optax_l1.compact(p, UNITS, fold=[FOLD, other])
 
 
+def test_compact_refuses_folds_it_would_get_wrong():
+    """Probes: each of these changed the compacted model's outputs silently (or crashed
+    naming nothing)."""
+    p = _sparse_mlp()
+
+    def fold(**kw):
+        args = dict(couple="h", bias="b1", weights="k2", next_bias="b2", activation=jax.nn.relu)
+        return optax_l1.Fold(**(args | kw))  # pyright: ignore[reportArgumentType]
+
+    with pytest.raises(ValueError, match="two Folds for the label 'h'"):  # the first dropped
+        optax_l1.compact(p, UNITS, fold=[fold(), fold(activation=jnp.tanh)])
+    with pytest.raises(TypeError, match="`fold` must be a list or tuple of Fold"):
+        optax_l1.compact(p, UNITS, fold=FOLD)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="`next_bias` of Fold must be another leaf"):
+        fold(next_bias="b1")  # the folded constants went with the units
+    with pytest.raises(ValueError, match="`next_bias` 'k1' must not carry the label"):
+        optax_l1.compact(p, UNITS, fold=[fold(next_bias="k1")])
+    with pytest.raises(ValueError, match="`next_bias` 'b2' must be a float array"):
+        optax_l1.compact({**p, "b2": None}, UNITS, fold=[FOLD])  # use_bias=False: a crash
+    with pytest.raises(ValueError, match="`next_bias` 'b2' must be a float array"):
+        optax_l1.compact({**p, "b2": jnp.zeros(3, jnp.int32)}, UNITS, fold=[FOLD])  # truncated
+    with pytest.raises(ValueError, match="no incoming leaf"):  # every unit read as constant
+        optax_l1.compact(p, {**UNITS, "k1": None}, fold=[FOLD])
+    # A unit whose only non-zeros are subnormal is not zero (sparsity_report agrees).
+    q = {"k1": jnp.array([[1.0, 1e-42, 2.0]]), "k2": jnp.array([[1.0], [0.0], [3.0]])}
+    units = {"k1": optax_l1.Groups(0, couple="h"), "k2": optax_l1.Groups(1, couple="h")}
+    np.testing.assert_array_equal(optax_l1.compact(q, units).kept["h"], [0, 1, 2])
+
+
 def test_fold_keeps_a_unit_another_kernel_still_reads():
     # Unit 1's row of k2 is zero but k3 (a second head on the same hidden layer) reads it:
     # it is not silent (found by a probe: it was removed and head 2 changed by up to 6.9).

@@ -102,6 +102,7 @@ def test_exports_keep_a_subnormal_non_zero():
     assert sp.nse == 2
     np.testing.assert_array_equal(np.asarray(sp.data), [SUBNORMAL, 3.0])
     np.testing.assert_array_equal(np.asarray(sp.indices), [[1, 1], [2, 0]])
+    assert sp.indices_sorted and sp.unique_indices  # as fromdense had them (cuSPARSE needs it)
     for leaf in (jnp.float32(2.0), jnp.float32(0.0)):  # 0-d leaves
         np.testing.assert_array_equal(optax_l1.to_bcoo(leaf).todense(), leaf)
     # A third non-zero in a block of 2:4 passed the check and was dropped.
@@ -119,6 +120,10 @@ def test_zero_counts_go_by_the_bits():
     bf16 = jnp.array([0.0, -0.0, 1e-40, 2.0], jnp.bfloat16)
     assert float(optax_l1.sparsity({"w": bf16})) == 0.5
     assert float(optax_l1.sparsity({"w": jnp.array([0, 1e-45j, 1.0])})) == pytest.approx(1 / 3)
+    # Narrow floats are compared as before: a NaN of float8 "fnuz" is the bit pattern of -0.
+    fnuz = jnp.array([np.nan, 1.0, 0.0, 2.0], jnp.float8_e4m3fnuz)
+    assert float(optax_l1.sparsity({"w": fnuz})) == 0.25
+    assert float(optax_l1.sparsity({"w": jnp.array([0, 1, 0, 2], jnp.float4_e2m1fn)})) == 0.5
     report = optax_l1.sparsity_report(
         {"w": jnp.array([[SUBNORMAL, 0.0], [0.0, 0.0]])},
         structure={"w": optax_l1.Groups(0)},

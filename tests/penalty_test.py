@@ -77,6 +77,29 @@ def test_strength_prefix_with_wrong_structure_raises():
         optax_l1.l1_penalty(tree, [0.1, 0.2])
 
 
+def test_a_prefix_with_none_or_nothing_in_it_is_refused_naming_it():
+    # None and empty containers are no leaves to jax.tree.leaves: they went unchecked and
+    # crashed naming nothing, and [] gave an empty penalty.
+    w = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([3.0])}
+    calls = {
+        "strength": (
+            lambda s: optax_l1.l1_penalty(w, s),
+            lambda s: optax_l1.group_l1_penalty(w, s, axis=0),
+        ),
+        "threshold": (
+            lambda s: optax_l1.soft_threshold(w, s),
+            lambda s: optax_l1.group_soft_threshold(w, s, axis=0),
+        ),
+        "l2_scale": (lambda s: optax_l1.elastic_net_threshold(w, 1.0, s),),
+    }
+    for name, fns in calls.items():
+        for fn in fns:
+            for bad in ({"a": 1.0, "b": None}, {}, []):
+                with pytest.raises(TypeError, match=f"`{name}` must be a number"):
+                    fn(bad)
+    assert float(optax_l1.l1_penalty(w, {"a": 1.0, "b": 0.0})) == 3.0
+
+
 @pytest.mark.parametrize(
     "mask_kind", ["bool_tree", "prefix", "callable", "kernel_mask", "numpy_bool"]
 )

@@ -274,9 +274,13 @@ def test_sparsity_target_follows_ramp_changes_made_at_run_time():
     # A target raised after the freeze is searched once, then frozen again.
     p, st = _target_run(25, "target", 0.95, 30, target=0.9, ramp_steps=10)
     assert np.mean(np.asarray(p) == 0) == pytest.approx(0.95)
-    # Unchanged, the frozen support is the ramp's last search's (no extra search).
+    # Unchanged, the frozen support is the ramp's last search's (no extra search: the
+    # threshold a search would move stays the ramp's end's).
     p, st = _target_run(-1, "target", 0.9, 30, target=0.9, ramp_steps=10)
+    p_end, st_end = _target_run(-1, "target", 0.9, 11, target=0.9, ramp_steps=10)
     assert np.mean(np.asarray(p) == 0) == pytest.approx(0.9)
+    assert float(st.threshold) == float(st_end.threshold) > 0
+    np.testing.assert_array_equal(np.asarray(p) == 0, np.asarray(p_end) == 0)
 
 
 def test_sparsity_target_step_count_past_int32_is_refused():

@@ -715,6 +715,16 @@ def test_an_n_of_m_target_that_is_no_whole_count_per_block_is_refused():
     assert np.isfinite(step(jnp.float32(0.5))).all()
 
 
+def test_path_structure_refuses_rules_that_are_not_pairs():
+    # A string was iterated character by character ("not enough values to unpack"), None
+    # crashed naming nothing.
+    for bad in ("abc", None, ["^a$"], [("^a$", optax_l1.Groups(0), 3)]):
+        with pytest.raises(TypeError, match="`rules` must"):
+            optax_l1.path_structure(bad)  # pyright: ignore[reportArgumentType]
+    pairs = optax_l1.path_structure([("^k$", optax_l1.Groups(0))])
+    assert pairs({"k": jnp.ones((2, 2))})["k"] == optax_l1.Groups(0)
+
+
 def test_coupled_groups_wholly_in_one_part_or_absent_leaves_are_fine():
     # A label wholly inside one multi_transform partition (another label in the other), and
     # a coupled rule that matches a leaf that is None in the params (a layer without bias):

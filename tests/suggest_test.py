@@ -278,6 +278,11 @@ def test_faults_give_nan_or_a_named_error_never_a_plausible_strength():
     with pytest.raises(ValueError, match="no Adam moments for leaf 'b'.*`mask=`"):
         optax_l1.suggest_strength(pp, st, 0.5, **kw)
     mask = {"w": True, "b": False}
+    # A negative second moment (a corrupted state) is NaN, not a divisor of 1 (gave 1.0).
+    bad = (state[0]._replace(nu={"w": state[0].nu["w"].at[0].set(-0.25)}),) + state[1:]
+    for transform in ("l1_prox", "proximal_adam"):
+        got = optax_l1.suggest_strength(params, bad, 0.5, for_transform=transform, batch_size=4)
+        assert np.isnan(got), transform
     ok = optax_l1.suggest_strength(pp, st, 0.5, mask=mask, **kw)
     ref = optax_l1.suggest_strength(
         {"w": pp["w"]}, _one_adam_step(optax.adam(0.1), {"w": pp["w"]}, {"w": pp["w"]}), 0.5, **kw
