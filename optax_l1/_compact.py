@@ -283,12 +283,7 @@ def _fold_constant_units(leaves, sts, names, fold: Fold, members: list[int]) -> 
         raise ValueError(
             f"`fold`: `next_bias` {fold.next_bias!r} must be a float array, got {leaves[nb]!r}"
         )
-    incoming = [i for i in members if i not in (b, w)]
-    if not incoming:  # every unit would read as constant and fold away
-        raise ValueError(
-            f"`fold`: the label {fold.couple!r} has no incoming leaf besides {fold.bias!r} "
-            f"and {fold.weights!r} (the kernel into the units must carry it too)"
-        )
+    incoming = [i for i in members if i not in (b, w)]  # none: bias-only units, constant
     count = int(np.prod(sts[b].layout(tuple(leaves[b].shape)).groups))
     axis = _unit_axis(leaves, sts, w)
     readers = [w] + [i for i in incoming if _unit_axis(leaves, sts, i) == axis]

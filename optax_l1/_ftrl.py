@@ -126,8 +126,8 @@ def ftrl(
     about 1.8e19 in float32) gives a finite step (not the exact one) instead of NaN.
 
     Memory: on one CPU device a jitted step that donates the state writes :math:`n` and
-    :math:`z` in place, chunk by chunk, with no temporary of a leaf's size (1.6-2.1x an
-    ``optax.adagrad`` step, ``benchmarks/RESULTS.md``); on several devices (or another
+    :math:`z` in place, chunk by chunk, with no temporary of a leaf's size (1.3-1.7x an
+    ``optax.adagrad`` step on the project's 2-core CPU, ``benchmarks/RESULTS.md``); on several devices (or another
     backend) each leaf is updated whole, which keeps its sharding, and XLA:CPU keeps one
     copy of the old :math:`n`.
 

@@ -53,7 +53,9 @@ class SparsityTargetState(NamedTuple):
       sparsity: the fraction of the regularized entries the last search zeroed (ties at the
         threshold included), counted by the search itself; the support is held between
         searches, so this is the fraction of exact zeros, except for a survivor that lands on
-        exactly 0 (rare in float32, possible for bfloat16 params). 0 before the first search.
+        exactly 0 (rare in float32, possible for bfloat16 params); a sampled search
+        (``quantile="sample"`` on :math:`2^{20}` or more entries, during the ramp) logs the
+        sample's estimate instead. 0 before the first search.
       scheduled: the ramp's sparsity :math:`s_t` at the last update (what ``sparsity`` was
         steered to; ``target`` once the ramp is over). Read by the next update: after the
         ramp, a value that differs from the ramp's now (a ``target`` or ``ramp_steps`` set
@@ -1092,8 +1094,8 @@ def sparsity_target(
         transformation then *is* that optimizer followed by the thresholding, and a weight's
         score is :math:`|z|\sqrt{\nu}`, the square root of its empirical-Fisher saliency
         :math:`w^2\,\mathbb{E}[g^2]` (Optimal Brain Damage with the Fisher diagonal).
-        With ``latent=False, update_every=50`` this is the cheapest setting (about adam's
-        own step) and ties the default at 90% zeros in 600-step runs on the transformer LM,
+        With ``latent=False, update_every=50`` this is a cheap setting (about 1.1x adam's
+        step) and ties the default at 90% zeros in 600-step runs on the transformer LM,
         but trails GMP at 2,000 steps (``benchmarks/RESULTS.md``).
       mask: a pytree of bools (prefix of params; True = regularized and counted) or a
         callable ``params -> mask``, as in :func:`l1_prox`.

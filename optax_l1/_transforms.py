@@ -317,8 +317,9 @@ def group_l1_prox(
 
     Args:
       strength: :math:`\lambda \ge 0`, number or schedule: a group stays off while its
-        gradient's norm is at most :math:`\lambda` (after SGD; ``examples/flax_nnx.py``
-        uses 4 on its MLP units).
+        gradient's norm is at most :math:`\lambda` (after SGD, in the loss's units; after
+        Adam, dimensionless against its normalized step: ``examples/flax_nnx.py`` uses 4
+        on its MLP units after Adam).
       learning_rate: the learning rate (or schedule) of the optimizer before it.
       axis: int or tuple of ints, the axes reduced to form each group.
       structure: instead of ``axis``: a :class:`Structure`, a pytree prefix of them (None:
@@ -328,7 +329,7 @@ def group_l1_prox(
         the state and compute :math:`z = p + u` into it. The group norms read :math:`z`, so
         XLA materializes it; without a workspace each step allocates a fresh temporary of
         the leaf's size, which on CPU costs more than the step's arithmetic
-        (``benchmarks/RESULTS.md``: 2.3-2.7x adam without, 1.7x with, one 16M leaf). The
+        (``benchmarks/RESULTS.md``: 2.4-2.7x adam without, 1.7-1.75x with, one 16M leaf). The
         buffer is reused only when the step donates the optimizer state
         (``jax.jit(..., donate_argnums=...)``); it adds the params' size (in float32) to the
         state and to its checkpoints. Same results either way.
