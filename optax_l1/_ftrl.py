@@ -127,9 +127,9 @@ def ftrl(
 
     Memory: on one CPU device a jitted step that donates the state writes :math:`n` and
     :math:`z` in place, chunk by chunk, with no temporary of a leaf's size (1.3-1.7x an
-    ``optax.adagrad`` step on the project's 2-core CPU, ``benchmarks/RESULTS.md``); on several devices (or another
-    backend) each leaf is updated whole, which keeps its sharding, and XLA:CPU keeps one
-    copy of the old :math:`n`.
+    ``optax.adagrad`` step on the project's 2-core CPU, ``benchmarks/RESULTS.md``); on
+    several devices (or another backend) each leaf is updated whole, which keeps its
+    sharding, and XLA:CPU keeps one copy of the old :math:`n`.
 
     Args:
       learning_rate: :math:`\eta_t > 0`, number or schedule.
