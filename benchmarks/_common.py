@@ -6,6 +6,8 @@ Not part of the optax_l1 package; the scripts import it as a sibling module
 
 from __future__ import annotations
 
+import argparse
+import copy
 import json
 import math
 import os
@@ -102,6 +104,130 @@ def ramp_arg(text: str) -> str | float:
     """A ``--ramp`` flag's value for ``sparsity_target(ramp=...)``: a named shape, or a
     number (the exponent)."""
     return text if text in ("cubic", "linear") else float(text)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the docstring's layout and shows each option's default (unless its help does)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """The benchmarks' ArgumentParser: ``HelpFormatter``, options whose default depends on
+    ``--quick`` (``add_scaled``, filled by ``parse`` only where the user gave none) and a
+    ``--json`` path checked at startup (``add_json``)."""
+
+    def __init__(self, description: str | None, quick: str) -> None:
+        super().__init__(description=description, formatter_class=HelpFormatter)
+        self.add_argument("--quick", action="store_true", help=quick)
+        self._scaled: dict[str, tuple[Any, Any]] = {}
+
+    def add_scaled(self, flag: str, full: Any, quick: Any, *, help: str, **kwargs: Any) -> None:
+        """``flag`` defaults to ``full``, or ``quick`` under ``--quick``."""
+        sep = " " if "nargs" in kwargs else ","
+        shown = f"(default: {_shown(full, sep)}; --quick: {_shown(quick, sep)})"
+        action = self.add_argument(flag, default=None, help=f"{help} {shown}", **kwargs)
+        self._scaled[action.dest] = (full, quick)
+
+    def add_json(self, help: str = "write the results as JSON here") -> None:
+        self.add_argument("--json", type=json_path, default=None, help=help)
+
+    def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        args = self.parse_args(argv)
+        for dest, (full, quick) in self._scaled.items():
+            if getattr(args, dest) is None:
+                setattr(args, dest, copy.copy(quick if args.quick else full))
+        return args
+
+
+def _shown(value: Any, sep: str) -> str:
+    if isinstance(value, (list, tuple)):
+        return sep.join(str(v) for v in value)
+    return str(value)
+
+
+def typed(name: str, convert: Callable[[str], Any], ok: Callable[[Any], bool]):
+    """An argparse type: ``convert(text)``, refused unless ``ok``; errors say ``name``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {name}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    return typed(f"an integer >= {low}", int, lambda v: v >= low)
+
+
+positive_int = int_at_least(1)
+nonnegative_int = int_at_least(0)
+positive_float = typed("a finite number > 0", float, lambda v: math.isfinite(v) and v > 0)
+nonnegative_float = typed("a finite number >= 0", float, lambda v: math.isfinite(v) and v >= 0)
+fraction = typed("a number in (0, 1)", float, lambda v: 0 < v < 1)
+
+
+def choice(names: Sequence[str]) -> Callable[[str], str]:
+    return typed("one of " + ", ".join(names), str, lambda v: v in names)
+
+
+def float_dtype(text: str) -> str:
+    """A floating-point dtype name (``float32``, ``bfloat16``, ...)."""
+    try:
+        ok = jnp.issubdtype(jnp.dtype(text), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected a floating-point dtype, got {text!r}")
+    return text
+
+
+def comma_list(item: Callable[[str], Any], *, empty: bool = False) -> Callable[[str], list[Any]]:
+    """An argparse type: a comma list of ``item`` values (``empty``: ``""`` is ``[]``)."""
+    name = f"a comma list of {getattr(item, '__name__', 'values')}"
+
+    def parse(text: str) -> list[Any]:
+        if not text:
+            if empty:
+                return []
+            raise argparse.ArgumentTypeError(f"expected {name}, got an empty list")
+        values = []
+        for part in text.split(","):
+            try:
+                values.append(item(part.strip()))
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentTypeError(f"item {part!r} of {text!r}: {e}") from None
+        return values
+
+    parse.__name__ = name
+    return parse
+
+
+def json_path(text: str) -> str:
+    """A ``--json`` path that ``write_json`` can write: checked before any work starts."""
+    path = os.path.abspath(text)
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {folder!r} is not a folder")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {folder!r} is read-only")
+    return text
 
 
 def write_json(path: str | None, payload: Any) -> None:

@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
+import _common  # noqa: E402
 import compact_mlp  # noqa: E402
 import transformer_lm  # noqa: E402
 from _common import header, write_json  # noqa: E402
@@ -80,7 +81,7 @@ def mlp_seed(seed: int, cfg: argparse.Namespace) -> dict[str, Any]:
 
 
 def lm_seed(seed: int, cfg: argparse.Namespace, train, evals) -> dict[str, Any]:
-    lm = transformer_lm.parse_args(["--quick"] if cfg.quick else ["--steps", str(cfg.lm_steps)])
+    lm = transformer_lm.parse_args(["--quick"] * cfg.quick + ["--steps", str(cfg.lm_steps)])
     out: dict[str, Any] = {}
     trained = {}
     for method in ("structured",) if cfg.quick else ("dense", "structured"):
@@ -151,26 +152,32 @@ def tables(mlp: list[dict[str, Any]], lm: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--quick", action="store_true", help="tiny runs, no dense LM: smoke test")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p = _common.Parser(__doc__.split("\n")[0], quick="tiny runs, no dense LM: smoke test")
+    p.add_scaled("--seeds", 3, 1, type=_common.positive_int, help="seeds 0..N-1")
     p.add_argument(
-        "--models", nargs="+", default=["mlp", "transformer"], choices=["mlp", "transformer"]
+        "--models",
+        nargs="+",
+        default=["mlp", "transformer"],
+        choices=["mlp", "transformer"],
+        help="models to compact",
     )
-    p.add_argument("--mlp-target", type=float, default=0.75, help="MLP units off per layer")
-    p.add_argument("--mlp-hidden", type=int, default=512, help="MLP hidden width")
-    p.add_argument("--mlp-steps", type=int, default=1500, help="MLP training steps")
-    p.add_argument("--lm-target", type=float, default=0.5, help="heads and units off per layer")
-    p.add_argument("--lm-steps", type=int, default=600, help="transformer training steps")
-    p.add_argument("--lm-batch", type=int, default=8, help="windows per timed forward")
-    p.add_argument("--reps", type=int, default=100, help="timed calls per model")
-    p.add_argument("--json", default=None, help="raw results")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.seeds, args.mlp_hidden, args.mlp_steps, args.reps = 1, 64, 100, 5
-    return args
+    p.add_argument(
+        "--mlp-target", type=_common.fraction, default=0.75, help="MLP units off per layer"
+    )
+    p.add_scaled("--mlp-hidden", 512, 64, type=_common.positive_int, help="MLP hidden width")
+    p.add_scaled("--mlp-steps", 1500, 100, type=_common.positive_int, help="MLP training steps")
+    p.add_argument(
+        "--lm-target", type=_common.fraction, default=0.5, help="heads and units off per layer"
+    )
+    p.add_scaled(
+        "--lm-steps", 600, 30, type=_common.positive_int, help="transformer training steps"
+    )
+    p.add_argument(
+        "--lm-batch", type=_common.positive_int, default=8, help="windows per timed forward"
+    )
+    p.add_scaled("--reps", 100, 5, type=_common.positive_int, help="timed calls per model")
+    p.add_json(help="raw results")
+    return p.parse(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -12,10 +12,10 @@ the ratio to adamw's time is reported (median of the per-repetition ratios).
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
+import _common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,15 +63,18 @@ def compile_seconds(make, shapes) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="60 leaves, 1 rep (CI smoke run)")
-    p.add_argument("--leaves", type=int, default=5000, help="number of leaves (kernels + biases)")
-    p.add_argument("--dim", type=int, default=8)
-    p.add_argument("--reps", type=int, default=1)
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.leaves, args.reps = 60, 1
+    p = _common.Parser(__doc__, quick="60 leaves, 1 rep (CI smoke run)")
+    p.add_scaled(
+        "--leaves",
+        5000,
+        60,
+        type=_common.int_at_least(2),
+        help="number of leaves (kernels + biases; an odd count runs one fewer)",
+    )
+    p.add_argument("--dim", type=_common.positive_int, default=8, help="kernels are dim x dim")
+    p.add_scaled("--reps", 1, 1, type=_common.positive_int, help="timed compilations per transform")
+    p.add_json()
+    args = p.parse(argv)
     # Compile time is the measurement: no persistent cache (the test suite sets one) may
     # answer a repetition from disk.
     jax.config.update("jax_enable_compilation_cache", False)

@@ -29,7 +29,6 @@ vmapped into one jitted ``lax.scan``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Any
@@ -210,38 +209,46 @@ def best_at(sp: np.ndarray, acc: np.ndarray, level: float) -> float:
     return float(acc[ok].max()) if ok.any() else float("nan")
 
 
-def parse_grid(s: str | None, default) -> list[float]:
-    return [float(v) for v in s.split(",")] if s else list(default)
+LAMBDAS = _common.comma_list(_common.positive_float)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="1 seed, 2 lambdas, 60 steps, hidden 32")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--finetune-steps", type=int, default=500)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--hidden", default="256", help="comma list of hidden widths")
-    p.add_argument("--test-size", type=float, default=0.3)
+    p = _common.Parser(__doc__, quick="1 seed, 2 lambdas, 60 steps, hidden 32")
+    p.add_scaled("--seeds", 3, 1, type=_common.positive_int, help="seeds 0..N-1")
+    p.add_scaled("--steps", 3000, 60, type=_common.positive_int, help="training steps")
+    p.add_scaled(
+        "--finetune-steps", 500, 10, type=_common.positive_int, help="(d') fine-tuning steps"
+    )
+    p.add_argument("--batch", type=_common.positive_int, default=128, help="minibatch size")
+    p.add_argument("--lr", type=_common.positive_float, default=3e-3, help="Adam learning rate")
+    p.add_scaled(
+        "--hidden",
+        [256],
+        [32],
+        type=_common.comma_list(_common.positive_int),
+        help="comma list of hidden widths",
+    )
+    p.add_argument(
+        "--test-size", type=_common.fraction, default=0.3, help="held-out fraction of the data"
+    )
     p.add_argument(
         "--prune-scope",
         choices=("layer", "global"),
         default="layer",
-        help="(d): match (b)'s sparsity per kernel (default) or overall with one threshold",
+        help="(d): match (b)'s sparsity per kernel or overall with one threshold",
     )
-    p.add_argument("--lambdas", default=None, help="grid for (a) and (b), comma list")
-    p.add_argument("--lambdas-proximal-adam", default=None, help="grid for (c), comma list")
-    p.add_argument("--out", default="out", help="output folder (PNG, JSON)")
-    p.add_argument("--json", default=None, help="write the results as JSON here")
-    args = p.parse_args(argv)
-    lams = parse_grid(args.lambdas, LOSS_GRID)
-    padam_lams = parse_grid(args.lambdas_proximal_adam, PADAM_GRID)
-    if args.quick:
-        args.seeds, args.steps, args.finetune_steps, args.hidden = 1, 60, 10, "32"
-        lams, padam_lams = [1e-3, 0.1], [1e-6, 1e-4]
+    p.add_scaled(
+        "--lambdas", list(LOSS_GRID), [1e-3, 0.1], type=LAMBDAS, help="grid of (a) and (b)"
+    )
+    p.add_scaled(
+        "--lambdas-proximal-adam", list(PADAM_GRID), [1e-6, 1e-4], type=LAMBDAS, help="grid of (c)"
+    )
+    p.add_argument("--out", default="out", help="output folder of frontier.png")
+    p.add_json()
+    args = p.parse(argv)
+    lams, padam_lams = args.lambdas, args.lambdas_proximal_adam
     seeds = list(range(args.seeds))
-    sizes = (64, *[int(h) for h in args.hidden.split(",")], 10)
+    sizes = (64, *args.hidden, 10)
     info = _common.header(
         "frontier",
         data="sklearn digits 1797x64, 10 classes",

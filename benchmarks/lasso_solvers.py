@@ -28,7 +28,6 @@ the synthetic problem: precision/recall of the non-zeros against the truth.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -208,7 +207,7 @@ def iterations_to_gap(
     c, done, best = jax.jit(s.init)(data), 0, np.inf
     while done < max_iter:
         c, ws = run_chunk(c, data)
-        gaps = [prob.gap(w) for w in np.asarray(ws, np.float64)]
+        gaps = [prob.gap(w) for w in np.asarray(ws, np.float64)[: max_iter - done]]
         hit = np.nonzero(np.asarray(gaps) <= GAP)[0]
         if hit.size:
             return done + int(hit[0]) + 1, float(gaps[hit[0]])
@@ -295,6 +294,11 @@ def support_pr(w: np.ndarray, truth: np.ndarray | None) -> tuple[float, float]:
     return tp / max(int(est.sum()), 1), tp / max(int(true.sum()), 1)
 
 
+def progress(k: int, unit: str, max_iter: int) -> str:
+    """``k`` iterations to the gap, or that ``max_iter`` did not reach it."""
+    return f"{k} {unit}" if k > 0 else f"gap not reached in {max_iter} {unit}"
+
+
 def bench_problem(prob: Problem, args, dtype, with_jaxopt: bool) -> list[dict[str, Any]]:
     prepare(prob, dtype, with_jaxopt)
     data = (jnp.asarray(prob.X, dtype), jnp.asarray(prob.y, dtype))
@@ -307,7 +311,7 @@ def bench_problem(prob: Problem, args, dtype, with_jaxopt: bool) -> list[dict[st
         w = np.asarray(jax.block_until_ready(run()))  # compile + warm up
         run()
         entries.append({"solver": s.name, "iters": k, "fn": run, "w": w, "reached": reached})
-        print(f"  {s.name}: {k if reached else 'not reached'} iterations", flush=True)
+        print(f"  {s.name}: {progress(k, 'iterations', args.max_iter)}", flush=True)
     k, g = sklearn_epochs_to_gap(prob, args.max_iter)
     reached = k > 0
     k_run = k if reached else args.max_iter
@@ -321,7 +325,7 @@ def bench_problem(prob: Problem, args, dtype, with_jaxopt: bool) -> list[dict[st
             "reached": reached,
         }
     )
-    print(f"  sklearn Lasso: {k if reached else 'not reached'} epochs", flush=True)
+    print(f"  sklearn Lasso: {progress(k, 'epochs', args.max_iter)}", flush=True)
 
     def arm(fn):
         def call(n):
@@ -359,23 +363,33 @@ def bench_problem(prob: Problem, args, dtype, with_jaxopt: bool) -> list[dict[st
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="500 x 100 synthetic, 3 reps")
-    p.add_argument("--n", type=int, default=5000)
-    p.add_argument("--p", type=int, default=1000)
-    p.add_argument("--k", type=int, default=50, help="non-zeros in the synthetic truth")
+    p = _common.Parser(__doc__, quick="500 x 100 synthetic, 3 reps")
+    p.add_scaled("--n", 5000, 500, type=_common.positive_int, help="synthetic samples")
+    p.add_scaled("--p", 1000, 100, type=_common.positive_int, help="synthetic features")
+    p.add_scaled(
+        "--k", 50, 10, type=_common.positive_int, help="non-zeros in the synthetic truth (<= --p)"
+    )
     p.add_argument("--rho", type=float, default=0.5, help="AR(1) feature correlation")
-    p.add_argument("--diabetes-alpha-frac", type=float, default=0.01, help="alpha / alpha_max")
-    p.add_argument("--reps", type=int, default=7)
-    p.add_argument("--max-iter", type=int, default=100_000)
-    p.add_argument("--chunk", type=int, default=100, help="iterations per trajectory chunk")
+    p.add_argument(
+        "--diabetes-alpha-frac", type=_common.positive_float, default=0.01, help="alpha / alpha_max"
+    )
+    p.add_scaled("--reps", 7, 3, type=_common.positive_int, help="timed runs per solver")
+    p.add_scaled(
+        "--max-iter",
+        100_000,
+        20_000,
+        type=_common.positive_int,
+        help="most iterations (epochs for sklearn) to reach the gap",
+    )
+    p.add_scaled(
+        "--chunk", 100, 50, type=_common.positive_int, help="iterations per trajectory chunk"
+    )
     p.add_argument("--float32", action="store_true", help="JAX solvers in float32 (default f64)")
-    p.add_argument("--no-jaxopt", action="store_true")
-    p.add_argument("--json", default=None, help="write the results as JSON here")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.n, args.p, args.k, args.reps, args.max_iter = 500, 100, 10, 3, 20_000
-        args.chunk = 50
+    p.add_argument("--no-jaxopt", action="store_true", help="leave out the jaxopt solvers")
+    p.add_json()
+    args = p.parse(argv)
+    if args.k > args.p:
+        p.error(f"--k ({args.k}) must be <= --p ({args.p})")
     if not args.float32:
         jax.config.update("jax_enable_x64", True)
     dtype = jnp.float32 if args.float32 else jnp.float64

@@ -12,7 +12,6 @@ inputs) and temporary sizes; the peak of one call is ``argument + output - alias
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Any
@@ -42,22 +41,32 @@ def analyze(make_tx, shapes) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="1M parameters, float32 only")
-    p.add_argument("--params", type=int, default=100_000_000, help="total parameter count")
-    p.add_argument("--leaves", type=int, default=100, help="leaves in the multi layout")
-    p.add_argument("--layouts", default=None, help="single,multi (default both; --quick: multi)")
-    p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--strength", type=float, default=1e-4)
-    p.add_argument("--json", default=None, help="write the results as JSON here")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.params, args.leaves, args.dtypes = 4 * 512 * 512, 4, "float32"  # 512^2 leaves
-        args.layouts = args.layouts or "multi"
-    args.layouts = args.layouts or "single,multi"
-    layouts = [s for s in args.layouts.split(",") if s]
-    dtypes = [s for s in args.dtypes.split(",") if s]
+    p = _common.Parser(__doc__, quick="1M parameters in 4 leaves, float32, multi layout only")
+    p.add_scaled(
+        "--params", 100_000_000, 4 * 512 * 512, type=_common.positive_int, help="total parameters"
+    )
+    p.add_scaled("--leaves", 100, 4, type=_common.positive_int, help="leaves in the multi layout")
+    p.add_scaled(
+        "--layouts",
+        ["single", "multi"],
+        ["multi"],
+        type=_common.comma_list(_common.choice(step_overhead.LAYOUTS)),
+        help="comma list of single (one leaf), multi (--leaves leaves)",
+    )
+    p.add_scaled(
+        "--dtypes",
+        ["float32", "bfloat16"],
+        ["float32"],
+        type=_common.comma_list(_common.float_dtype),
+        help="comma list of parameter dtypes",
+    )
+    p.add_argument("--lr", type=_common.positive_float, default=1e-3, help="learning rate")
+    p.add_argument("--strength", type=_common.nonnegative_float, default=1e-4, help="L1 strength")
+    p.add_json()
+    args = p.parse(argv)
+    layouts, dtypes = args.layouts, args.dtypes
+    if "multi" in layouts and args.params < args.leaves:
+        p.error(f"--params ({args.params}) must be >= --leaves ({args.leaves})")
     info = _common.header(
         "memory",
         params=f"{args.params:,}",

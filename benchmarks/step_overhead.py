@@ -25,13 +25,12 @@ reported against that memory floor, ``(argument bytes + output bytes) / bandwidt
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -47,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 TARGET = 1.03
+LAYOUTS = ("single", "multi")
 
 
 @dataclass
@@ -202,9 +202,9 @@ def ftrl_oracle(lr, lam, l2):
 def make_rows(
     lr: float,
     lam: float,
-    every_latent: str = "1,10,100",
-    every_plain: str = "10,25",
-    every_sample: str = "1,10;1",
+    every_latent: Sequence[int] = (1, 10, 100),
+    every_plain: Sequence[int] = (10, 25),
+    every_sample: tuple[Sequence[int], Sequence[int]] = ((1, 10), (1,)),
 ) -> tuple[list[Row], list[str]]:
     """The rows to time, and the names of optional transforms this optax_l1 lacks."""
     opts = {
@@ -424,25 +424,28 @@ def structure_rows(adam, lr: float, lam: float) -> list[Row]:
     return rows
 
 
-def _everies(latent: str, plain: str) -> list[tuple[int, bool]]:
-    """The (k, latent copy) pairs of two comma lists of ``update_every`` values."""
-    ks = [(int(k), True) for k in latent.split(",") if k]
-    return ks + [(int(k), False) for k in plain.split(",") if k]
+def _everies(latent: Sequence[int], plain: Sequence[int]) -> list[tuple[int, bool]]:
+    """The (k, latent copy) pairs of two lists of ``update_every`` values."""
+    return [(k, True) for k in latent] + [(k, False) for k in plain]
 
 
-def target_rows(adam, every_latent: str, every_plain: str, sample: str = "") -> list[Row]:
+def target_rows(
+    adam,
+    every_latent: Sequence[int],
+    every_plain: Sequence[int],
+    sample: tuple[Sequence[int], Sequence[int]] = ((), ()),
+) -> list[Row]:
     """adam vs adam + sparsity_target searching every k steps, timed over whole k-step cycles
     (the amortized cost); a ramp of 10^6 steps keeps every search inside the ramp. The
-    comma lists ``every_latent`` / ``every_plain`` give the k of the rows with and without
-    the latent copy; ``sample`` (``"latent;plain"`` lists) those of ``quantile="sample"``
-    rows."""
+    lists ``every_latent`` / ``every_plain`` give the k of the rows with and without
+    the latent copy; ``sample`` (latent, plain) those of ``quantile="sample"`` rows."""
     rows = []
-    plain = [k for k, _ in _everies("", every_plain)]
+    plain = list(every_plain)
     for every, latent in _everies(every_latent, every_plain):
         make = tracked(adam, 0.9, every, latent)
         label = f"adam + sparsity_target(every={every}{'' if latent else ', no latent'})"
         rows.append(Row("sparsity_target", "adam", label, adam, make, cycle=every))
-    for every, latent in _everies(*(sample.split(";") + [""])[:2]):
+    for every, latent in _everies(*sample):
         make = tracked(adam, 0.9, every, latent, quantile="sample")
         label = f"adam + sparsity_target(sample, every={every}{'' if latent else ', no latent'})"
         rows.append(Row("sparsity_target(sample)", "adam", label, adam, make, cycle=every))
@@ -683,31 +686,68 @@ def diagnose(args) -> list[dict[str, Any]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny sizes, a few reps (CI smoke run)")
-    p.add_argument("--single-dim", type=int, default=4096, help="layout (a): one dim x dim leaf")
-    p.add_argument("--leaves", type=int, default=128, help="layout (b): number of leaves")
-    p.add_argument("--leaf-dim", type=int, default=256, help="layout (b): each leaf dim x dim")
-    p.add_argument(
-        "--layouts", default=None, help="comma list of single,multi (default both; --quick: multi)"
+def row_names() -> list[str]:
+    """Every row name ``--rows`` accepts (those of transforms this optax_l1 lacks too)."""
+    rows, skipped = make_rows(1e-3, 1e-4)
+    return list(dict.fromkeys([r.name for r in rows] + skipped))
+
+
+def sample_everies(text: str) -> tuple[list[int], list[int]]:
+    """A ``--target-every-sample`` value: ``"latent;no-latent"`` comma lists."""
+    latent, _, plain = text.partition(";")
+    return EVERIES(latent), EVERIES(plain)
+
+
+EVERIES = _common.comma_list(_common.positive_int, empty=True)
+
+
+def parser() -> _common.Parser:
+    names = row_names()
+    p = _common.Parser(__doc__, quick="tiny sizes, a few reps (CI smoke run)")
+    p.add_scaled(
+        "--single-dim", 4096, 128, type=_common.positive_int, help="layout single: one dim x dim"
     )
-    p.add_argument("--rows", default="", help="comma list of row names to keep (default all)")
-    p.add_argument("--reps", type=int, default=30, help="interleaved A/B pairs per row")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls per arm")
-    p.add_argument("--min-time", type=float, default=0.01, help="seconds per timed sample")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--strength", type=float, default=1e-4)
+    p.add_scaled("--leaves", 128, 3, type=_common.positive_int, help="layout multi: leaves")
+    p.add_scaled(
+        "--leaf-dim", 256, 32, type=_common.positive_int, help="layout multi: each leaf dim x dim"
+    )
+    p.add_scaled(
+        "--layouts",
+        list(LAYOUTS),
+        ["multi"],
+        type=_common.comma_list(_common.choice(LAYOUTS)),
+        help="comma list of single, multi",
+    )
     p.add_argument(
-        "--target-every", default="1,10,100", help="sparsity_target rows: update_every list"
+        "--rows",
+        type=_common.comma_list(_common.choice(names), empty=True),
+        default=[],
+        help="comma list of row names to keep (default: all): " + ", ".join(names),
+    )
+    p.add_scaled("--reps", 30, 3, type=_common.positive_int, help="interleaved A/B pairs per row")
+    p.add_scaled("--warmup", 3, 1, type=_common.nonnegative_int, help="untimed calls per arm")
+    p.add_scaled(
+        "--min-time", 0.01, 0.001, type=_common.positive_float, help="seconds per timed sample"
+    )
+    p.add_argument("--lr", type=_common.positive_float, default=1e-3, help="learning rate")
+    p.add_argument(
+        "--strength", type=_common.nonnegative_float, default=1e-4, help="L1 strength lambda"
+    )
+    p.add_argument(
+        "--target-every",
+        type=EVERIES,
+        default="1,10,100",
+        help="sparsity_target rows: update_every comma list",
     )
     p.add_argument(
         "--target-every-plain",
+        type=EVERIES,
         default="10,25",
-        help="sparsity_target(latent=False) rows: update_every list",
+        help="sparsity_target(latent=False) rows: update_every comma list",
     )
     p.add_argument(
         "--target-every-sample",
+        type=sample_everies,
         default="1,10;1",
         help='sparsity_target(quantile="sample") rows: "latent;no-latent" update_every lists',
     )
@@ -717,14 +757,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         action="store_true",
         help="only time the pieces of the fused sgd + l1_prox loop (one leaf)",
     )
-    p.add_argument("--json", default=None, help="write the results as JSON here")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.single_dim, args.leaves, args.leaf_dim = 128, 3, 32
-        args.reps, args.warmup, args.min_time = 3, 1, 0.001
-        args.layouts = args.layouts or "multi"  # every row compiled once: the smoke run
-    args.layouts = args.layouts or "single,multi"
-    layouts = [s for s in args.layouts.split(",") if s]
+    p.add_json()
+    return p
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    p = parser()
+    args = p.parse(argv)
+    layouts = args.layouts
     info = _common.header(
         "step_overhead",
         single=f"1 leaf {args.single_dim}x{args.single_dim} = {args.single_dim**2:,} params",
@@ -747,8 +787,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         args.target_every_sample,
     )
     if args.rows:
-        keep = set(args.rows.split(","))
-        rows = [r for r in rows if r.name in keep]
+        rows = [r for r in rows if r.name in args.rows]
     print(
         "skipped (not in this optax_l1): " + (", ".join(skipped) if skipped else "none"),
         flush=True,

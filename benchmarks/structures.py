@@ -38,6 +38,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
+import _common  # noqa: E402
 import compact_mlp  # noqa: E402
 from _common import header, write_json  # noqa: E402
 
@@ -186,21 +187,23 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = _common.Parser(__doc__.split("\n")[0], quick="tiny runs with --export: smoke test")
+    p.add_scaled("--seeds", 3, 1, type=_common.positive_int, help="seeds 0..N-1")
+    p.add_scaled("--hidden", 256, 32, type=_common.positive_int, help="units per hidden layer")
+    p.add_scaled("--steps", 1500, 60, type=_common.int_at_least(2), help="training steps")
+    p.add_argument("--lr", type=_common.positive_float, default=3e-3, help="AdamW learning rate")
+    p.add_argument("--batch-size", type=_common.positive_int, default=128, help="minibatch size")
+    p.add_argument(
+        "--structures",
+        nargs="+",
+        default=list(STRUCTURES),
+        choices=STRUCTURES,
+        help="structures to compare",
     )
-    p.add_argument("--quick", action="store_true", help="tiny runs: smoke test")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
-    p.add_argument("--hidden", type=int, default=256, help="units per hidden layer")
-    p.add_argument("--steps", type=int, default=1500, help="training steps")
-    p.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
-    p.add_argument("--batch-size", type=int, default=128, help="minibatch size")
-    p.add_argument("--structures", nargs="+", default=list(STRUCTURES), choices=STRUCTURES)
     p.add_argument("--export", action="store_true", help="also bytes of BCOO / packed 2:4")
-    p.add_argument("--json", default=None, help="raw results")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.seeds, args.hidden, args.steps, args.export = 1, 32, 60, True
+    p.add_json(help="raw results")
+    args = p.parse(argv)
+    args.export = args.export or args.quick
     return args
 
 

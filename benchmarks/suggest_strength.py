@@ -39,7 +39,7 @@ TRANSFORMS = {"adam + l1_prox": "l1_prox", "proximal_adam": "proximal_adam"}
 
 
 def digits_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    sizes = (64, *(int(h) for h in args.hidden.split(",")), 10)
+    sizes = (64, *args.hidden, 10)
     lr, steps, warm = args.lr, args.steps, max(1, int(args.warm_frac * args.steps))
     kmask = optax_l1.kernel_mask
 
@@ -115,8 +115,9 @@ def sweep(model: str, args, dense, full, **suggest_options) -> list[dict[str, An
 def transformer_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     import transformer_lm as lm
 
-    argv = ["--quick"] if args.quick else ["--steps", str(args.steps)]
+    argv = ["--quick"] * args.quick + (["--steps", str(args.steps)] if args.steps else [])
     cfg = lm.parse_args(argv)
+    args.steps = cfg.steps  # the steps run, for the JSON
     train, val, _ = lm.load_corpus()
     evals = jnp.asarray(lm.eval_windows(val, cfg.eval_batches, cfg.eval_batch, cfg.context + 1))
     dense = lm.Runner("dense", cfg, train, evals)
@@ -174,36 +175,59 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = _common.Parser(__doc__.split("\n")[0], quick="1 seed, tiny runs: a smoke test")
+    p.add_argument(
+        "--model",
+        choices=("digits", "transformer", "both"),
+        default="digits",
+        help="the model(s) to train",
     )
-    p.add_argument("--model", choices=("digits", "transformer", "both"), default="digits")
-    p.add_argument("--quick", action="store_true", help="1 seed, tiny runs: a smoke test")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=None, help="digits 3000, transformer 600")
-    p.add_argument("--warm-frac", type=float, default=0.1, help="dense run / steps")
-    p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.8, 0.9])
-    p.add_argument("--lr", type=float, default=3e-3, help="digits learning rate")
-    p.add_argument("--batch", type=int, default=128, help="digits batch")
-    p.add_argument("--hidden", default="256,256", help="digits hidden widths")
-    p.add_argument("--json", default=None, help="write the runs as JSON here")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.seeds, args.targets, args.hidden = 1, [0.5], "32"
+    p.add_scaled("--seeds", 3, 1, type=_common.positive_int, help="seeds 0..N-1")
+    p.add_argument(
+        "--steps",
+        type=_common.positive_int,
+        default=None,
+        help="training steps (default: digits 3000, transformer 600; --quick: digits 100, "
+        "transformer_lm.py --quick's)",
+    )
+    p.add_argument("--warm-frac", type=_common.fraction, default=0.1, help="dense run / steps")
+    p.add_scaled(
+        "--targets",
+        [0.5, 0.8, 0.9],
+        [0.5],
+        type=_common.fraction,
+        nargs="+",
+        help="wanted fractions of kernel zeros",
+    )
+    p.add_argument("--lr", type=_common.positive_float, default=3e-3, help="digits learning rate")
+    p.add_argument("--batch", type=_common.positive_int, default=128, help="digits batch")
+    p.add_scaled(
+        "--hidden",
+        [256, 256],
+        [32],
+        type=_common.comma_list(_common.positive_int),
+        help="digits hidden widths, comma list",
+    )
+    p.add_json(help="write the runs as JSON here")
+    args = p.parse(argv)
     t0 = time.perf_counter()
     info = _common.header("suggest_strength", model=args.model, seeds=args.seeds)
     runs: list[dict[str, Any]] = []
+    steps: dict[str, int] = {}
     if args.model in ("digits", "both"):
-        digits = argparse.Namespace(**{**vars(args), "steps": args.steps or 3000})
-        if args.quick:
-            digits.steps = 100
+        digits = argparse.Namespace(**vars(args))
+        digits.steps = args.steps or (100 if args.quick else 3000)
+        steps["digits"] = digits.steps
         runs += digits_runs(digits)
     if args.model in ("transformer", "both"):
-        runs += transformer_runs(argparse.Namespace(**{**vars(args), "steps": args.steps or 600}))
+        lm = argparse.Namespace(**vars(args))
+        runs += transformer_runs(lm)
+        steps["transformer"] = lm.steps
     print()
     print(table(runs))
     print(f"total wall time {time.perf_counter() - t0:.1f}s")
-    _common.write_json(args.json, {"info": info, "config": vars(args), "runs": runs})
+    config = {**vars(args), "steps": steps if len(steps) > 1 else next(iter(steps.values()))}
+    _common.write_json(args.json, {"info": info, "config": config, "runs": runs})
     return {"info": info, "runs": runs}
 
 

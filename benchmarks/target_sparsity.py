@@ -165,20 +165,35 @@ def make_train(cfg: argparse.Namespace, method: str, n_train: int):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 seed, 1 target, 300 steps")
-    p.add_argument("--targets", type=float, nargs="+", default=[0.90, 0.95, 0.98])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=3000, help="training steps (all methods)")
-    p.add_argument("--begin", type=int, default=300, help="ramp start t0")
-    p.add_argument("--ramp-steps", type=int, default=1500, help="ramp length n*dt")
-    p.add_argument("--prune-every", type=int, default=50, help="GMP pruning interval dt")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--hold", default="support", choices=("track", "support"))
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--smoothing", type=float, default=0.0)
-    p.add_argument("--update-every", type=int, default=1)
+    p = _common.Parser(__doc__.split("\n")[0], quick="1 seed, 1 target, 300 steps")
+    p.add_scaled(
+        "--targets",
+        [0.90, 0.95, 0.98],
+        [0.9],
+        type=_common.fraction,
+        nargs="+",
+        help="target fractions of kernel zeros",
+    )
+    p.add_scaled("--seeds", 3, 1, type=_common.positive_int, help="seeds 0..N-1")
+    p.add_scaled("--steps", 3000, 300, type=_common.positive_int, help="training steps")
+    p.add_scaled("--begin", 300, 30, type=_common.nonnegative_int, help="ramp start t0")
+    p.add_scaled("--ramp-steps", 1500, 150, type=_common.positive_int, help="ramp length n*dt")
+    p.add_scaled("--prune-every", 50, 10, type=_common.positive_int, help="GMP pruning interval dt")
+    p.add_argument("--batch", type=_common.positive_int, default=64, help="minibatch size")
+    p.add_argument("--lr", type=_common.positive_float, default=2e-3, help="Adam learning rate")
+    p.add_argument(
+        "--hold", default="support", choices=("track", "support"), help="sparsity_target's hold"
+    )
+    p.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to compare"
+    )
+    p.add_argument("--smoothing", type=float, default=0.0, help="sparsity_target's smoothing")
+    p.add_argument(
+        "--update-every",
+        type=_common.positive_int,
+        default=1,
+        help="sparsity_target's update_every",
+    )
     p.add_argument(
         "--latent-until",
         type=float,
@@ -192,12 +207,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ramp of the sparsity_target method: cubic, linear or an exponent (default: "
         "the library's, 2)",
     )
-    p.add_argument("--json", default=None, help="write the raw results here")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.targets, args.seeds, args.steps = [0.9], 1, 300
-        args.begin, args.ramp_steps, args.prune_every = 30, 150, 10
-    return args
+    p.add_json(help="write the raw results here")
+    return p.parse(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -265,11 +276,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(markdown_table(headers, rows))
     # The first call of each method compiles; the others time the training alone.
     cost = {
-        m: 1e3 * float(np.median(t[1:])) / cfg.steps if len(t) > 1 else float("nan")
+        m: 1e3 * float(np.median(t[1:])) / cfg.steps if len(t) > 1 else None
         for m, t in times.items()
     }
     print("ms per training step (median over runs, compile excluded): ", end="")
-    print(", ".join(f"{m} {c:.3f}" for m, c in cost.items()))
+    print(", ".join(f"{m} {'—' if c is None else f'{c:.3f}'}" for m, c in cost.items()))
     print(f"total {elapsed:.1f} s for {len(cfg.methods)} methods x {len(cfg.targets)} targets")
     payload = {
         "info": info,

@@ -34,7 +34,6 @@ of steps; then the exact zeros of each model are counted and the same penalized 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -145,30 +144,31 @@ class TorchArm:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a few rounds of 20 steps")
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--lam", type=float, default=0.01)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--block", type=int, default=100, help="steps per timed block")
-    p.add_argument("--rounds", type=int, default=30, help="interleaved rounds of blocks")
-    p.add_argument("--warmup", type=int, default=1, help="untimed blocks per arm")
+    p = _common.Parser(__doc__, quick="a few rounds of 20 steps")
+    p.add_argument("--samples", type=_common.positive_int, default=100, help="training samples")
+    p.add_argument("--lam", type=_common.nonnegative_float, default=0.01, help="L1 strength")
+    p.add_argument("--lr", type=_common.positive_float, default=1e-3, help="Adam learning rate")
+    p.add_scaled("--block", 100, 20, type=_common.positive_int, help="steps per timed block")
+    p.add_scaled("--rounds", 30, 4, type=_common.positive_int, help="interleaved rounds of blocks")
+    p.add_argument(
+        "--warmup", type=_common.nonnegative_int, default=1, help="untimed blocks per arm"
+    )
     p.add_argument(
         "--torch-threads",
-        type=int,
+        type=_common.nonnegative_int,
         default=1,
         help="torch intra-op threads (0: torch's default, one per core); 1 is fastest for a "
         "10-64-3 model, and 2 collapses when other processes share the 2 cores",
     )
-    p.add_argument("--json", default=None, help="write the results as JSON here")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.block, args.rounds = 20, 4
+    p.add_json()
+    args = p.parse(argv)
     try:
         import torch
-    except ImportError as e:
-        _common.header("torch_loop")
-        print(f"note: torch is not importable ({e}); skipped. pip install torch==2.13.0")
+    except ImportError as e:  # the smoke test runs without torch: exit 0, saying so
+        info = _common.header("torch_loop")
+        note = f"torch is not importable ({e}); skipped. pip install torch==2.13.0"
+        print(f"note: {note}")
+        _common.write_json(args.json, {"info": info, "skipped": note, "results": []})
         return {"skipped": True}
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

@@ -76,11 +76,11 @@ import argparse
 import glob
 import math
 import os
-import sys
 import sysconfig
 import time
 from typing import Any, NamedTuple
 
+import _common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -870,22 +870,38 @@ def plot(runs: list[dict[str, Any]], path: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny model, 30 steps: smoke test")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--context", type=int, default=128)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--mlp", type=int, default=512)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1")
-    p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1")
-    p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
-    p.add_argument("--ramp-power", type=float, default=2.75, help="ramp_power's exponent")
+    p = _common.Parser(__doc__.split("\n")[0], quick="tiny model, 30 steps: smoke test")
+    p.add_scaled("--steps", 600, 30, type=_common.positive_int, help="training steps")
+    p.add_scaled("--batch", 32, 8, type=_common.positive_int, help="windows per step")
+    p.add_scaled("--context", 128, 32, type=_common.positive_int, help="bytes per window")
+    p.add_scaled("--d-model", 128, 32, type=_common.positive_int, help="model width")
+    p.add_argument("--heads", type=_common.positive_int, default=4, help="attention heads")
+    p.add_scaled("--mlp", 512, 128, type=_common.positive_int, help="MLP hidden width")
+    p.add_argument("--layers", type=_common.positive_int, default=2, help="transformer blocks")
+    p.add_argument("--lr", type=_common.positive_float, default=3e-3, help="peak learning rate")
+    p.add_scaled("--seeds", 1, 1, type=_common.positive_int, help="seeds 0..N-1")
     p.add_argument(
-        "--lag-passes", type=int, default=1, help="times the ramp_* arms apply their lag"
+        "--first-seed",
+        type=_common.nonnegative_int,
+        default=0,
+        help="seeds first..first+N-1",
+    )
+    p.add_scaled(
+        "--targets",
+        [0.5, 0.8, 0.9, 0.95],
+        [0.5],
+        type=_common.fraction,
+        nargs="+",
+        help="target fractions of kernel zeros",
+    )
+    p.add_argument(
+        "--ramp-power", type=_common.positive_float, default=2.75, help="ramp_power's exponent"
+    )
+    p.add_argument(
+        "--lag-passes",
+        type=_common.nonnegative_int,
+        default=1,
+        help="times the ramp_* arms apply their lag",
     )
     p.add_argument(
         "--ramp",
@@ -896,36 +912,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--strength",
-        type=float,
+        type=_common.nonnegative_float,
         nargs="+",
         default=[1e-4],
         help="L1 strengths of proximal_adam / adamw_l1_prox",
     )
-    p.add_argument(
-        "--methods", nargs="+", default=["dense", "gmp", "target", "hard"], choices=METHODS
+    p.add_scaled(
+        "--methods",
+        ["dense", "gmp", "target", "hard"],
+        ["dense", "gmp", "target"],
+        nargs="+",
+        choices=METHODS,
+        help="arms to run",
     )
-    p.add_argument("--begin-frac", type=float, default=0.1, help="ramp start / steps")
-    p.add_argument("--ramp-frac", type=float, default=0.5, help="ramp length / steps")
-    p.add_argument("--prune-every", type=int, default=50, help="GMP pruning interval")
+    p.add_argument(
+        "--begin-frac",
+        type=_common.typed("a number in [0, 1)", float, lambda v: 0 <= v < 1),
+        default=0.1,
+        help="ramp start / steps",
+    )
+    p.add_argument(
+        "--ramp-frac",
+        type=_common.typed("a number in (0, 1]", float, lambda v: 0 < v <= 1),
+        default=0.5,
+        help="ramp length / steps",
+    )
+    p.add_scaled("--prune-every", 50, 5, type=_common.positive_int, help="GMP pruning interval")
     p.add_argument(
         "--sample",
-        type=int,
+        type=_common.positive_int,
         default=None,
-        help="scores in a quantile='sample' search (default the library's 65,536; smaller "
+        help="scores in a quantile='sample' search (default: the library's 65,536; smaller "
         "values sample this model's kernels, which are under the 16-samples size it samples)",
     )
-    p.add_argument("--eval-batches", type=int, default=64)
-    p.add_argument("--eval-batch", type=int, default=32)
-    p.add_argument("--json", default=None, help="raw per-run results (rewritten after each run)")
+    p.add_scaled("--eval-batches", 64, 4, type=_common.positive_int, help="validation batches")
+    p.add_scaled("--eval-batch", 32, 8, type=_common.positive_int, help="windows per batch")
+    p.add_json(help="raw per-run results (rewritten after each run)")
     p.add_argument("--plot", default=None, help="frontier figure (png)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.steps, args.batch, args.context, args.d_model, args.mlp = 30, 8, 32, 32, 128
-        args.seeds, args.targets, args.prune_every = 1, [0.5], 5
-        args.eval_batches, args.eval_batch = 4, 8
-        if "--methods" not in (argv if argv is not None else sys.argv[1:]):
-            args.methods = ["dense", "gmp", "target"]
-    return args
+    return p.parse(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -70,16 +70,32 @@ def forward(params: dict[str, Any], x: jax.Array) -> jax.Array:
     return x @ last["kernel"] + last["bias"][None]
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--target", type=float, default=0.75, help="fraction of hidden units off")
-    p.add_argument("--hidden", type=int, default=512, help="units per hidden layer")
-    p.add_argument("--steps", type=int, default=1500, help="training steps")
+    p.add_argument("--target", type=fraction, default=0.75, help="fraction of hidden units off")
+    p.add_argument("--hidden", type=positive_int, default=512, help="units per hidden layer")
+    p.add_argument("--steps", type=positive_int, default=1500, help="training steps")
     p.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
-    p.add_argument("--batch-size", type=int, default=128, help="minibatch size")
-    p.add_argument("--reps", type=int, default=200, help="timed inference calls per model")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="minibatch size")
+    p.add_argument("--reps", type=positive_int, default=200, help="timed inference calls per model")
     p.add_argument("--seed", type=int, default=0, help="data split and init seed")
     p.add_argument("--quick", action="store_true", help="a few steps: smoke test")
     args = p.parse_args(argv)

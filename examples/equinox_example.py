@@ -59,17 +59,25 @@ def make_step(tx: optax.GradientTransformation, batch_size: int):
     return step
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--strength", type=float, default=0.1, help="L1 strength lambda")
-    parser.add_argument("--steps", type=int, default=2000, help="training steps")
+    parser.add_argument("--steps", type=positive_int, default=2000, help="training steps")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    parser.add_argument("--width", type=int, default=128, help="hidden width")
+    parser.add_argument("--width", type=positive_int, default=128, help="hidden width")
     parser.add_argument("--depth", type=int, default=2, help="hidden layers")
-    parser.add_argument("--batch-size", type=int, default=128, help="minibatch size")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="minibatch size")
     parser.add_argument("--seed", type=int, default=0, help="init, split and batches")
     parser.add_argument("--quick", action="store_true", help="a tiny run for smoke tests")
     args = parser.parse_args(argv)

@@ -102,14 +102,36 @@ def save_figure(alphas, ours, theirs, names, path: str) -> None:
     plt.close(fig)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--n-alphas", type=int, default=50, help="points on the alpha grid")
-    parser.add_argument("--eps", type=float, default=1e-3, help="alpha_min / alpha_max")
-    parser.add_argument("--max-iter", type=int, default=20_000, help="ISTA steps per alpha")
+    parser.add_argument(
+        "--n-alphas", type=positive_int, default=50, help="points on the alpha grid"
+    )
+    parser.add_argument(
+        "--eps", type=fraction, default=1e-3, help="alpha_min / alpha_max, in (0, 1)"
+    )
+    parser.add_argument(
+        "--max-iter", type=positive_int, default=20_000, help="ISTA steps per alpha"
+    )
     parser.add_argument(
         "--tol", type=float, default=None, help="stop when max|w change| <= tol (1e-9; f32: 1e-7)"
     )

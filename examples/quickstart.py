@@ -262,12 +262,30 @@ def save_figure(results: dict[str, Any], path: str, strength: str) -> None:
     plt.close(fig)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--target", type=float, default=0.9, help="fraction of kernel zeros wanted")
+    parser.add_argument(
+        "--target", type=fraction, default=0.9, help="fraction of kernel zeros wanted"
+    )
     parser.add_argument(
         "--strength",
         type=float,
@@ -282,11 +300,11 @@ def main(argv: list[str] | None = None) -> None:
         help="L1 strength lambda of the 'l1 in loss' run (not comparable to --strength "
         "under Adam: see the module docstring)",
     )
-    parser.add_argument("--steps", type=int, default=5000, help="training steps per run")
+    parser.add_argument("--steps", type=positive_int, default=5000, help="training steps per run")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0, help="init, split and batches")
-    parser.add_argument("--batch-size", type=int, default=128, help="minibatch size")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64], help="widths")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="minibatch size")
+    parser.add_argument("--hidden", type=positive_int, nargs="+", default=[128, 64], help="widths")
     parser.add_argument("--out", default="out/quickstart.png", help="where to save the figure")
     parser.add_argument("--quick", action="store_true", help="a tiny run for smoke tests")
     args = parser.parse_args(argv)

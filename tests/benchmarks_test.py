@@ -3,9 +3,11 @@ cannot rot) and its printed output and JSON are checked for sane, complete figur
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -262,18 +264,29 @@ def test_suggest_strength_quick(tmp_path):
     assert "reached − wanted (pts)" in stdout
 
 
-def test_gpu_script_names_only_scripts_and_flags_that_exist():
+class Parsed(Exception):
+    """Raised in place of a benchmark's header: its command line parsed."""
+
+
+def test_gpu_script_names_only_scripts_and_flags_that_exist(tmp_path, monkeypatch):
     """benchmarks/gpu.sh runs only on a GPU machine; here: its syntax, and every benchmark
-    and flag it passes exist (so it does not rot before a GPU is available)."""
+    and command line it runs parses (so it does not rot before a GPU is available)."""
     script = BENCH / "gpu.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     lines = script.read_text().splitlines()
     calls = [line.split()[1:] for line in lines if line.strip().startswith("run ")]
     assert {c[0] for c in calls} == {"step_overhead", "memory", "target_sparsity"}
+
+    def parsed(*args, **kwargs):
+        raise Parsed
+
     for name, *args in calls:
-        source = (BENCH / f"{name}.py").read_text()
-        for flag in (a for a in args if a.startswith("--")):
-            assert f'"{flag}"' in source, (name, flag)
+        module = load_benchmark(name)
+        monkeypatch.setattr(sys.modules["_common"], "header", parsed)
+        if hasattr(module, "header"):
+            monkeypatch.setattr(module, "header", parsed)
+        with pytest.raises(Parsed):
+            module.main([*args, "--json", str(tmp_path / f"{name}.json")])
 
 
 def test_compaction_quick(tmp_path):
@@ -301,3 +314,149 @@ def test_structures_quick(tmp_path):
     for fmt in ("elements", "2:4"):  # BCOO of 90% zeros, packed 2:4: smaller, same product
         e = out["export"][fmt]
         assert e["stored_bytes"] < e["dense_bytes"] and e["max_rel_err"] < 1e-5
+
+
+# ----------------------------------------------------------------------------- bad input
+# In-process: each script's main(argv) must refuse a bad value at parse time (argparse's
+# exit 2) with the option named, before any work starts. Milliseconds each.
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (its folder first on sys.path, as when run)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    module_name = f"_bench_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, BENCH / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+BAD_INPUT = [
+    ("compile_scale", ["--reps", "0"], "--reps"),
+    ("compile_scale", ["--leaves", "0"], "--leaves"),
+    ("compile_scale", ["--leaves", "-4"], "--leaves"),
+    ("compile_scale", ["--dim", "0"], "--dim"),
+    ("step_overhead", ["--reps", "0"], "--reps"),
+    ("step_overhead", ["--diagnose", "--reps", "0"], "--reps"),
+    ("step_overhead", ["--rows", "l1_prox,nope"], "--rows"),
+    ("step_overhead", ["--layouts", "single,both"], "--layouts"),
+    ("step_overhead", ["--layouts", ""], "--layouts"),
+    ("step_overhead", ["--target-every", "1,x"], "--target-every"),
+    ("step_overhead", ["--target-every", "0"], "--target-every"),
+    ("step_overhead", ["--target-every-sample", "1;0"], "--target-every-sample"),
+    ("step_overhead", ["--single-dim", "0"], "--single-dim"),
+    ("memory", ["--params", "0"], "--params"),
+    ("memory", ["--leaves", "0"], "--leaves"),
+    ("memory", ["--params", "10", "--leaves", "100"], "--params"),
+    ("memory", ["--dtypes", "float99"], "--dtypes"),
+    ("memory", ["--dtypes", "float32,int32"], "--dtypes"),
+    ("memory", ["--layouts", "single,mult"], "--layouts"),
+    ("lasso_solvers", ["--reps", "0"], "--reps"),
+    ("lasso_solvers", ["--chunk", "0"], "--chunk"),
+    ("lasso_solvers", ["--max-iter", "0"], "--max-iter"),
+    ("lasso_solvers", ["--k", "200", "--p", "100"], "--k"),
+    ("frontier", ["--lambdas", "0.1,,x"], "--lambdas"),
+    ("frontier", ["--lambdas-proximal-adam", "-1"], "--lambdas-proximal-adam"),
+    ("frontier", ["--seeds", "0"], "--seeds"),
+    ("frontier", ["--steps", "0"], "--steps"),
+    ("frontier", ["--hidden", "32,0"], "--hidden"),
+    ("frontier", ["--test-size", "1.5"], "--test-size"),
+    ("compaction", ["--seeds", "0"], "--seeds"),
+    ("compaction", ["--mlp-target", "1.5"], "--mlp-target"),
+    ("compaction", ["--lm-target", "0"], "--lm-target"),
+    ("structures", ["--seeds", "0"], "--seeds"),
+    ("structures", ["--steps", "1"], "--steps"),
+    ("suggest_strength", ["--seeds", "0"], "--seeds"),
+    ("suggest_strength", ["--targets", "0.5", "1.5"], "--targets"),
+    ("suggest_strength", ["--steps", "0"], "--steps"),
+    ("suggest_strength", ["--hidden", "32,,"], "--hidden"),
+    ("target_sparsity", ["--targets", "1.5"], "--targets"),
+    ("target_sparsity", ["--seeds", "0"], "--seeds"),
+    ("target_sparsity", ["--update-every", "0"], "--update-every"),
+    ("target_sparsity", ["--steps", "0"], "--steps"),
+    ("torch_loop", ["--rounds", "0"], "--rounds"),
+    ("torch_loop", ["--block", "-1"], "--block"),
+    ("transformer_lm", ["--targets", "1.5"], "--targets"),
+    ("transformer_lm", ["--seeds", "0"], "--seeds"),
+    ("transformer_lm", ["--steps", "0"], "--steps"),
+    ("transformer_lm", ["--ramp-frac", "0"], "--ramp-frac"),
+]
+
+
+@pytest.mark.parametrize(("name", "argv", "option"), BAD_INPUT)
+def test_bad_input_is_refused_naming_the_option(name, argv, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_benchmark(name).main(argv)
+    assert exit_info.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_json_path_is_checked_at_startup(name, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        load_benchmark(name).main(["--json", str(blocker / "out.json")])
+    assert exit_info.value.code == 2
+    assert "--json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_gives_every_option_a_purpose_and_default(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_benchmark(name).main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    options = re.split(r"\n  (?=-)", out.split("options:", 1)[1])[1:]
+    assert options, out
+    for block in options:
+        if block.startswith("-h"):
+            continue
+        flat = " ".join(block.split())
+        assert "default:" in flat, block
+        assert len(flat.split(" (default")[0].split()) > 2, block  # more than the metavar
+
+
+def test_step_overhead_help_lists_the_row_names(capsys):
+    with pytest.raises(SystemExit):
+        load_benchmark("step_overhead").main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for row in ("l1_prox(schedule)", "sparsity_target(phase)", "group_l1_prox(blocks)"):
+        assert row in help_text
+
+
+def test_quick_keeps_options_the_user_gave():
+    lm = load_benchmark("transformer_lm")
+    assert lm.parse_args(["--quick"]).methods == ["dense", "gmp", "target"]
+    assert lm.parse_args(["--quick"]).targets == [0.5]
+    assert lm.parse_args(["--quick", "--targets", "0.8"]).targets == [0.8]
+    assert lm.parse_args(["--quick", "--methods=gmp"]).methods == ["gmp"]
+    assert lm.parse_args(["--quick", "--meth", "gmp"]).methods == ["gmp"]
+    assert lm.parse_args([]).methods == ["dense", "gmp", "target", "hard"]
+    ts = load_benchmark("target_sparsity")
+    assert ts.parse_args(["--quick", "--seeds", "2"]).seeds == 2
+    assert ts.parse_args(["--quick"]).targets == [0.9]
+    cfg = load_benchmark("structures").parse_args(["--quick", "--hidden", "48"])
+    assert (cfg.hidden, cfg.seeds, cfg.export) == (48, 1, True)
+    cfg = load_benchmark("compaction").parse_args(["--quick", "--mlp-steps", "7"])
+    assert (cfg.mlp_steps, cfg.reps) == (7, 5)
+    so = load_benchmark("step_overhead").parser()
+    args = so.parse(["--quick", "--reps", "5", "--layouts", "single"])
+    assert (args.reps, args.layouts, args.leaves) == (5, ["single"], 3)
+
+
+def test_documented_step_overhead_lists_parse():
+    p = load_benchmark("step_overhead").parser()
+    args = p.parse(["--target-every", "", "--target-every-plain", "50,100"])
+    assert (args.target_every, args.target_every_plain) == ([], [50, 100])
+    assert p.parse([]).target_every_sample == ([1, 10], [1])
+    args = p.parse(["--rows", "group_l1_prox,group_l1_prox(workspace)"])
+    assert args.rows == ["group_l1_prox", "group_l1_prox(workspace)"]
+    assert p.parse([]).rows == [] and p.parse([]).layouts == ["single", "multi"]

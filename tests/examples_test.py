@@ -200,3 +200,43 @@ def test_sharded(examples):
     assert sum(map(int, per_shard.split(","))) == int(total) == int(global_)
     diff = float(re.search(r"max \|param difference\| = (\S+),", out).group(1))
     assert diff < 1e-4
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+BAD_INPUT = [
+    ("quickstart", ["--target", "1.5"], "--target"),
+    ("quickstart", ["--target", "0"], "--target"),
+    ("quickstart", ["--steps", "0"], "--steps"),
+    ("compact_mlp", ["--steps", "0"], "--steps"),
+    ("compact_mlp", ["--target", "1"], "--target"),
+    ("compact_mlp", ["--hidden", "0"], "--hidden"),
+    ("lasso_path", ["--n-alphas", "0"], "--n-alphas"),
+    ("lasso_path", ["--eps", "1.5"], "--eps"),
+    ("lasso_path", ["--eps", "0"], "--eps"),
+    ("sharded", ["--model", "0"], "--model"),
+    ("sharded", ["--model", "-2"], "--model"),
+    ("sharded", ["--steps", "0"], "--steps"),
+    ("flax_linen_train_state", ["--steps", "0"], "--steps"),
+    ("flax_linen_train_state", ["--hidden", "32", "0"], "--hidden"),
+    ("flax_nnx", ["--steps", "0"], "--steps"),
+    ("equinox_example", ["--steps", "0"], "--steps"),
+]
+
+
+@pytest.mark.parametrize(("name", "argv", "option"), BAD_INPUT)
+def test_bad_input_is_refused_naming_the_option(name, argv, option, capsys, monkeypatch):
+    if (missing := missing_module(name)) is not None:
+        pytest.skip(f"needs {missing}")
+    # sharded.py sets XLA_FLAGS when it is unset: keep this process's value as it is.
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    spec = importlib.util.spec_from_file_location(f"_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # flax's dataclasses look it up
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    assert exit_info.value.code == 2
+    assert option in capsys.readouterr().err
