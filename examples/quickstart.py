@@ -167,7 +167,8 @@ def train(
     history: dict[str, list[float]] = {"step": [], "test_acc": [], "sparsity": []}
     n_chunks = steps // chunk
     snapshot = None
-    with tqdm(total=steps, desc=f"{name:>15}", unit="step", leave=True) as bar:
+    # disable=None: no bars when the output is not a terminal (a log got 45 KB of them)
+    with tqdm(total=steps, desc=f"{name:>15}", unit="step", leave=True, disable=None) as bar:
         for i in range(n_chunks):
             params, opt_state, metrics = run_chunk(params, opt_state, jax.random.fold_in(key, i))
             if snapshot_step is not None and (i + 1) * chunk == snapshot_step:

@@ -111,7 +111,8 @@ def pack_n_of_m(x: jax.Array, n: int, m: int, *, axis: int = 0) -> NofM:
       n: values kept per block.
       m: the block length (at most 256).
       axis: the axis the blocks run along (0 for a Dense kernel ``(in, out)``: the
-        matmul's reduction axis, as :func:`n_of_m_matmul` expects).
+        matmul's reduction axis, as :func:`n_of_m_matmul` expects;
+        :func:`n_of_m_projection` has no default, so pass it ``axis=0`` too).
 
     Returns:
       An :class:`NofM`.

@@ -58,7 +58,7 @@ def kernel_mask(
         ``embed_tokens``, ``word_embeddings``) or is ``wte``/``wpe``. An embedding row
         that has had no gradient yet is pruned at once by :func:`proximal_adam`, and
         embeddings are rarely what one wants to shrink. To include them,
-        ``exclude=r"(^|/)(bias|scale)(/|$)"``; ``None``: no exclusion.
+        ``exclude=r"(?i)(^|/)(bias|scale)(/|$)"``; ``None``: no exclusion.
 
     Returns:
       A pytree of Python bools like ``params``.

@@ -361,7 +361,10 @@ def layouts(
             out.append(s.layout(tuple(jnp.shape(x))))
         except ValueError as e:
             where = f"leaf {names[i]!r}" if names is not None else f"leaf {i}"
-            raise ValueError(f"`{arg}` at {where}: {e}") from None
+            raise ValueError(
+                f"`{arg}` at {where}: {e} (leave the leaf out with `mask=`, e.g. "
+                "`optax_l1.kernel_mask`)"
+            ) from None
     return out
 
 

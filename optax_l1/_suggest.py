@@ -11,8 +11,8 @@ import optax
 
 from optax_l1 import _checks, _structures, _tree
 
-For = Literal["l1_prox", "proximal_adam"]
-FOR = ("l1_prox", "proximal_adam")
+For = Literal["l1_prox", "proximal_adam", "proximal_adamw"]
+FOR = ("l1_prox", "proximal_adam", "proximal_adamw")  # adamw: proximal_adam's units
 
 
 def suggest_strength(
@@ -46,12 +46,12 @@ def suggest_strength(
       (``batch_size`` :math:`B`: minibatch gradients average :math:`B` terms, so their
       second moment is the per-term one over :math:`B`). The score is
       :math:`\max(|\hat m|, |w| B \hat v) / D`.
-    - ``for_transform="proximal_adam"``, the strength of :func:`proximal_adam` and
-      :func:`proximal_adamw` (in the units of the gradient: a zero stays zero while
-      :math:`|g| \le \lambda`). The quadratic model alone overshoots there (it ignores
-      that the other weights compensate for a removed one), so its estimate is the
-      geometric mean with :math:`|\hat m|`: the score is :math:`\max(|\hat m|,
-      \sqrt{|\hat m|\, |w| B \hat v})`.
+    - ``for_transform="proximal_adam"`` (or ``"proximal_adamw"``, the same), the strength
+      of :func:`proximal_adam` and :func:`proximal_adamw` (in the units of the gradient: a
+      zero stays zero while :math:`|g| \le \lambda`). The quadratic model alone overshoots
+      there (it ignores that the other weights compensate for a removed one), so its
+      estimate is the geometric mean with :math:`|\hat m|`: the score is
+      :math:`\max(|\hat m|, \sqrt{|\hat m|\, |w| B \hat v})`.
 
     A first guess, not a guarantee: both scores are measured at the dense weights, and
     sparsity changes the gradients. Measured with ``benchmarks/suggest_strength.py``
@@ -69,7 +69,8 @@ def suggest_strength(
         ``optax.ScaleByAdamState`` (``optax.adam``'s, ``optax.adamw``'s,
         :func:`proximal_adam`'s, inside chains or ``optax.inject_hyperparams``).
       sparsity: the wanted fraction of zeros among the regularized entries, in (0, 1).
-      for_transform: ``"l1_prox"`` (after Adam) or ``"proximal_adam"``.
+      for_transform: ``"l1_prox"`` (after Adam), ``"proximal_adam"`` or
+        ``"proximal_adamw"`` (the same strength's units).
       batch_size: :math:`B`, the number of terms the training loss averages per step (the
         examples of a minibatch; for a language model, its tokens).
       b1: the run's first-moment decay (Adam's ``b1``), for the bias correction.

@@ -464,7 +464,10 @@ def _n_of_m_prox(z_def, z_leaves, w_leaves, a_leaves, live, phase, state, cfg: _
         raise ValueError("a `Blocks` allocation (N:M) zeroes entries: give no group `structure`")
     names = _structures.leaf_names(z_def.unflatten(z_leaves))
     _structures.layouts([blocks if st else None for st in live], w_leaves, names, "allocation")
-    k = jnp.floor(phase.scheduled * blocks.size + _NM_SLACK).astype(jnp.int32)
+    # A relative slack (16 float32 ulps) for the rounding of target * m: an absolute 1e-4
+    # zeroed one more entry per block mid-ramp where s_t m was just under a whole number.
+    zeros = phase.scheduled * blocks.size
+    k = jnp.floor(zeros * (1 + 2.0**-20)).astype(jnp.int32)
     ranked = [(w, a) for w, a, st in zip(w_leaves, a_leaves, live, strict=True) if st]
     if not ranked:
         return z_def.unflatten(z_leaves), (

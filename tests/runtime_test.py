@@ -377,3 +377,25 @@ def test_a_traced_initial_accumulator_value_that_breaks_its_rule_is_nan_in_the_s
         assert np.all(np.isnan(acc)), (bad, acc)
     acc = jax.jit(init)(jnp.float32(0.1)).inner_state[0].sum_of_squares["w"]
     np.testing.assert_allclose(acc, [0.1, 0.1])
+
+
+def test_n_of_m_mid_ramp_zeroes_the_floor_not_one_more():
+    # s_t m = 0.99993 zeroed one entry per block (an absolute 1e-4 slack on the floor),
+    # above the ramp's fraction; the ramp's end still rounds 2/3 * 3 up to 2.
+    p = {"w": jnp.asarray(np.random.default_rng(0).standard_normal((8, 4)), jnp.float32)}
+    blocks = optax_l1.Blocks(4, axis=0)
+    tx = optax_l1.sparsity_target(
+        0.5, ramp_steps=30000, ramp="linear", allocation=blocks, latent=False
+    )
+    state = tx.init(p)._replace(count=jnp.asarray(14999, jnp.int32))
+    u, state = tx.update(jax.tree.map(jnp.zeros_like, p), state, p)
+    assert float(state.scheduled) * 4 == pytest.approx(0.99993, abs=1e-5)
+    assert float(jnp.mean(optax.apply_updates(p, u)["w"] == 0)) == 0.0
+    third = optax_l1.Blocks(3, axis=0)
+    q = {"w": jnp.asarray(np.random.default_rng(1).standard_normal((6, 3)), jnp.float32)}
+    tx = optax_l1.sparsity_target(2 / 3, ramp_steps=1, allocation=third, latent=False)
+    state = tx.init(q)
+    for _ in range(3):
+        u, state = tx.update(jax.tree.map(jnp.zeros_like, q), state, q)
+        q = optax.apply_updates(q, u)
+    assert int(jnp.sum(q["w"] == 0)) == 12  # 2 of every 3

@@ -71,6 +71,19 @@ def test_matches_the_numpy_quantile_of_the_bias_corrected_score(kind, sparsity):
     )
     np.testing.assert_allclose(got, _reference(7, sparsity, kind, 16), rtol=2e-6)
     assert isinstance(got, float)
+    if kind == "proximal_adam":  # proximal_adamw's strength has the same units (it was refused)
+        again = optax_l1.suggest_strength(
+            _params(),
+            state,
+            sparsity,
+            for_transform="proximal_adamw",
+            batch_size=16,
+            b1=B1,
+            b2=B2,
+            eps=EPS,
+            mask=optax_l1.kernel_mask,
+        )
+        assert again == got
 
 
 def test_reads_adam_inside_chains_adamw_inject_hyperparams_and_proximal_adam():
