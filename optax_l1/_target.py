@@ -727,9 +727,8 @@ def _init_state(params: Any, cfg: _Config, inner: Any, mask: Any) -> SparsityTar
         inner_state = inner.init(_inner.inexact_only(params))
         _preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
     copy = _init_latent(params, cfg, mask) if cfg.latent else None
-    shape = ()
-    if cfg.allocation in ("uniform", "erk"):
-        shape = (len(_units_of(params, cfg, mask).sizes),)
+    units = _units_of(params, cfg, mask)  # a structure or N:M misfit raises here, not later
+    shape = (len(units.sizes),) if cfg.allocation in ("uniform", "erk") else ()
     tau = jnp.zeros(shape, jnp.float32)
     return SparsityTargetState(_transforms.zero_count(), tau, zero(), zero(), copy, inner_state)
 
@@ -749,7 +748,8 @@ def _selection(params: Any, cfg: _Config, selected: list[bool]) -> list[bool]:
 
 
 def _units_of(params: Any, cfg: _Config, mask: Any) -> _Units:
-    """The search's units for ``params`` (as the update will find them)."""
+    """The search's units for ``params`` (as the update will find them); a structure, or an
+    N:M allocation, that does not fit a selected leaf raises naming it."""
     leaves = jax.tree.leaves(params, is_leaf=_tree.is_none)
     keep = _tree.resolve_mask(mask, params)
     selected = [
@@ -757,7 +757,11 @@ def _units_of(params: Any, cfg: _Config, mask: Any) -> _Units:
         for p, m in zip(leaves, keep, strict=True)
     ]
     sts = _structures_of(params, cfg, selected)
-    lays = _structures.layouts(sts, leaves, _structures.leaf_names(params))
+    names = _structures.leaf_names(params)
+    lays = _structures.layouts(sts, leaves, names)
+    if isinstance(cfg.allocation, _structures.Blocks):
+        blocked = [cfg.allocation if s is not None else None for s in sts]
+        _structures.layouts(blocked, leaves, names, "allocation")
     return _units(sts, lays, [None if p is None else jnp.shape(p) for p in leaves], cfg)
 
 

@@ -783,3 +783,22 @@ def test_an_attribute_named_value_is_dropped_only_as_an_nnx_variables_last_key()
     assert path_name((attr("value"), attr("weight"))) == "value/weight"  # Equinox
     assert path_name((attr("query"), attr("value"), attr("weight"))) == "query/value/weight"
     assert path_name((attr("value"),)) == "value"
+
+
+def test_a_structure_or_n_of_m_allocation_that_does_not_fit_raises_at_init():
+    # It raised at the first update (a new user's Flax MLP with a bias of 10), and the
+    # message now says how to leave the leaf out.
+    params = {"k": jnp.ones((8, 10)), "b": jnp.ones(10)}
+    blocks = optax_l1.Blocks(4, axis=0)
+    tx = optax_l1.sparsity_target(0.5, ramp_steps=10, allocation=blocks)
+    with pytest.raises(ValueError, match="`allocation` at leaf 'b'.*`mask=`"):
+        tx.init(params)
+    tx = optax_l1.sparsity_target(0.5, ramp_steps=10, structure=optax_l1.Blocks(3, axis=0))
+    with pytest.raises(ValueError, match="`structure` at leaf 'b'.*`mask=`"):
+        tx.init(params)
+    masked = optax_l1.sparsity_target(
+        0.5, ramp_steps=10, allocation=blocks, mask=optax_l1.kernel_mask
+    )
+    state = masked.init(params)
+    u, _ = masked.update(params, state, params)
+    assert u["k"].shape == (8, 10)
