@@ -361,10 +361,13 @@ def phase_rows(adam) -> list[Row]:
     dropped (``optax_l1.drop_latent``): what a whole run costs, phase by phase."""
     if _common.optional("drop_latent") is None:
         return []
-    rows = []
+    rows, target = [], 0.9
     for label, options, count, drop in PHASES:
         make = at_count(
-            lambda o=options: optax.chain(adam(), optax_l1.sparsity_target(0.9, **o)), count, drop
+            lambda o=options: optax.chain(adam(), optax_l1.sparsity_target(target, **o)),
+            count,
+            drop,
+            target,
         )
         rows.append(
             Row("sparsity_target(phase)", "adam", f"adam + sparsity_target({label})", adam, make)
@@ -372,9 +375,10 @@ def phase_rows(adam) -> list[Row]:
     return rows
 
 
-def at_count(make, count: int, drop: bool, target: float = 0.9):
-    """``make``'s transform, its sparsity_target state's count set to ``count`` at init (and
-    its latent copy dropped with ``drop``)."""
+def at_count(make, count: int, drop: bool, target: float):
+    """``make``'s transform, its sparsity_target state's count set to ``count`` at init and
+    its logged ramp value to ``target`` (the ramp's past that count; else unread), and its
+    latent copy dropped with ``drop``."""
 
     def is_target(x):
         return isinstance(x, optax_l1.SparsityTargetState)

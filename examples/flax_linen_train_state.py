@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from _cli import positive_int
 from flax.training import train_state
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -82,14 +83,6 @@ def train(args, data, strength: float) -> train_state.TrainState:
     for i in range(args.steps):
         state = train_step(state, x_tr, y_tr, jax.random.fold_in(key, i), args.batch_size)
     return state
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import positive_int
 from flax import nnx
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -94,14 +95,6 @@ def prune_dead_units(model: MLP, seed: int) -> tuple[MLP, np.ndarray]:
     small.linear2.kernel[...] = jnp.asarray(k2[alive])
     small.linear2.bias[...] = jnp.asarray(b2_folded)
     return small, alive
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import fraction, positive_int
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import lasso_path
 from sklearn.preprocessing import StandardScaler
@@ -100,22 +101,6 @@ def save_figure(alphas, ours, theirs, names, path: str) -> None:
     ax.legend(ncol=2, fontsize=8, title="feature")
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in (0, 1)."""
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

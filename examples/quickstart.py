@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import fraction, positive_int
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -261,22 +262,6 @@ def save_figure(results: dict[str, Any], path: str, strength: str) -> None:
     fig.colorbar(im, ax=ax, label="|w| (log)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in (0, 1)."""
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from _cli import positive_int
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
@@ -105,14 +106,6 @@ def train(params, tx, batches, batch_sharding):
         # flight at once can miss XLA's rendezvous timeout and abort the process.
         params, opt_state, _ = jax.block_until_ready(step(params, opt_state, x, y))
     return params, opt_state
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -149,6 +149,15 @@ def checked(name: str, value: Any, rule: Rule = NONNEGATIVE) -> Any:
     return usable(value, rule)
 
 
+def check_step_count(name: str, value: Any, low: int) -> None:
+    """:func:`check_number` for a whole number of steps compared with the int32 step count:
+    ``>= low`` and, when known now, under 2**31 (past it, it wrapped or crashed unnamed)."""
+    check_number(name, value, at_least(low), integer=True)
+    known = scalar_value(value)
+    if known is not None and known >= 2**31:
+        raise ValueError(f"`{name}` must be < 2**31 (the step count is int32), got {int(known)}")
+
+
 def static_int(name: str, value: Any, rule: Rule) -> int:
     """:func:`check_number` for a whole number that shapes arrays, so it must be known when
     the function is traced (not a jit argument): the int to use."""

@@ -163,12 +163,7 @@ def freeze_support(
       >>> params  # zeroed at step 0, frozen from step 1; w[1] shrunk once, then not
       Array([0. , 0.9], dtype=float32)
     """
-    _checks.check_number("begin_step", begin_step, _checks.at_least(0), integer=True)
-    start = _checks.concrete(begin_step)
-    if start is not None and start >= 2**31:
-        raise ValueError(
-            f"`begin_step` must be < 2**31 (the step count is int32), got {begin_step!r}"
-        )
+    _checks.check_step_count("begin_step", begin_step, 0)
     _checks.check_optimizer("transform", transform)
     _checks.check_mask(mask)
     inner = optax.with_extra_args_support(transform)

@@ -462,8 +462,7 @@ def _n_of_m_prox(z_def, z_leaves, w_leaves, a_leaves, live, phase, state, cfg: _
     blocks = cfg.allocation
     if not all(_plain(s) for s in live):
         raise ValueError("a `Blocks` allocation (N:M) zeroes entries: give no group `structure`")
-    names = _structures.leaf_names(z_def.unflatten(z_leaves))
-    _structures.layouts([blocks if st else None for st in live], w_leaves, names, "allocation")
+    _check_blocks_fit(blocks, live, w_leaves, _structures.leaf_names(z_def.unflatten(z_leaves)))
     # A relative slack (16 float32 ulps) for the rounding of target * m: an absolute 1e-4
     # zeroed one more entry per block mid-ramp where s_t m was just under a whole number.
     zeros = phase.scheduled * blocks.size
@@ -747,6 +746,14 @@ def _selection(params: Any, cfg: _Config, selected: list[bool]) -> list[bool]:
     return [bool(sel) and s is not None for sel, s in zip(selected, sts, strict=True)]
 
 
+def _check_blocks_fit(blocks: Any, sts: list[Any], leaves: list[Any], names: list[str]) -> None:
+    """An N:M allocation's blocks fit every leaf with a structure (else a ValueError naming
+    the leaf and ``allocation``)."""
+    _structures.layouts(
+        [blocks if s is not None else None for s in sts], leaves, names, "allocation"
+    )
+
+
 def _units_of(params: Any, cfg: _Config, mask: Any) -> _Units:
     """The search's units for ``params`` (as the update will find them); a structure, or an
     N:M allocation, that does not fit a selected leaf raises naming it."""
@@ -760,8 +767,7 @@ def _units_of(params: Any, cfg: _Config, mask: Any) -> _Units:
     names = _structures.leaf_names(params)
     lays = _structures.layouts(sts, leaves, names)
     if isinstance(cfg.allocation, _structures.Blocks):
-        blocked = [cfg.allocation if s is not None else None for s in sts]
-        _structures.layouts(blocked, leaves, names, "allocation")
+        _check_blocks_fit(cfg.allocation, sts, leaves, names)
     return _units(sts, lays, [None if p is None else jnp.shape(p) for p in leaves], cfg)
 
 
@@ -890,12 +896,7 @@ def _check_config(cfg: _Config, optimizer: Any, mask: Any) -> None:
     _checks.check_number("target", cfg.target, _checks.FRACTION)
     _checks.check_number("ramp_steps", cfg.ramp_steps, _checks.at_least(1), integer=True)
     _checks.check_number("begin_step", cfg.begin_step, _checks.at_least(0), integer=True)
-    _checks.check_number("update_every", cfg.update_every, _checks.at_least(1), integer=True)
-    every = _checks.scalar_value(cfg.update_every)
-    if every is not None and every >= 2**31:
-        raise ValueError(
-            f"`update_every` must be < 2**31 (the step count is int32), got {int(every)}"
-        )
+    _checks.check_step_count("update_every", cfg.update_every, 1)
     _checks.check_number("smoothing", cfg.smoothing, _checks.DECAY)
     begin, ramp = _checks.scalar_value(cfg.begin_step), _checks.scalar_value(cfg.ramp_steps)
     if begin is not None and ramp is not None and begin + ramp >= 2**31 - 1:

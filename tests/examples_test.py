@@ -231,6 +231,7 @@ def test_bad_input_is_refused_naming_the_option(name, argv, option, capsys, monk
         pytest.skip(f"needs {missing}")
     # sharded.py sets XLA_FLAGS when it is unset: keep this process's value as it is.
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # its folder first, as when run: `_cli`
     spec = importlib.util.spec_from_file_location(f"_example_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
