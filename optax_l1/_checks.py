@@ -9,6 +9,7 @@ factory inside the compiled step) are only known at run time and are not inspect
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Callable
@@ -94,6 +95,19 @@ def _check_kind(name: str, value: Any, scalar: bool) -> None:
         raise TypeError(f"`{name}` must be a scalar, got shape {shape}")
 
 
+def _check_int32(name: str, value: Any, x: np.ndarray) -> None:
+    """A 64-bit integer past int32 is refused without ``jax_enable_x64``: JAX would make it
+    int32 (np.int64(2**32) became 0, a Python int raised an OverflowError naming nothing)."""
+    if x.dtype.kind not in "iu" or x.dtype.itemsize < 8 or jax.config.read("jax_enable_x64"):
+        return
+    info = np.iinfo(np.int32)
+    if x.size and (x.max() > info.max or x.min() < info.min):
+        raise ValueError(
+            f"`{name}` is an integer past int32, JAX's integer without jax_enable_x64 (it "
+            f"would wrap): pass it as a float, got {value!r}"
+        )
+
+
 def check_number(
     name: str,
     value: Any,
@@ -122,6 +136,7 @@ def check_number(
     x = concrete(value)
     if x is None:
         return
+    _check_int32(name, value, x)
     x = x.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         ok = bool(np.all(np.isfinite(x)) and np.all(rule.test(x)))
@@ -152,10 +167,10 @@ def checked(name: str, value: Any, rule: Rule = NONNEGATIVE) -> Any:
 def check_step_count(name: str, value: Any, low: int) -> None:
     """:func:`check_number` for a whole number of steps compared with the int32 step count:
     ``>= low`` and, when known now, under 2**31 (past it, it wrapped or crashed unnamed)."""
-    check_number(name, value, at_least(low), integer=True)
     known = scalar_value(value)
-    if known is not None and known >= 2**31:
+    if known is not None and math.isfinite(known) and known >= 2**31:
         raise ValueError(f"`{name}` must be < 2**31 (the step count is int32), got {int(known)}")
+    check_number(name, value, at_least(low), integer=True)
 
 
 def static_int(name: str, value: Any, rule: Rule) -> int:
@@ -257,16 +272,16 @@ def check_accumulator(accumulator: Any) -> None:
     )
 
 
-def check_mask(mask: Any) -> None:
+def check_mask(mask: Any, name: str = "mask") -> None:
     """Refuses a bare bool: it is what a mask callable turns into under
     `optax.inject_hyperparams`, which treats every callable argument as a schedule."""
     if isinstance(mask, (bool, np.bool_)) or (
         isinstance(mask, jax.Array) and concrete(mask) is not None and mask.ndim == 0
     ):
         raise TypeError(
-            f"`mask` must be a pytree of bools like params or a callable params -> such a "
+            f"`{name}` must be a pytree of bools like params or a callable params -> such a "
             f"pytree, got {mask!r}. Under `optax.inject_hyperparams`, pass "
-            "`static_args=('mask',)`: it treats a callable argument as a schedule otherwise."
+            f"`static_args=('{name}',)`: it treats a callable argument as a schedule otherwise."
         )
 
 

@@ -88,6 +88,9 @@ def _leaf_step(u, p, n, z, hyper):
     if n is None or u is None:
         return u, n, z
     w = jnp.asarray(p, n.dtype)  # Python float leaves too
+    # Hyperparameters in the slots' dtype: a strict float64 (np.float64 under x64) made the
+    # slots float64 (a state dtype that changed) or broke the in-place loop.
+    hyper = {k: v if type(v) in (int, float) else jnp.asarray(v, n.dtype) for k, v in hyper.items()}
     w_new, n, z = _ftrl_leaf(jnp.asarray(u, n.dtype), w, n, z, **hyper)
     # Never narrower than the params: a bf16 update of f32 params would miss -w (no exact 0).
     out = jnp.promote_types(jnp.result_type(u), jnp.result_type(p))

@@ -113,6 +113,12 @@ def per_leaf(acc: Any, z: Any, accumulator: Any, name: str) -> list[Any]:
             "multi_transform partition whose optimizer has none?): give every partition "
             "one, or leave those leaves out with `mask=`"
         )
+    for zi, a in zip(z_leaves, leaves, strict=True):
+        if zi is not None and jnp.ndim(a) and jnp.shape(a) != jnp.shape(zi):
+            raise ValueError(
+                f"`{name}`: the accumulator {accumulator!r} must be one number or have its "
+                f"leaf's shape; got shape {jnp.shape(a)} for a leaf of shape {jnp.shape(zi)}"
+            )
     return leaves
 
 

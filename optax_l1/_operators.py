@@ -196,6 +196,7 @@ def elastic_net_threshold(
     """
     threshold = _checks.checked_tree("threshold", threshold)
     l2_scale = _checks.checked_tree("l2_scale", l2_scale)
+    nonnegative = _checks.check_flag("nonnegative", nonnegative)
     _check_fits("threshold", threshold, tree)
     _check_fits("l2_scale", l2_scale, tree)
     return elastic_net_tree(tree, threshold, l2_scale, nonnegative=nonnegative)
@@ -210,7 +211,9 @@ def elastic_net_tree(tree: Any, threshold: Any, l2_scale: Any, *, nonnegative: b
     def prox_leaf(z, ti, ri):
         if isinstance(ri, (int, float)) and ri == 0:  # a literal 0: skip the divide
             return shrink(z, ti)
-        return shrink(z, ti) / (1.0 + ri)
+        # 1 + rho in the leaf's compute dtype at least: in a bfloat16 rho, 1 + 0.001 is 1.
+        wide = jnp.promote_types(jnp.finfo(z.dtype).dtype, jnp.result_type(ri))
+        return shrink(z, ti) / (1.0 + _tree.as_dtype(ri, wide))
 
     return map_inexact(prox_leaf, tree, t, r)
 
@@ -384,7 +387,8 @@ def _n_of_m_array(z: jax.Array, n: int, m: int, axis: int) -> jax.Array:
         raise ValueError(
             f"`axis`={axis} has length {z.shape[axis]}, not a multiple of `m`={m} (N:M blocks)"
         )
-    return jnp.where(n_of_m_keep(jnp.abs(z), n, m, axis), z, jnp.zeros_like(z))
+    keep = n_of_m_keep(jnp.abs(z), n, m, axis) | jnp.isnan(z)  # a NaN shows, even at n=0
+    return jnp.where(keep, z, jnp.zeros_like(z))
 
 
 def n_of_m_projection(tree: Any, n: int, m: int, *, axis: int) -> Any:

@@ -378,7 +378,9 @@ def proximal_adamw(
       eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{\hat v_t}`.
       weight_decay: :math:`\omega \ge 0` (``optax.adamw``'s), a number: optax releases
         before 0.2.6 take no schedule here.
-      weight_decay_mask: ``optax.adamw``'s ``mask`` (which leaves decay), or ``None``.
+      weight_decay_mask: ``optax.adamw``'s ``mask`` (which leaves decay), or ``None``. A
+        callable is given the params as AdamW sees them: ``None`` in place of each
+        non-float leaf (an int step counter, say).
       mask: a pytree of bools (prefix of params; True = regularized) or a callable
         ``params -> mask``; masked-out leaves follow plain AdamW.
 
@@ -401,7 +403,7 @@ def proximal_adamw(
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019; and those of :func:`proximal_adam`.
     """
     weight_decay = _checks.checked("weight_decay", weight_decay)
-    _checks.check_mask(weight_decay_mask)
+    _checks.check_mask(weight_decay_mask, "weight_decay_mask")
     decay = {"weight_decay": weight_decay, "mask": weight_decay_mask}
     return _adam_preset(
         optax.adamw, learning_rate, strength, b1, b2, eps, mask, decay, name="proximal_adamw"

@@ -306,6 +306,11 @@ def resolve(name: str, structure: Any, tree: Any, selected: Sequence[bool]) -> l
     ``structure`` is a :class:`Structure` (every selected leaf), a pytree prefix of
     structures (None: the leaf is not regularized), or a callable ``params -> such a tree``.
     """
+    if isinstance(structure, type):  # Elements for Elements(): called with params
+        raise TypeError(
+            f"`{name}` must be a Structure instance (e.g. {structure.__name__}(...)), a "
+            f"pytree prefix of them or a callable params -> that, got the class {structure!r}"
+        )
     if callable(structure) and not isinstance(structure, Structure):
         structure = structure(tree)
         if structure is None:  # a callable missing its return: nothing would be regularized

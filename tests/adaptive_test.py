@@ -455,6 +455,28 @@ def test_preconditioned_wrapper_accumulator_errors_and_callable():
     assert new[1] == 0 and new[0] != 0
 
 
+def test_an_accumulator_of_another_shape_is_named():
+    # (5,) for a (3,) leaf raised an unnamed shape error; (3, 1) blamed a proximal operator
+    # the user never gave ("must return a tree with ... shapes").
+    params = {"w": jnp.full(3, 5.0)}
+    for wrong in (jnp.ones(5), jnp.ones((3, 1))):
+        tx = optax_l1.with_preconditioned_l1(
+            optax.adam(0.1),
+            strength=0.1,
+            learning_rate=0.1,
+            accumulator=lambda s, wrong=wrong: {"w": wrong},
+            **ADAM,
+        )
+        with pytest.raises(ValueError, match=r"accumulator .* got shape \(.*\) for a leaf of sh"):
+            tx.update(params, tx.init(params), params)
+
+
+def test_proximal_adamw_names_weight_decay_mask():
+    # A bad weight_decay_mask was reported as `mask`, with a static_args hint that failed.
+    with pytest.raises(TypeError, match="`weight_decay_mask` must be .*'weight_decay_mask',"):
+        optax_l1.proximal_adamw(0.1, strength=0.1, weight_decay_mask=True)
+
+
 def test_adamw_with_mask_in_a_chain():
     """The wrapper around a multi-part chain (adamw) with a mask: biases are untouched."""
     params = {"kernel": jnp.full((3, 2), 0.01), "bias": jnp.full((2,), 0.01)}
@@ -786,6 +808,30 @@ def tf_ftrl_float64(var, grad, slots, *, lr, l1, l2, l2_shrinkage, lr_power, bet
     quadratic = 1 / (new_accum**lr_power * lr) + 2 * l2
     var = np.where(np.abs(linear) > l1, (np.sign(linear) * l1 - linear) / quadratic, 0.0)
     return var, (new_accum, linear)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(learning_rate=np.float64(0.3)),
+        dict(learning_rate=0.3, l2_shrinkage=np.float64(0.01)),
+        dict(learning_rate=lambda count: jnp.asarray(0.3, jnp.float64)),
+    ],
+    ids=["np.float64 lr", "np.float64 l2_shrinkage", "float64 schedule"],
+)
+def test_ftrl_float32_slots_stay_float32_under_x64_with_float64_hyperparameters(kw):
+    # A strict float64 learning rate or shrinkage made the slots float64 (0-d leaves: a
+    # state whose dtype changed) or raised an unnamed TypeError in the in-place loop.
+    with jax.enable_x64(True):
+        params, grads = jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32), jnp.full(6, 0.1, jnp.float32)
+        tx = optax_l1.ftrl(strength=0.02, **kw)
+        floats = {k: 0.3 if k == "learning_rate" else float(v) for k, v in kw.items()}
+        ref = optax_l1.ftrl(strength=0.02, **floats)
+        for p in (params, params[0]):  # a 0-d leaf takes the whole-leaf path
+            u, state = tx.update(grads[: p.size].reshape(p.shape), tx.init(p), p)
+            want, _ = ref.update(grads[: p.size].reshape(p.shape), ref.init(p), p)
+            assert state.linear.dtype == state.accumulator.dtype == u.dtype == jnp.float32
+            np.testing.assert_allclose(np.asarray(u), np.asarray(want), rtol=1e-6)
 
 
 def test_ftrl_float64_keeps_learning_rate_power_exact():

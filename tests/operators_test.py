@@ -109,6 +109,19 @@ def test_elastic_net_without_l2_is_soft_threshold():
     )
 
 
+def test_elastic_net_adds_a_narrow_l2_scale_in_the_leafs_precision():
+    # 1.0 + rho was added in rho's dtype: a bfloat16 0.001 made 1 + rho == 1 (l2 ignored).
+    z = jnp.array([2.0, -3.0, 100.0])
+    for rho in (jnp.bfloat16(0.001), jnp.bfloat16(0.01), jnp.float16(0.001)):
+        want = np_soft(np.asarray(z, np.float64), 0.5) / (1.0 + float(rho))
+        np.testing.assert_allclose(optax_l1.elastic_net_threshold(z, 0.5, rho), want, rtol=1e-6)
+
+
+def test_elastic_net_nonnegative_must_be_a_bool():
+    with pytest.raises(TypeError, match="`nonnegative` must be True or False"):
+        optax_l1.elastic_net_threshold(jnp.ones(2), 0.5, nonnegative="False")  # was True
+
+
 def test_nonnegative_rejects_complex():
     with pytest.raises(TypeError, match="nonnegative"):
         optax_l1.elastic_net_threshold(jnp.array([1j]), 0.1, nonnegative=True)
@@ -383,6 +396,9 @@ def test_n_of_m_projection_keeps_nan_and_checks_its_arguments():
     z = jnp.array([0.1, jnp.nan, 0.5, 2.0])
     got = np.asarray(optax_l1.n_of_m_projection(z, 2, 4, axis=0))
     assert np.isnan(got[1]) and got[3] == 2.0
+    # n=0 zeroed the NaN too (its rank, 0, was not below 0): the fault vanished
+    got = np.asarray(optax_l1.n_of_m_projection(z, 0, 4, axis=0))
+    np.testing.assert_array_equal(got, [0.0, np.nan, 0.0, 0.0])
     with pytest.raises(ValueError, match="not a multiple of `m`=4"):
         optax_l1.n_of_m_projection(jnp.ones(6), 2, 4, axis=0)
     with pytest.raises(ValueError, match="`n` must be at most `m`"):

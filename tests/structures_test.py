@@ -668,6 +668,17 @@ def test_a_structure_callable_that_returns_none_is_refused():
         optax_l1.group_soft_threshold(params, 1.0, structure=lambda tree: None)
 
 
+@pytest.mark.parametrize("cls", [optax_l1.Elements, optax_l1.Blocks, optax_l1.Groups])
+def test_a_structure_class_for_an_instance_is_named(cls):
+    # The class is callable, so it was called with params: "Elements.__init__() takes 1
+    # positional argument", or a message printing the whole params tree (Groups).
+    params = _mlp_params()
+    with pytest.raises(TypeError, match="`structure` must be a Structure instance"):
+        optax_l1.group_soft_threshold(params, 1.0, structure=cls)
+    with pytest.raises(TypeError, match="`structure` must be a Structure instance"):
+        optax_l1.group_l1_penalty(params, 1.0, structure=cls)
+
+
 def _masked_out_fc2(make):
     only_fc1 = {"fc1": {"kernel": True, "bias": True}, "fc2": {"kernel": False, "bias": False}}
     return optax.masked(make(), only_fc1)
