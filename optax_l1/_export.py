@@ -206,8 +206,6 @@ def nbytes(tree: Any) -> int:
 
 
 def _leaf_bytes(x: Any) -> int:
-    """An array's bytes; a ``jax.ShapeDtypeStruct`` (``jax.eval_shape``'s output) counts what
-    an array of its shape and dtype would hold (``np.asarray`` of it is one 8-byte pointer)."""
-    if isinstance(x, jax.ShapeDtypeStruct):
-        return math.prod(x.shape) * np.dtype(x.dtype).itemsize
-    return int(np.asarray(x).nbytes)
+    """An array's bytes from its shape and dtype: no copy to the host, and the same for a
+    ``jax.ShapeDtypeStruct`` (``jax.eval_shape``'s output) or a traced array."""
+    return math.prod(x.shape) * np.dtype(x.dtype).itemsize

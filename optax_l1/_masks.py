@@ -60,6 +60,12 @@ def kernel_mask(
         embeddings are rarely what one wants to shrink. To include them,
         ``exclude=r"(?i)(^|/)(bias|scale)(/|$)"``; ``None``: no exclusion.
 
+    Stacked layers (a scan over layers, ``eqx.filter_vmap``-built blocks, ``hk.layer_stack``)
+    carry a leading layer axis, so their biases and norm scales have 2 dimensions: those
+    named ``bias``/``scale`` (Flax) are still left out by name, but Equinox's LayerNorm
+    ``weight`` or Haiku's ``b`` would be selected. For such trees pass ``min_ndim=3`` (or
+    use :func:`path_mask`) and check the result.
+
     Returns:
       A pytree of Python bools like ``params``.
 

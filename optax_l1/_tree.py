@@ -27,8 +27,17 @@ def is_inexact(x: Any) -> bool:
     return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
 
 
+def is_float(dtype: Any) -> bool:
+    """A real floating dtype (float8 and bfloat16 included)."""
+    return jnp.issubdtype(dtype, jnp.floating)
+
+
 def compute_dtype(dtype: Any) -> Any:
-    """The dtype shrink math runs in: at least float32 (complex64 for complex)."""
+    """The dtype shrink math runs in: at least float32 (complex64 for complex). float8 and
+    float4 do not promote with float32 in JAX (a TypePromotionError): they widen to it."""
+    dtype = jnp.dtype(dtype)
+    if dtype.itemsize < 2 and jnp.issubdtype(dtype, jnp.floating):
+        return jnp.dtype(jnp.float32)
     return jnp.promote_types(dtype, jnp.float32)
 
 
@@ -189,4 +198,20 @@ def align(name: str, updates: Any, params: Any, mask: Any) -> Aligned:
         bool(m) and u is not None and p is not None and is_inexact(p)
         for u, p, m in zip(u_leaves, p_leaves, keep, strict=True)
     ]
+    _check_no_float8(name, u_leaves, p_leaves, selected)
     return Aligned(treedef, u_leaves, p_leaves, selected)
+
+
+def _check_no_float8(name: str, u_leaves: list[Any], p_leaves: list[Any], selected: list[bool]):
+    """A TypeError naming ``name`` for a regularized float8/float4 leaf: JAX promotes those
+    with no other float, and a transform here mixes them with its float32 state (one
+    crashed with a TypePromotionError, another gave NaN)."""
+    for u, p, sel in zip(u_leaves, p_leaves, selected, strict=True):
+        dtypes = [getattr(x, "dtype", None) for x in (u, p)] if sel else []
+        narrow = [d for d in dtypes if d is not None and d.itemsize == 1 and is_float(d)]
+        if narrow:
+            raise TypeError(
+                f"`{name}`: a regularized leaf is {narrow[0]}; float8/float4 "
+                "params and updates are not supported: train float32 or bfloat16 master "
+                "weights, or leave the leaf out with `mask=`"
+            )

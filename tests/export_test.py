@@ -134,6 +134,14 @@ def test_zero_counts_go_by_the_bits():
     assert float(report["w:n_of_m"]) == 1.0  # 1 non-zero per block of 2
 
 
+def test_nbytes_reads_shapes_so_it_runs_traced():
+    # np.asarray of each leaf copied it to the host, and failed under jit / eval_shape.
+    tree = {"a": jnp.zeros((10, 10)), "b": jnp.zeros(3, jnp.bfloat16), "n": np.zeros(2, np.int8)}
+    assert optax_l1.nbytes(tree) == 400 + 6 + 2
+    assert jax.jit(lambda t: jnp.asarray(optax_l1.nbytes(t)))(tree) == 408
+    assert jax.eval_shape(lambda t: jnp.asarray(optax_l1.nbytes(t)), tree).shape == ()
+
+
 def test_nbytes_of_an_abstract_tree():
     shapes = jax.eval_shape(lambda: {"a": jnp.zeros((1000, 1000)), "b": jnp.zeros(3, jnp.bfloat16)})
     assert optax_l1.nbytes(shapes) == 4_000_000 + 6  # it was 16 (an 8-byte pointer each)

@@ -357,6 +357,17 @@ def test_preserves_dtype(case, dtype):
 
 
 @cases
+@pytest.mark.parametrize("dtype", [jnp.float8_e4m3fn, jnp.float8_e5m2])
+def test_float8_weights_are_refused_naming_the_transform(case, dtype):
+    # A TypePromotionError naming nothing (float8 promotes with no other float), or NaN.
+    opt = case.make()
+    params = init_params(dtype)
+    grads = jax.tree.map(lambda g: g.astype(dtype), grad_fn(init_params()))
+    with pytest.raises(TypeError, match="float8/float4 params and updates are not supported"):
+        opt.update(grads, opt.init(params), params)
+
+
+@cases
 def test_works_inside_multisteps(case):
     opt = case.make()
     ms = optax.MultiSteps(opt, every_k_schedule=3)

@@ -206,6 +206,21 @@ def test_dtype_preserved_and_zeros_exact(op, dtype):
     assert np.all(out[want_zero] == 0)  # exact, not merely tiny
 
 
+@pytest.mark.parametrize("dtype", [jnp.float8_e4m3fn, jnp.float8_e5m2])
+def test_operators_widen_float8_to_float32(dtype):
+    # compute_dtype raised a TypePromotionError (float8 promotes with no other float).
+    z = jnp.asarray([1.0, -0.25, 0.0, 2.0, -3.0, 0.5], dtype)
+    vals = np.asarray(z.astype(jnp.float32), np.float64)
+    got = optax_l1.soft_threshold(z, 0.5)
+    assert got.dtype == dtype
+    want = np.asarray(jnp.asarray(np_soft(vals, 0.5), jnp.float32).astype(dtype), np.float32)
+    np.testing.assert_array_equal(np.asarray(got.astype(jnp.float32)), want)
+    got = optax_l1.group_soft_threshold(z.reshape(2, 3), 0.5, axis=0)
+    want = np_group(vals.reshape(2, 3), 0.5, 0)
+    want = np.asarray(jnp.asarray(want, jnp.float32).astype(dtype), np.float32)
+    np.testing.assert_array_equal(np.asarray(got.astype(jnp.float32)), want)
+
+
 def test_float64_preserved_under_x64():
     with jax.enable_x64(True):
         z = jnp.array([1.0 + 1e-12, -0.5, 3.0], jnp.float64)
