@@ -122,16 +122,27 @@ def per_leaf(acc: Any, z: Any, accumulator: Any, name: str) -> list[Any]:
     return leaves
 
 
-def second_moments(name: str, inner_state: Any, treedef: Any) -> list[Any]:
-    """The optimizer's diagonal second moment per leaf of ``treedef``, as it is in its state:
-    the first of ``nu`` (Adam, AdamW, RMSProp...) and ``sum_of_squares`` (Adagrad) present;
-    None where the optimizer keeps none for a leaf (an int leaf, or masked out of a
-    multi_transform)."""
+def second_moments(name: str, inner_state: Any, params: Any) -> list[Any]:
+    """The optimizer's diagonal second moment per leaf of ``params`` (a list of leaves or a
+    pytree), as it is in its state: the first of ``nu`` (Adam, AdamW, RMSProp...) and
+    ``sum_of_squares`` (Adagrad) present; None where the optimizer keeps none for a leaf (an
+    int leaf, or masked out of a multi_transform). A ValueError naming ``name`` where it is
+    not diagonal (novograd keeps one number per leaf: it crashed unnamed, or was read as a
+    metric for a one-leaf tree)."""
     acc = find_accumulator(("nu", "sum_of_squares"), inner_state, name)
+    treedef = jax.tree.structure(params, is_leaf=_tree.is_none)
     leaves = _tree.flatten_like(
         treedef, acc, f"`{name}`: the optimizer's second moment must have the structure of params"
     )
-    return [None if a is None or isinstance(a, optax.MaskedNode) else a for a in leaves]
+    out = [None if a is None or isinstance(a, optax.MaskedNode) else a for a in leaves]
+    for a, p in zip(out, jax.tree.leaves(params, is_leaf=_tree.is_none), strict=True):
+        if a is not None and p is not None and jnp.shape(a) != jnp.shape(p):
+            raise ValueError(
+                f"`{name}`: the optimizer's second moment must be diagonal (one entry per "
+                f"weight, as Adam's `nu`); got shape {jnp.shape(a)} for a leaf of shape "
+                f"{jnp.shape(p)} (novograd keeps one number per leaf)"
+            )
+    return out
 
 
 def moment_scale(a: jax.Array, eps: float) -> jax.Array:

@@ -67,7 +67,9 @@ def suggest_strength(
       params: the dense run's params (the same structure as Adam's moments).
       opt_state: the dense run's optimizer state: anything holding exactly one
         ``optax.ScaleByAdamState`` (``optax.adam``'s, ``optax.adamw``'s,
-        :func:`proximal_adam`'s, inside chains or ``optax.inject_hyperparams``).
+        :func:`proximal_adam`'s, inside chains or ``optax.inject_hyperparams``;
+        ``optax.adamax`` keeps the same state with :math:`\max|g|` as ``nu``, which would
+        be read as a second moment: not supported).
       sparsity: the wanted fraction of zeros among the regularized entries, in (0, 1).
       for_transform: ``"l1_prox"`` (after Adam), ``"proximal_adam"`` or
         ``"proximal_adamw"`` (the same strength's units).

@@ -712,9 +712,10 @@ def _init_latent(params: Any, cfg: _Config, mask: Any) -> Any:
     )
 
 
-def _preconditioner(inner_state: Any, treedef: Any) -> list[Any]:
-    """The optimizer's second moment per leaf (the metric is its ``sqrt + 1e-8``)."""
-    return _inner.second_moments(_NAME, inner_state, treedef)
+def _preconditioner(inner_state: Any, params: Any) -> list[Any]:
+    """The optimizer's second moment per leaf of ``params`` (the metric is its ``sqrt +
+    1e-8``)."""
+    return _inner.second_moments(_NAME, inner_state, params)
 
 
 def _init_state(params: Any, cfg: _Config, inner: Any, mask: Any) -> SparsityTargetState:
@@ -724,7 +725,7 @@ def _init_state(params: Any, cfg: _Config, inner: Any, mask: Any) -> SparsityTar
     inner_state = optax.EmptyState()
     if inner is not None:
         inner_state = inner.init(_inner.inexact_only(params))
-        _preconditioner(inner_state, jax.tree.structure(params, is_leaf=_tree.is_none))
+        _preconditioner(inner_state, params)
     copy = _init_latent(params, cfg, mask) if cfg.latent else None
     units = _units_of(params, cfg, mask)  # a structure or N:M misfit raises here, not later
     shape = (len(units.sizes),) if cfg.allocation in ("uniform", "erk") else ()
@@ -778,10 +779,10 @@ def _update(updates, state, params, inner_state, cfg: _Config, mask: Any, precon
     base = None if state.latent is None else aligned.treedef.flatten_up_to(state.latent)
     if base is not None:
         base = _restart_latent(aligned, base, state.count, cfg)
+    params_tree = aligned.treedef.unflatten(aligned.params)
     moments = None
     if precondition:
-        moments = _preconditioner(inner_state, aligned.treedef)
-    params_tree = aligned.treedef.unflatten(aligned.params)
+        moments = _preconditioner(inner_state, params_tree)
     aligned = aligned._replace(selected=_selection(params_tree, cfg, aligned.selected))
     # drop_latent: the support is frozen, no search (a tree regularizing nothing has no copy)
     dropped = cfg.latent and base is None and any(aligned.selected)
@@ -1098,7 +1099,9 @@ def sparsity_target(
         ``Blocks(4, axis=0)`` ramps a Dense kernel ``(in, out)`` from dense through 3:4 to
         2:4 along its reduction axis; ``threshold`` logs the entries zeroed per block).
       optimizer: optional; an optax optimizer with a diagonal second moment in its state
-        (``nu``: adam, adamw, rmsprop...; ``sum_of_squares``: adagrad). The returned
+        (``nu``: adam, adamw, rmsprop...; ``sum_of_squares``: adagrad; a ``nu`` that is
+        not one entry per weight, novograd's, is refused; adamax's ``nu`` is
+        :math:`\max|g|`, which has the field name and shape but not the meaning). The returned
         transformation then *is* that optimizer followed by the thresholding, and a weight's
         score is :math:`|z|\sqrt{\nu}`, the square root of its empirical-Fisher saliency
         :math:`w^2\,\mathbb{E}[g^2]` (Optimal Brain Damage with the Fisher diagonal).

@@ -600,6 +600,15 @@ def test_missing_params_and_optimizer_without_second_moment():
         sgd_tx.init(params)
 
 
+@pytest.mark.parametrize("params", [{"k": jnp.ones((2, 3)), "b": jnp.ones(3)}, jnp.ones((2, 3))])
+def test_an_optimizer_whose_second_moment_is_not_diagonal_is_refused(params):
+    # novograd keeps one `nu` per leaf: two leaves crashed unnamed (a broadcasting error),
+    # one leaf had its per-layer number read as every weight's metric.
+    tx = optax_l1.sparsity_target(0.5, ramp_steps=1, optimizer=optax.novograd(0.1))
+    with pytest.raises(ValueError, match="second moment must be diagonal"):
+        tx.init(params)
+
+
 # ----------------------------------------------------------------------------- sharding
 
 SHARDED_CHILD = textwrap.dedent(
