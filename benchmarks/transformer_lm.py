@@ -319,8 +319,10 @@ def gmp(
     def update_fn(updates, state, params):
         p_leaves, u_leaves, treedef, idx = _split(updates, params, kmask)
         z = [(p_leaves[i] + u_leaves[i]) * k for i, k in zip(idx, state.keep, strict=True)]
-        t = state.count
-        due = (t >= begin) & (t <= begin + ramp_steps) & ((t - begin) % every == 0)
+        t, end = state.count, begin + ramp_steps
+        # The ramp's last step prunes too, when `every` does not divide it: the final
+        # sparsity is the target's (it was short of it by the last interval's share).
+        due = (t >= begin) & (t <= end) & (((t - begin) % every == 0) | (t == end))
 
         def prune():
             taus = thresholds(

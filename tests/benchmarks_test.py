@@ -194,6 +194,12 @@ def _arms_end_on_target(tmp_path, arms: tuple[str, ...], *extra: str) -> None:
         assert r["finite"] and 0 < r["bits_per_byte"] < 8
 
 
+def test_transformer_lm_gmp_prunes_at_the_ramps_end_off_its_interval(tmp_path):
+    # With --prune-every not dividing the ramp (4 against the quick run's 15 steps) GMP's
+    # last prune came before the ramp's end and stopped short of the target.
+    _arms_end_on_target(tmp_path, ("gmp",), "--prune-every", "4")
+
+
 def test_transformer_lm_step_cost_arms_quick(tmp_path):
     # The step-cost settings (no latent copy, a search every --prune-every steps) reach
     # their target exactly: global for the Fisher score, per block of 4 for 2:4 and blocks.
