@@ -90,21 +90,30 @@ def _check_kind(name: str, value: Any, scalar: bool) -> None:
     dtype = np.result_type(float(value)) if dtype is None else dtype  # a Python number
     if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
         raise TypeError(f"`{name}` must be a real number, got {value!r}")
+    if jnp.issubdtype(dtype, jnp.floating) and np.dtype(dtype).itemsize == 1:
+        # JAX promotes float8/float4 with no other float (a TypePromotionError, unnamed)
+        raise TypeError(f"`{name}` must be at least a 16-bit float, got a {dtype} value")
     shape = getattr(value, "shape", ())
     if scalar and shape != ():
         raise TypeError(f"`{name}` must be a scalar, got shape {shape}")
 
 
-def _check_int32(name: str, value: Any, x: np.ndarray) -> None:
-    """A 64-bit integer past int32 is refused without ``jax_enable_x64``: JAX would make it
-    int32 (np.int64(2**32) became 0, a Python int raised an OverflowError naming nothing)."""
-    if x.dtype.kind not in "iu" or x.dtype.itemsize < 8 or jax.config.read("jax_enable_x64"):
+def _check_int32(name: str, value: Any, x: np.ndarray, integer: bool) -> None:
+    """An integer JAX would not hold exactly is refused: without ``jax_enable_x64`` a 64-bit
+    one past 32 bits (np.int64(2**32) became 0), and a Python int past 64 bits always (an
+    OverflowError naming nothing)."""
+    if x.dtype.kind == "O" and isinstance(value, int) and not isinstance(value, bool):
+        big = True  # a Python int NumPy could not hold in 64 bits
+    elif x.dtype.kind not in "iu" or x.dtype.itemsize < 8 or jax.config.read("jax_enable_x64"):
         return
-    info = np.iinfo(np.int32)
-    if x.size and (x.max() > info.max or x.min() < info.min):
+    else:
+        info = np.iinfo(np.int32 if x.dtype.kind == "i" else np.uint32)
+        big = bool(x.size and (x.max() > info.max or x.min() < info.min))
+    if big:
+        fix = "must be < 2**31" if integer else "must be passed as a float"
         raise ValueError(
-            f"`{name}` is an integer past int32, JAX's integer without jax_enable_x64 (it "
-            f"would wrap): pass it as a float, got {value!r}"
+            f"`{name}` is an integer past JAX's int32 (without jax_enable_x64 it would wrap): "
+            f"it {fix}, got {value!r}"
         )
 
 
@@ -136,7 +145,7 @@ def check_number(
     x = concrete(value)
     if x is None:
         return
-    _check_int32(name, value, x)
+    _check_int32(name, value, x, integer)
     x = x.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         ok = bool(np.all(np.isfinite(x)) and np.all(rule.test(x)))

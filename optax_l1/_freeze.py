@@ -176,7 +176,7 @@ def freeze_support(
     def update_fn(updates, state, params=None, **extra_args):
         _checks.check_params(_NAME, params)
         shrunk, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-        aligned = _tree.align(_NAME, updates, params, mask)
+        aligned = _tree.align(_NAME, updates, params, mask, regularizes=False)  # inner checks
         frozen, bad = _start(begin_step, state.count)
         out = _frozen_updates(aligned, shrunk, frozen, bad)
         count = _transforms.next_count(state.count)

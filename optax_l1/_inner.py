@@ -28,7 +28,8 @@ def update_inexact(
 
     Pair with ``optimizer.init(inexact_only(params))``.
     """
-    aligned = _tree.align(name, updates, params, None)  # selected: the inexact leaves
+    # selected: the inexact leaves, for the optimizer (the prox after it checks its own)
+    aligned = _tree.align(name, updates, params, None, regularizes=False)
     inner_updates, inner_state = optimizer.update(
         aligned.treedef.unflatten(
             [u if k else None for u, k in zip(aligned.updates, aligned.selected, strict=True)]

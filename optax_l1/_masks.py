@@ -63,8 +63,9 @@ def kernel_mask(
     Stacked layers (a scan over layers, ``eqx.filter_vmap``-built blocks, ``hk.layer_stack``)
     carry a leading layer axis, so their biases and norm scales have 2 dimensions: those
     named ``bias``/``scale`` (Flax) are still left out by name, but Equinox's LayerNorm
-    ``weight`` or Haiku's ``b`` would be selected. For such trees pass ``min_ndim=3`` (or
-    use :func:`path_mask`) and check the result.
+    ``weight`` or Haiku's ``b`` and LayerNorm ``offset`` would be selected. For such trees
+    pass ``min_ndim=3`` when every kernel is stacked (an unstacked 2-D kernel, a head, is
+    then left out too) or use :func:`path_mask`, and check the result.
 
     Returns:
       A pytree of Python bools like ``params``.

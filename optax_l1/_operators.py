@@ -212,7 +212,7 @@ def elastic_net_tree(tree: Any, threshold: Any, l2_scale: Any, *, nonnegative: b
         if isinstance(ri, (int, float)) and ri == 0:  # a literal 0: skip the divide
             return shrink(z, ti)
         # 1 + rho in the leaf's compute dtype at least: in a bfloat16 rho, 1 + 0.001 is 1.
-        wide = jnp.promote_types(jnp.finfo(z.dtype).dtype, jnp.result_type(ri))
+        wide = jnp.result_type(jnp.finfo(z.dtype).dtype, ri)  # a Python float stays weak
         return shrink(z, ti) / (1.0 + _tree.as_dtype(ri, wide))
 
     return map_inexact(prox_leaf, tree, t, r)
@@ -320,7 +320,8 @@ def _leaf_axes(tree: Any, axis: Axis) -> list[Any]:
 def n_of_m_keep(scores: jax.Array, n: Any, m: int, axis: int) -> jax.Array:
     """True for the ``n`` highest ``scores`` of every block of ``m`` along ``axis`` (ties:
     the earlier entry). ``n`` may be traced. A NaN score outranks nothing and is outranked
-    by nothing, so it is kept (and shows)."""
+    by nothing, so it is kept (and shows) when ``n >= 1``; at ``n = 0`` nothing is kept
+    (:func:`n_of_m_projection` keeps NaN entries itself)."""
     if m > CODE_BITS:
         lay = _structures.Blocks(m, axis=axis).layout(tuple(scores.shape))
         return (_ranks(scores.reshape(lay.split), m, lay.reduce[0]) < n).reshape(scores.shape)

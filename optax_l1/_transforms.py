@@ -185,6 +185,8 @@ def l1_prox(
     the proximal step for :math:`\lambda\|w\|_1 + \tfrac{\ell_2}{2}\|w\|_2^2`. With
     ``nonnegative=True`` :math:`S_\tau(z)` is :math:`\max(z - \tau, 0)` (non-negative lasso).
     The update returned is :math:`p_{t+1} - p_t`, so shrunk weights are exactly ``0.0``.
+    With bfloat16/float16 params the update is in their dtype, so a survivor smaller than
+    the rounding of :math:`p_{t+1} - p_t` can land on 0 too.
 
     Args:
       strength: :math:`\lambda \ge 0`, number or schedule. A zero stays zero while the

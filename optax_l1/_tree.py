@@ -182,10 +182,11 @@ class Aligned(NamedTuple):
         return self.treedef.unflatten(out)
 
 
-def align(name: str, updates: Any, params: Any, mask: Any) -> Aligned:
+def align(name: str, updates: Any, params: Any, mask: Any, *, regularizes: bool = True) -> Aligned:
     """Flattens ``updates`` and ``params`` side by side (see :class:`Aligned`).
 
-    Raises a ValueError naming ``name`` when the structures differ.
+    Raises a ValueError naming ``name`` when the structures differ, and a TypeError when
+    ``regularizes`` (the selected leaves are shrunk here) and one of them is float8/float4.
     """
     u_leaves, treedef = jax.tree.flatten(updates, is_leaf=is_none)
     p_leaves = flatten_like(
@@ -198,7 +199,8 @@ def align(name: str, updates: Any, params: Any, mask: Any) -> Aligned:
         bool(m) and u is not None and p is not None and is_inexact(p)
         for u, p, m in zip(u_leaves, p_leaves, keep, strict=True)
     ]
-    _check_no_float8(name, u_leaves, p_leaves, selected)
+    if regularizes:
+        _check_no_float8(name, u_leaves, p_leaves, selected)
     return Aligned(treedef, u_leaves, p_leaves, selected)
 
 
@@ -207,11 +209,13 @@ def _check_no_float8(name: str, u_leaves: list[Any], p_leaves: list[Any], select
     with no other float, and a transform here mixes them with its float32 state (one
     crashed with a TypePromotionError, another gave NaN)."""
     for u, p, sel in zip(u_leaves, p_leaves, selected, strict=True):
-        dtypes = [getattr(x, "dtype", None) for x in (u, p)] if sel else []
-        narrow = [d for d in dtypes if d is not None and d.itemsize == 1 and is_float(d)]
-        if narrow:
-            raise TypeError(
-                f"`{name}`: a regularized leaf is {narrow[0]}; float8/float4 "
-                "params and updates are not supported: train float32 or bfloat16 master "
-                "weights, or leave the leaf out with `mask=`"
-            )
+        if not sel:
+            continue
+        for x in (u, p):
+            dtype = getattr(x, "dtype", None)
+            if dtype is not None and dtype.itemsize == 1 and is_float(dtype):
+                raise TypeError(
+                    f"`{name}`: a regularized leaf is {dtype}; float8/float4 params and "
+                    "updates are not supported: train float32 or bfloat16 master weights, "
+                    "or leave the leaf out with `mask=`"
+                )

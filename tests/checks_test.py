@@ -122,16 +122,19 @@ def test_concrete_reads_numbers_and_arrays_not_tracers():
     assert not _checks.is_literal_zero(lambda c: 0.0)
 
 
-@pytest.mark.parametrize("big", [np.int64(2**32), 3_000_000_000, np.uint64(2**40)])
+@pytest.mark.parametrize("big", [np.int64(2**32), 3_000_000_000, np.uint64(2**40), 2**70])
 def test_an_integer_past_int32_is_refused_not_wrapped(big):
     # np.int64(2**32) became int32 0 (a threshold of 0: nothing shrunk); a Python int raised
-    # an OverflowError naming nothing.
-    with pytest.raises(ValueError, match="`threshold` is an integer past int32"):
+    # an OverflowError naming nothing (past 64 bits, also at the first update).
+    with pytest.raises(ValueError, match="`threshold` is an integer past JAX's int32"):
         optax_l1.soft_threshold(jnp.ones(2), big)
-    with pytest.raises(ValueError, match="`strength` is an integer past int32"):
+    with pytest.raises(ValueError, match="`strength` .* must be passed as a float"):
         optax_l1.l1_prox(big, learning_rate=1.0)
-    z = jnp.array([2.0, -3.0])  # within int32, integers are numbers as before
+    with pytest.raises(ValueError, match="`ramp_steps` .* must be < 2\\*\\*31"):
+        optax_l1.sparsity_target(0.5, ramp_steps=big)
+    z = jnp.array([2.0, -3.0])  # integers JAX holds exactly are numbers as before
     np.testing.assert_array_equal(optax_l1.soft_threshold(z, np.int64(2)), [0.0, -1.0])
+    np.testing.assert_array_equal(optax_l1.soft_threshold(z, np.uint64(3_000_000_000)), [0, 0])
 
 
 def test_bfloat16_hyperparameters_are_real_numbers():

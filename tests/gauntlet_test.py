@@ -367,6 +367,27 @@ def test_float8_weights_are_refused_naming_the_transform(case, dtype):
         opt.update(grads, opt.init(params), params)
 
 
+def test_a_float8_leaf_left_out_with_the_mask_passes_through_every_transform():
+    # The float8 refusal first also fired on masked-out leaves of the optimizer-wrapping
+    # transforms (the optimizer's own pass selects every float leaf) and of freeze_support.
+    params = {"w": jnp.array([1.0, -0.05, 0.3]), "f8": jnp.ones(3, jnp.float8_e4m3fn)}
+    grads = {"w": jnp.array([0.1, 0.2, -0.3]), "f8": jnp.full(3, 0.5, jnp.float8_e4m3fn)}
+    mask = {"w": True, "f8": False}
+    for tx in (
+        optax_l1.proximal_adagrad(0.1, strength=0.1, mask=mask),
+        optax_l1.sparsity_target(0.5, ramp_steps=1, optimizer=optax.rmsprop(0.1), mask=mask),
+        optax.chain(
+            optax.sgd(0.1),
+            optax_l1.freeze_support(
+                optax_l1.l1_prox(0.1, learning_rate=0.1, mask=mask), begin_step=0
+            ),
+        ),
+    ):
+        u, _ = tx.update(grads, tx.init(params), params)
+        assert u["f8"].dtype == jnp.float8_e4m3fn
+        assert np.all(np.isfinite(np.asarray(u["f8"].astype(jnp.float32))))
+
+
 @cases
 def test_works_inside_multisteps(case):
     opt = case.make()

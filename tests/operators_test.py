@@ -117,6 +117,22 @@ def test_elastic_net_adds_a_narrow_l2_scale_in_the_leafs_precision():
         np.testing.assert_allclose(optax_l1.elastic_net_threshold(z, 0.5, rho), want, rtol=1e-6)
 
 
+def test_elastic_net_keeps_a_float32_leaf_in_float32_under_x64():
+    # The widening of 1 + l2_scale first took a Python float as float64 under x64.
+    with jax.enable_x64(True):
+        text = str(
+            jax.make_jaxpr(lambda z: optax_l1.elastic_net_threshold(z, 0.5, 0.1))(
+                jnp.ones(3, jnp.float32)
+            )
+        )
+    assert "f64" not in text
+
+
+def test_a_float8_hyperparameter_is_refused_as_a_kind():
+    with pytest.raises(TypeError, match="`threshold` must be at least a 16-bit float"):
+        optax_l1.soft_threshold(jnp.ones(2), jnp.asarray(0.5, jnp.float8_e4m3fn))
+
+
 def test_elastic_net_nonnegative_must_be_a_bool():
     with pytest.raises(TypeError, match="`nonnegative` must be True or False"):
         optax_l1.elastic_net_threshold(jnp.ones(2), 0.5, nonnegative="False")  # was True
