@@ -90,12 +90,16 @@ def _check_kind(name: str, value: Any, scalar: bool) -> None:
     dtype = np.result_type(float(value)) if dtype is None else dtype  # a Python number
     if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
         raise TypeError(f"`{name}` must be a real number, got {value!r}")
-    if jnp.issubdtype(dtype, jnp.floating) and np.dtype(dtype).itemsize == 1:
-        # JAX promotes float8/float4 with no other float (a TypePromotionError, unnamed)
+    if is_narrow_float(dtype):  # a TypePromotionError, unnamed, where it met a float32
         raise TypeError(f"`{name}` must be at least a 16-bit float, got a {dtype} value")
     shape = getattr(value, "shape", ())
     if scalar and shape != ():
         raise TypeError(f"`{name}` must be a scalar, got shape {shape}")
+
+
+def is_narrow_float(dtype: Any) -> bool:
+    """float8/float4: JAX promotes them with no other float."""
+    return np.dtype(dtype).itemsize == 1 and jnp.issubdtype(dtype, jnp.floating)
 
 
 def _check_int32(name: str, value: Any, x: np.ndarray, integer: bool) -> None:

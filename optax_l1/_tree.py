@@ -27,16 +27,10 @@ def is_inexact(x: Any) -> bool:
     return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
 
 
-def is_float(dtype: Any) -> bool:
-    """A real floating dtype (float8 and bfloat16 included)."""
-    return jnp.issubdtype(dtype, jnp.floating)
-
-
 def compute_dtype(dtype: Any) -> Any:
     """The dtype shrink math runs in: at least float32 (complex64 for complex). float8 and
     float4 do not promote with float32 in JAX (a TypePromotionError): they widen to it."""
-    dtype = jnp.dtype(dtype)
-    if dtype.itemsize < 2 and jnp.issubdtype(dtype, jnp.floating):
+    if _checks.is_narrow_float(dtype):
         return jnp.dtype(jnp.float32)
     return jnp.promote_types(dtype, jnp.float32)
 
@@ -213,7 +207,7 @@ def _check_no_float8(name: str, u_leaves: list[Any], p_leaves: list[Any], select
             continue
         for x in (u, p):
             dtype = getattr(x, "dtype", None)
-            if dtype is not None and dtype.itemsize == 1 and is_float(dtype):
+            if dtype is not None and _checks.is_narrow_float(dtype):
                 raise TypeError(
                     f"`{name}`: a regularized leaf is {dtype}; float8/float4 params and "
                     "updates are not supported: train float32 or bfloat16 master weights, "
