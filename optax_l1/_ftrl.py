@@ -2,6 +2,7 @@ r"""FTRL-Proximal, as TensorFlow's ``FtrlOptimizer``: its own accumulators and a
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -83,15 +84,20 @@ def _slot(p: Any, value: float) -> jax.Array | None:
     return jnp.full_like(p, value, _tree.compute_dtype(p.dtype))  # keeps sharding
 
 
+def _in_dtype(hyper: dict[str, Any], dtype: Any) -> dict[str, Any]:
+    """Hyperparameters in the slots' dtype (Python numbers stay exact): a strict float64
+    (np.float64 under x64) made the slots float64 (a state dtype that changed) or broke the
+    in-place loop."""
+    return {k: v if type(v) in (int, float) else jnp.asarray(v, dtype) for k, v in hyper.items()}
+
+
 def _leaf_step(u, p, n, z, hyper):
-    """One leaf's FTRL step: ``(update, n, z)``; a leaf with no slot passes through."""
+    """One leaf's FTRL step: ``(update, n, z)``; a leaf with no slot passes through.
+    ``hyper(dtype)``: the hyperparameters in the slots' dtype."""
     if n is None or u is None:
         return u, n, z
     w = jnp.asarray(p, n.dtype)  # Python float leaves too
-    # Hyperparameters in the slots' dtype: a strict float64 (np.float64 under x64) made the
-    # slots float64 (a state dtype that changed) or broke the in-place loop.
-    hyper = {k: v if type(v) in (int, float) else jnp.asarray(v, n.dtype) for k, v in hyper.items()}
-    w_new, n, z = _ftrl_leaf(jnp.asarray(u, n.dtype), w, n, z, **hyper)
+    w_new, n, z = _ftrl_leaf(jnp.asarray(u, n.dtype), w, n, z, **hyper(n.dtype))
     # Never narrower than the params: a bf16 update of f32 params would miss -w (no exact 0).
     out = jnp.promote_types(jnp.result_type(u), jnp.result_type(p))
     return (w_new - w).astype(out), n, z
@@ -210,7 +216,17 @@ def ftrl(
         leaves = zip(
             aligned.updates, aligned.params, n_leaves, z_leaves, aligned.selected, strict=True
         )
-        steps = [_leaf_step(u, p, n, z, hyper | (on if m else off)) for u, p, n, z, m in leaves]
+        cast: dict[Any, dict[str, Any]] = {}  # one cast per (slot dtype, regularized)
+
+        def hyper_at(dtype, regularized):
+            if (dtype, regularized) not in cast:
+                cast[dtype, regularized] = _in_dtype(hyper | (on if regularized else off), dtype)
+            return cast[dtype, regularized]
+
+        steps = [
+            _leaf_step(u, p, n, z, functools.partial(hyper_at, regularized=bool(m)))
+            for u, p, n, z, m in leaves
+        ]
         out, new_n, new_z = (treedef.unflatten([s[i] for s in steps]) for i in range(3))
         count = _transforms.next_count(state.count)
         return out, FtrlState(count=count, accumulator=new_n, linear=new_z)

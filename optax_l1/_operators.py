@@ -388,7 +388,8 @@ def _n_of_m_array(z: jax.Array, n: int, m: int, axis: int) -> jax.Array:
         raise ValueError(
             f"`axis`={axis} has length {z.shape[axis]}, not a multiple of `m`={m} (N:M blocks)"
         )
-    keep = n_of_m_keep(jnp.abs(z), n, m, axis) | jnp.isnan(z)  # a NaN shows, even at n=0
+    # n >= 1 keeps a NaN (its rank is 0); at n = 0 it is kept here, so the fault shows
+    keep = jnp.isnan(z) if n == 0 else n_of_m_keep(jnp.abs(z), n, m, axis)
     return jnp.where(keep, z, jnp.zeros_like(z))
 
 
