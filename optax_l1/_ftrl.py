@@ -3,6 +3,7 @@ r"""FTRL-Proximal, as TensorFlow's ``FtrlOptimizer``: its own accumulators and a
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -89,6 +90,19 @@ def _in_dtype(hyper: dict[str, Any], dtype: Any) -> dict[str, Any]:
     (np.float64 under x64) made the slots float64 (a state dtype that changed) or broke the
     in-place loop."""
     return {k: v if type(v) in (int, float) else jnp.asarray(v, dtype) for k, v in hyper.items()}
+
+
+def _cast_once(on: dict[str, Any], off: dict[str, Any]) -> Callable[..., dict[str, Any]]:
+    """``hyper_at(dtype, regularized)``: the hyperparameters of regularized leaves (``on``)
+    or the others (``off``) in ``dtype``, cast once per pair (not once per leaf)."""
+    cast: dict[Any, dict[str, Any]] = {}
+
+    def hyper_at(dtype: Any, regularized: bool) -> dict[str, Any]:
+        if (dtype, regularized) not in cast:
+            cast[dtype, regularized] = _in_dtype(on if regularized else off, dtype)
+        return cast[dtype, regularized]
+
+    return hyper_at
 
 
 def _leaf_step(u, p, n, z, hyper):
@@ -216,13 +230,7 @@ def ftrl(
         leaves = zip(
             aligned.updates, aligned.params, n_leaves, z_leaves, aligned.selected, strict=True
         )
-        cast: dict[Any, dict[str, Any]] = {}  # one cast per (slot dtype, regularized)
-
-        def hyper_at(dtype, regularized):
-            if (dtype, regularized) not in cast:
-                cast[dtype, regularized] = _in_dtype(hyper | (on if regularized else off), dtype)
-            return cast[dtype, regularized]
-
+        hyper_at = _cast_once(hyper | on, hyper | off)
         steps = [
             _leaf_step(u, p, n, z, functools.partial(hyper_at, regularized=bool(m)))
             for u, p, n, z, m in leaves
