@@ -2,12 +2,13 @@ r"""A first L1 strength for a wanted fraction of zeros, read off a short dense A
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from scipy import special
 
 from optax_l1 import _checks, _structures, _tree
 
@@ -25,6 +26,7 @@ def suggest_strength(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    noise_floor: bool = False,
     mask: Any = None,
 ) -> float:
     r"""A first strength for about ``sparsity`` zeros, read off a short dense Adam run.
@@ -33,19 +35,35 @@ def suggest_strength(
     ``optax.adam`` or ``optax.adamw``, then call this with its params and optimizer state.
     It reads Adam's bias-corrected moments :math:`\hat m, \hat v` (``mu``, ``nu``,
     ``count``) and returns the ``sparsity`` quantile, over the regularized entries, of a
-    per-weight score whose units are those of the strength:
+    per-weight score whose units are those of the strength (for the chain at a noise
+    floor, of the score plus Adam's gradient noise):
 
     - ``for_transform="l1_prox"``, the strength of
       ``optax.chain(optax.adam(lr), optax_l1.l1_prox(strength, learning_rate=lr))``
       (dimensionless: a zero stays zero while Adam's normalized step
-      :math:`|g| / D`, :math:`D = \sqrt{\hat v} + \epsilon`, is at most :math:`\lambda`).
-      The gradient a weight would see at zero is estimated two ways: early in training by
-      the gradient itself, :math:`|\hat m|`; near the dense optimum (where
+      :math:`|\hat m| / D`, :math:`D = \sqrt{\hat v} + \epsilon`, is at most :math:`\lambda`).
+      The drift of that step at zero is estimated two ways: early in training by the
+      gradient itself, :math:`|\hat m|`; near the dense optimum (where
       :math:`\hat m \approx 0`) by a quadratic model, curvature times distance,
       :math:`|w|\, h` with the empirical Fisher :math:`h \approx B \hat v`
       (``batch_size`` :math:`B`: minibatch gradients average :math:`B` terms, so their
-      second moment is the per-term one over :math:`B`). The score is
-      :math:`\max(|\hat m|, |w| B \hat v) / D`.
+      second moment is the per-term one over :math:`B`): the drift is
+      :math:`d = \max(|\hat m|, |w| B \hat v) / D`, and the strength is the ``sparsity``
+      quantile of :math:`d`. That fits a model that fits its training set over many
+      passes (the digits MLP): its gradients collapse, :math:`\hat v` remembers larger
+      ones, and a zero's normalized step is its drift. A model trained at a noise floor
+      (about one pass over a large corpus, as a language model; ``noise_floor=True``)
+      keeps its gradient noise, and :math:`\hat v` follows it: there a weight held at zero
+      sees :math:`\hat m \approx` its drift plus noise of sd :math:`c D`,
+      :math:`c^2 = (1 - b_1) / (1 + b_1)` (the share of a stationary noise's variance that
+      Adam's :math:`\hat m` keeps), and the strength solves
+      :math:`\frac1n \sum_i P(|d_i + c Z| \le \lambda) = s`, :math:`Z \sim N(0, 1)`,
+      where the drift's :math:`|\hat m|` is replaced by its mean's estimate
+      :math:`\sqrt{\max(0, (\hat m^2 - c^2 \hat v) / (1 - c^2))}` (the dense run's
+      :math:`\hat m` holds noise too, which would be counted twice).
+      Which regime a run is in was not found in the dense run's state: a small digits
+      MLP whose :math:`\overline{\hat m^2} / \overline{\hat v}` after 150 dense steps
+      was the transformer's after 60 (0.0095) still fit the drift alone.
     - ``for_transform="proximal_adam"`` (or ``"proximal_adamw"``, the same), the strength
       of :func:`proximal_adam` and :func:`proximal_adamw` (in the units of the gradient: a
       zero stays zero while :math:`|g| \le \lambda`). The quadratic model alone overshoots
@@ -56,11 +74,14 @@ def suggest_strength(
     A first guess, not a guarantee: both scores are measured at the dense weights, and
     sparsity changes the gradients. Measured with ``benchmarks/suggest_strength.py``
     (RESULTS.md), full runs at the suggested strength ended 0-9 points from the wanted
-    fraction for the chain on a digits MLP (3 seeds, 50-90%) but 20-26 points under on a
-    small transformer, and for ``proximal_adam`` 0-4 points off at 80-90% (but for one
-    digits run of six that collapsed to 42 points under late in training: the L1-under-Adam
-    dynamics at a constant learning rate, not the suggestion) and 9-13 points over at 50%
-    on both. When the fraction of zeros must be exact, use
+    fraction for the chain on a digits MLP (3 seeds, 50-90%) and, with
+    ``noise_floor=True``, -3.5 to +4.4 points on a small transformer (3 seeds, 50 and
+    90%; 20-26 points under without it); for ``proximal_adam`` 0-4 points off at 80-90% (but
+    for one digits run of six that collapsed to 42 points under late in training: the
+    L1-under-Adam dynamics at a constant learning rate, not the suggestion) and 9-13 points
+    over at 50% on both. On the digits MLP with Adam's ``b2 = 0.99`` it missed by 47-78
+    points (the chain; its zeros jump from 3-10% at strengths 0.01-0.02 to 76-86% at
+    0.04 there) and 4-31 (``proximal_adam``). When the fraction of zeros must be exact, use
     :func:`sparsity_target`, which needs no strength.
 
     Args:
@@ -78,6 +99,9 @@ def suggest_strength(
       b1: the run's first-moment decay (Adam's ``b1``), for the bias correction.
       b2: the run's second-moment decay (Adam's ``b2``), for the bias correction.
       eps: Adam's :math:`\epsilon`.
+      noise_floor: for ``"l1_prox"`` only: True when the training's gradients stay at a
+        noise floor (about one pass over the data or less, a language model), False (the
+        default) when the model fits its training set over many passes (see above).
       mask: which leaves are regularized: a pytree of bools (a prefix of params) or a
         callable ``params -> mask``, as for the transforms.
 
@@ -103,13 +127,23 @@ def suggest_strength(
     _checks.check_number("b1", b1, _checks.DECAY)
     _checks.check_number("b2", b2, _checks.DECAY)
     _checks.check_number("eps", eps)
+    if not isinstance(noise_floor, bool):
+        raise TypeError(f"`noise_floor` must be a bool, got {noise_floor!r}")
+    if noise_floor and for_transform != "l1_prox":
+        raise ValueError(
+            f"`noise_floor=True` is for for_transform='l1_prox' (Adam's normalized step); "
+            f"for {for_transform!r} the strength is in gradient units and has no noise model"
+        )
     _checks.check_mask(mask)
-    adam = _adam_state(opt_state)
-    scores = _scores(params, adam, for_transform, batch_size, b1, b2, eps, mask)
+    mo = _moments(params, _adam_state(opt_state), b1, b2, mask)
+    noise = (1 - b1) / (1 + b1) if noise_floor else None  # c^2
+    scores = _scores(mo, for_transform, batch_size, eps, noise)
     if scores.size == 0:
         raise ValueError("`mask` selects no floating-point entry of `params`")
     if not np.all(np.isfinite(scores)):  # a NaN/inf weight or moment: no plausible value
         return float("nan")
+    if noise is not None:
+        return _noisy_quantile(scores, float(np.sqrt(noise)), float(sparsity))
     return float(np.quantile(scores, float(sparsity)))
 
 
@@ -128,8 +162,16 @@ def _adam_state(opt_state: Any) -> optax.ScaleByAdamState:
     return found[0]
 
 
-def _scores(params, adam, kind: str, batch_size, b1, b2, eps, mask) -> np.ndarray:
-    """The per-entry scores of the regularized leaves, concatenated (float64, on the host)."""
+class _Moments(NamedTuple):
+    """The regularized entries of a dense run, concatenated (float64, on the host)."""
+
+    w: np.ndarray  # |w|
+    m_hat: np.ndarray  # |m_hat|
+    v_hat: np.ndarray
+
+
+def _moments(params, adam, b1, b2, mask) -> _Moments:
+    """|w| and Adam's bias-corrected moments over the regularized entries."""
     count = int(adam.count)
     if count < 1:
         raise ValueError("`opt_state` has taken no step yet (count 0): run the dense model first")
@@ -148,15 +190,38 @@ def _scores(params, adam, kind: str, batch_size, b1, b2, eps, mask) -> np.ndarra
                 f"`opt_state` keeps no Adam moments for leaf {name!r} (outside an "
                 "optax.masked or multi_transform partition): leave it out with `mask=`"
             )
-        m_hat = np.asarray(jnp.abs(m), np.float64) / (1 - b1**count)
-        v_hat = np.asarray(jnp.real(v), np.float64) / (1 - b2**count)
-        curvature_step = np.asarray(jnp.abs(p), np.float64) * batch_size * v_hat  # |w| h
-        with np.errstate(invalid="ignore"):  # a negative second moment: NaN, the signal
-            if kind == "l1_prox":
-                d = np.sqrt(v_hat) + eps  # 0 only where no gradient was ever seen (eps = 0)
-                # d == 0, not d <= 0: a NaN divisor (a negative second moment) stays NaN
-                score = np.maximum(m_hat, curvature_step) / np.where(d == 0, 1.0, d)
-            else:
-                score = np.maximum(m_hat, np.sqrt(m_hat * curvature_step))
-        parts.append(score.ravel())
-    return np.concatenate(parts) if parts else np.zeros(0)
+        w = np.asarray(jnp.abs(p), np.float64).ravel()
+        m_hat = np.asarray(jnp.abs(m), np.float64).ravel() / (1 - b1**count)
+        v_hat = np.asarray(jnp.real(v), np.float64).ravel() / (1 - b2**count)
+        parts.append((w, m_hat, v_hat))
+    if not parts:
+        return _Moments(*(np.zeros(0) for _ in range(3)))
+    return _Moments(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+
+def _scores(mo: _Moments, kind: str, batch_size, eps, noise: float | None = None) -> np.ndarray:
+    """The per-entry drift scores, in the strength's units. ``noise``: c^2, the share of a
+    stationary noise's variance in m_hat, taken out of m_hat^2 (the noise is counted apart)."""
+    curvature_step = mo.w * batch_size * mo.v_hat  # |w| h
+    m = mo.m_hat
+    with np.errstate(invalid="ignore"):  # a negative second moment: NaN, the signal
+        if noise is not None:  # m_hat^2 = mu^2 + c^2 (v_hat - mu^2): mu, the drift
+            m = np.sqrt(np.maximum(0.0, (m**2 - noise * mo.v_hat) / (1 - noise)))
+        if kind == "l1_prox":
+            d = np.sqrt(mo.v_hat) + eps  # 0 only where no gradient was ever seen (eps = 0)
+            # d == 0, not d <= 0: a NaN divisor (a negative second moment) stays NaN
+            return np.maximum(m, curvature_step) / np.where(d == 0, 1.0, d)
+        return np.maximum(m, np.sqrt(m * curvature_step))
+
+
+def _noisy_quantile(d: np.ndarray, c: float, sparsity: float) -> float:
+    """The lambda with mean_i P(|d_i + c Z| <= lambda) = sparsity, Z ~ N(0, 1), by bisection
+    (the mean grows with lambda, from 0 at 0 to about 1 at max(d) + 10 c)."""
+    lo, hi = 0.0, float(np.max(d)) + 10.0 * c
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        share = np.mean(special.ndtr((mid - d) / c) - special.ndtr((-mid - d) / c))
+        lo, hi = (mid, hi) if share < sparsity else (lo, mid)
+        if hi - lo <= 1e-12 * hi:
+            break
+    return 0.5 * (lo + hi)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from scipy import optimize, stats
 
 import optax_l1
 
@@ -39,24 +40,36 @@ def _kernels(tree):
     return np.concatenate([np.ravel(tree["dense"]["kernel"]), np.ravel(tree["out"]["kernel"])])
 
 
-def _reference(steps, sparsity, kind, batch_size):
-    """NumPy transcription: Adam's moments, bias-corrected, the quantile over the kernels."""
+def _reference(steps, sparsity, kind, batch_size, noise_floor=False):
+    """NumPy transcription: Adam's moments, bias-corrected, the drift score; its quantile, or
+    for the chain at a noise floor the lambda where the mean probability of |d + c Z| <=
+    lambda is the sparsity, d from the drift's mean (scipy's brentq on the normal cdf)."""
     m = v = 0.0
     for t in range(steps):
         g = _kernels(_grads(t)).astype(np.float64)
         m, v = B1 * m + (1 - B1) * g, B2 * v + (1 - B2) * g * g
     m_hat, v_hat = np.abs(m) / (1 - B1**steps), v / (1 - B2**steps)
     curvature_step = np.abs(_kernels(_params()).astype(np.float64)) * batch_size * v_hat
-    if kind == "l1_prox":
-        score = np.maximum(m_hat, curvature_step) / (np.sqrt(v_hat) + EPS)
-    else:
-        score = np.maximum(m_hat, np.sqrt(m_hat * curvature_step))
-    return np.quantile(score, sparsity)
+    if kind != "l1_prox":
+        return np.quantile(np.maximum(m_hat, np.sqrt(m_hat * curvature_step)), sparsity)
+    if not noise_floor:
+        return np.quantile(np.maximum(m_hat, curvature_step) / (np.sqrt(v_hat) + EPS), sparsity)
+    c2 = (1 - B1) / (1 + B1)
+    mean = np.sqrt(np.clip((m_hat**2 - c2 * v_hat) / (1 - c2), 0, None))  # the drift's mean
+    score = np.maximum(mean, curvature_step) / (np.sqrt(v_hat) + EPS)
+    z = stats.norm(scale=np.sqrt(c2))
+
+    def excess(lam):
+        return np.mean(z.cdf(lam - score) - z.cdf(-lam - score)) - sparsity
+
+    return optimize.brentq(excess, 0.0, score.max() + 10, xtol=1e-14, rtol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["l1_prox", "proximal_adam"])
+@pytest.mark.parametrize(
+    ("kind", "noise_floor"), [("l1_prox", False), ("l1_prox", True), ("proximal_adam", False)]
+)
 @pytest.mark.parametrize("sparsity", [0.3, 0.9])
-def test_matches_the_numpy_quantile_of_the_bias_corrected_score(kind, sparsity):
+def test_matches_the_numpy_transcription_of_the_bias_corrected_score(kind, sparsity, noise_floor):
     state = _run(optax.adam(0.1, b1=B1, b2=B2, eps=EPS))
     got = optax_l1.suggest_strength(
         _params(),
@@ -67,9 +80,12 @@ def test_matches_the_numpy_quantile_of_the_bias_corrected_score(kind, sparsity):
         b1=B1,
         b2=B2,
         eps=EPS,
+        noise_floor=noise_floor,
         mask=optax_l1.kernel_mask,
     )
-    np.testing.assert_allclose(got, _reference(7, sparsity, kind, 16), rtol=2e-6)
+    np.testing.assert_allclose(got, _reference(7, sparsity, kind, 16, noise_floor), rtol=2e-6)
+    if noise_floor:  # the noise moves it off the drift's quantile (here by 5% and 13%)
+        assert abs(got / _reference(7, sparsity, kind, 16) - 1) > 0.04
     assert isinstance(got, float)
     if kind == "proximal_adam":  # proximal_adamw's strength has the same units (it was refused)
         again = optax_l1.suggest_strength(
@@ -141,6 +157,20 @@ def test_bad_input_raises_naming_the_argument():
         optax_l1.suggest_strength(
             P, state, 0.5, for_transform="l1_prox", batch_size=8, mask=lambda p: False
         )
+    with pytest.raises(TypeError, match="`noise_floor` must be a bool"):
+        optax_l1.suggest_strength(
+            P,
+            state,
+            0.5,
+            for_transform="l1_prox",
+            batch_size=8,
+            noise_floor="yes",  # pyright: ignore[reportArgumentType]
+        )
+    for kind in ("proximal_adam", "proximal_adamw"):  # gradient units: no noise model
+        with pytest.raises(ValueError, match="`noise_floor=True` is for"):
+            optax_l1.suggest_strength(
+                P, state, 0.5, for_transform=kind, batch_size=8, noise_floor=True
+            )
 
 
 def _digits():
@@ -293,9 +323,12 @@ def test_faults_give_nan_or_a_named_error_never_a_plausible_strength():
     mask = {"w": True, "b": False}
     # A negative second moment (a corrupted state) is NaN, not a divisor of 1 (gave 1.0).
     bad = (state[0]._replace(nu={"w": state[0].nu["w"].at[0].set(-0.25)}),) + state[1:]
-    for transform in ("l1_prox", "proximal_adam"):
-        got = optax_l1.suggest_strength(params, bad, 0.5, for_transform=transform, batch_size=4)
+    for transform, noise in (("l1_prox", False), ("l1_prox", True), ("proximal_adam", False)):
+        got = optax_l1.suggest_strength(
+            params, bad, 0.5, for_transform=transform, batch_size=4, noise_floor=noise
+        )
         assert np.isnan(got), transform
+    assert np.isnan(optax_l1.suggest_strength(inf, state, 0.5, noise_floor=True, **kw))
     ok = optax_l1.suggest_strength(pp, st, 0.5, mask=mask, **kw)
     ref = optax_l1.suggest_strength(
         {"w": pp["w"]}, _one_adam_step(optax.adam(0.1), {"w": pp["w"]}, {"w": pp["w"]}), 0.5, **kw
