@@ -34,8 +34,9 @@ the cube whatever ``--ramp`` says):
   ``ramp_tail`` / ``ramp_mid``: that lag designed into the ramp, whole, only at its end, or only
   mid-ramp (``lagged_ramp``; run each alone: it replaces the library's ramp); ``ramp_power``:
   the defaults with ``ramp=--ramp-power`` (the exponent e of the ramp 1 - (1 - t)^e; 3 is the
-  cube, 2 the library's default); ``gmp_power``: ``gmp`` on the same ramp; ``structured``: whole
-  heads and MLP units (coupled across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
+  cube, 2 the library's default); ``gmp_power`` / ``gmp_global_power``: ``gmp`` /
+  ``gmp_global`` on the same ramp; ``structured``: whole heads and MLP units (coupled
+  across q/k/v, the output kernel, ``fc`` and ``proj``), each layer at
   ``s`` (``benchmarks/compaction.py`` compacts them); ``n_of_m``: ``allocation=Blocks(4,
   axis=0)`` on the kernels (``s=0.5`` is 2:4 along the reduction axis); ``blocks``:
   ``structure=Blocks(4, axis=0)`` (whole blocks of 4 along the reduction axis, one global
@@ -95,6 +96,7 @@ METHODS = (
     "gmp",
     "gmp_global",
     "gmp_power",
+    "gmp_global_power",
     "target",
     "target_soft",
     "target_adam",
@@ -608,9 +610,10 @@ def make_tx(method: str, value: Any, kmask: Any, cfg: argparse.Namespace):
     if method in ("gmp", "gmp_global"):
         prune = gmp(value, kmask, every=cfg.prune_every, per_tensor=method == "gmp", **ramp)
         return optax.chain(adamw(), prune)
-    if method == "gmp_power":  # gmp with the ramp's exponent --ramp-power
+    if method in ("gmp_power", "gmp_global_power"):  # gmp(_global), exponent --ramp-power
+        per_tensor = method == "gmp_power"
         prune = gmp(
-            value, kmask, every=cfg.prune_every, per_tensor=True, power=cfg.ramp_power, **ramp
+            value, kmask, every=cfg.prune_every, per_tensor=per_tensor, power=cfg.ramp_power, **ramp
         )
         return optax.chain(adamw(), prune)
     shape = {} if cfg.ramp is None else dict(ramp=cfg.ramp)  # None: the library's
