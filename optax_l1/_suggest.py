@@ -205,8 +205,10 @@ def _scores(mo: _Moments, kind: str, batch_size, eps, noise: float | None = None
     curvature_step = mo.w * batch_size * mo.v_hat  # |w| h
     m = mo.m_hat
     with np.errstate(invalid="ignore"):  # a negative second moment: NaN, the signal
-        if noise is not None:  # m_hat^2 = mu^2 + c^2 (v_hat - mu^2): mu, the drift
+        if noise is not None and noise < 1:  # m_hat^2 = mu^2 + c^2 (v_hat - mu^2): mu
             m = np.sqrt(np.maximum(0.0, (m**2 - noise * mo.v_hat) / (1 - noise)))
+        elif noise is not None:  # b1 = 0: m_hat is the last gradient, no mean to read off
+            m = np.zeros_like(m)
         if kind == "l1_prox":
             d = np.sqrt(mo.v_hat) + eps  # 0 only where no gradient was ever seen (eps = 0)
             # d == 0, not d <= 0: a NaN divisor (a negative second moment) stays NaN

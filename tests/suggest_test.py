@@ -329,6 +329,17 @@ def test_faults_give_nan_or_a_named_error_never_a_plausible_strength():
         )
         assert np.isnan(got), transform
     assert np.isnan(optax_l1.suggest_strength(inf, state, 0.5, noise_floor=True, **kw))
+    # b1 = 0 (c = 1): m_hat is the last gradient, whose mean cannot be read off (it divided
+    # by 1 - c^2 = 0); the drift is the curvature alone and the noise has sd 1.
+    plain = _one_adam_step(optax.adam(0.1, b1=0.0), params, grads)
+    got = optax_l1.suggest_strength(params, plain, 0.5, b1=0.0, noise_floor=True, **kw)
+    curvature = w * 4 * v / np.sqrt(v + 1e-16)  # |w| B v_hat / D, where v_hat > 0
+    curvature[v == 0] = 0.0
+
+    def excess(lam):
+        return np.mean(stats.norm.cdf(lam - curvature) - stats.norm.cdf(-lam - curvature)) - 0.5
+
+    np.testing.assert_allclose(got, optimize.brentq(excess, 0, 20, xtol=1e-14), rtol=1e-6)
     ok = optax_l1.suggest_strength(pp, st, 0.5, mask=mask, **kw)
     ref = optax_l1.suggest_strength(
         {"w": pp["w"]}, _one_adam_step(optax.adam(0.1), {"w": pp["w"]}, {"w": pp["w"]}), 0.5, **kw
