@@ -43,6 +43,7 @@ CORE_TESTS=(
   tests/gauntlet_test.py
   tests/sharding_test.py
   tests/sklearn_lasso_test.py
+  tests/suggest_test.py
 )
 
 if [[ ! -f pyproject.toml || ! -d optax_l1 ]]; then

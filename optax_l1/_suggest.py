@@ -2,13 +2,12 @@ r"""A first L1 strength for a wanted fraction of zeros, read off a short dense A
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy import special
 
 from optax_l1 import _checks, _structures, _tree
 
@@ -54,16 +53,20 @@ def suggest_strength(
       ones, and a zero's normalized step is its drift. A model trained at a noise floor
       (about one pass over a large corpus, as a language model; ``noise_floor=True``)
       keeps its gradient noise, and :math:`\hat v` follows it: there a weight held at zero
-      sees :math:`\hat m \approx` its drift plus noise of sd :math:`c D`,
-      :math:`c^2 = (1 - b_1) / (1 + b_1)` (the share of a stationary noise's variance that
-      Adam's :math:`\hat m` keeps), and the strength solves
-      :math:`\frac1n \sum_i P(|d_i + c Z| \le \lambda) = s`, :math:`Z \sim N(0, 1)`,
-      where the drift's :math:`|\hat m|` is replaced by its mean's estimate
-      :math:`\sqrt{\max(0, (\hat m^2 - c^2 \hat v) / (1 - c^2))}` (the dense run's
-      :math:`\hat m` holds noise too, which would be counted twice).
-      Which regime a run is in was not found in the dense run's state: a small digits
-      MLP whose :math:`\overline{\hat m^2} / \overline{\hat v}` after 150 dense steps
-      was the transformer's after 60 (0.0095) still fit the drift alone.
+      sees :math:`\hat m \approx` its drift plus noise of sd :math:`c \sqrt{\hat v}`
+      (a drift small next to the noise), :math:`c^2 = (1 - b_1) / (1 + b_1)` (the share of
+      a stationary noise's variance that Adam's :math:`\hat m` keeps), and the strength
+      solves :math:`\frac1n \sum_i P(|d_i + c_i Z| \le \lambda) = s`,
+      :math:`Z \sim N(0, 1)`, :math:`c_i = c \sqrt{\hat v_i} / D_i` (0 where no gradient
+      was seen), where the drift's :math:`|\hat m|` is replaced by its mean's estimate
+      :math:`\min(|\hat m|, \sqrt{\max(0, (\hat m^2 - c_t^2 \hat v) / (1 - c_t^2))})`,
+      :math:`c_t^2 = c^2 (1 + b_1^t) / (1 - b_1^t)` the noise's share after the dense run's
+      :math:`t` steps (the dense run's :math:`\hat m` holds noise too, which would be
+      counted twice; after one step, or with :math:`b_1 = 0`, it is all noise and the
+      drift is the curvature alone). Which regime a run is in was not found in the dense
+      run's state: a small digits MLP whose
+      :math:`\overline{\hat m^2} / \overline{\hat v}` after 150 dense steps (0.0095) was
+      near the transformer's after 60 (0.010-0.025) still fit the drift alone.
     - ``for_transform="proximal_adam"`` (or ``"proximal_adamw"``, the same), the strength
       of :func:`proximal_adam` and :func:`proximal_adamw` (in the units of the gradient: a
       zero stays zero while :math:`|g| \le \lambda`). The quadratic model alone overshoots
@@ -80,9 +83,9 @@ def suggest_strength(
     for one digits run of six that collapsed to 42 points under late in training: the
     L1-under-Adam dynamics at a constant learning rate, not the suggestion) and 9-13 points
     over at 50% on both. On the digits MLP with Adam's ``b2 = 0.99`` it missed by 47-78
-    points (the chain; its zeros jump from 3-10% at strengths 0.01-0.02 to 76-86% at
-    0.04 there) and 4-31 (``proximal_adam``). When the fraction of zeros must be exact, use
-    :func:`sparsity_target`, which needs no strength.
+    points (the chain; its zeros jump from 3-4% at strength 0.01 to 76-86% at 0.04
+    there, 10-50% at 0.02) and 4-31 (``proximal_adam``). When the fraction of zeros must
+    be exact, use :func:`sparsity_target`, which needs no strength.
 
     Args:
       params: the dense run's params (the same structure as Adam's moments).
@@ -127,23 +130,27 @@ def suggest_strength(
     _checks.check_number("b1", b1, _checks.DECAY)
     _checks.check_number("b2", b2, _checks.DECAY)
     _checks.check_number("eps", eps)
-    if not isinstance(noise_floor, bool):
-        raise TypeError(f"`noise_floor` must be a bool, got {noise_floor!r}")
+    noise_floor = _checks.check_flag("noise_floor", noise_floor)
     if noise_floor and for_transform != "l1_prox":
         raise ValueError(
             f"`noise_floor=True` is for for_transform='l1_prox' (Adam's normalized step); "
             f"for {for_transform!r} the strength is in gradient units and has no noise model"
         )
     _checks.check_mask(mask)
-    mo = _moments(params, _adam_state(opt_state), b1, b2, mask)
-    noise = (1 - b1) / (1 + b1) if noise_floor else None  # c^2
-    scores = _scores(mo, for_transform, batch_size, eps, noise)
+    adam = _adam_state(opt_state)
+    noise = _noise(int(np.asarray(adam.count)), float(b1)) if noise_floor else None
+    parts = [
+        _scores(leaf, for_transform, batch_size, eps, noise)
+        for leaf in _leaves(params, adam, b1, b2, mask)
+    ]
+    scores = np.concatenate([d for d, _ in parts]) if parts else np.zeros(0)
     if scores.size == 0:
         raise ValueError("`mask` selects no floating-point entry of `params`")
     if not np.all(np.isfinite(scores)):  # a NaN/inf weight or moment: no plausible value
         return float("nan")
     if noise is not None:
-        return _noisy_quantile(scores, float(np.sqrt(noise)), float(sparsity))
+        sds = np.concatenate([sd for _, sd in parts if sd is not None])
+        return _noisy_quantile(scores, sds, float(sparsity))
     return float(np.quantile(scores, float(sparsity)))
 
 
@@ -162,16 +169,30 @@ def _adam_state(opt_state: Any) -> optax.ScaleByAdamState:
     return found[0]
 
 
-class _Moments(NamedTuple):
-    """The regularized entries of a dense run, concatenated (float64, on the host)."""
+class _Leaf(NamedTuple):
+    """One regularized leaf of a dense run, flattened (float64, on the host)."""
 
     w: np.ndarray  # |w|
     m_hat: np.ndarray  # |m_hat|
     v_hat: np.ndarray
 
 
-def _moments(params, adam, b1, b2, mask) -> _Moments:
-    """|w| and Adam's bias-corrected moments over the regularized entries."""
+class _Noise(NamedTuple):
+    """Adam's first-moment noise: its share of the dense run's m_hat^2 at the run's count
+    (c_t^2 = c^2 (1 + b1^t) / (1 - b1^t), 1 at t = 1) and its sd over D in a long sparse
+    run (c, c^2 = (1 - b1) / (1 + b1))."""
+
+    dense_share: float
+    sd: float
+
+
+def _noise(count: int, b1: float) -> _Noise:
+    c2, decayed = (1 - b1) / (1 + b1), b1**count
+    return _Noise(c2 * (1 + decayed) / (1 - decayed), float(np.sqrt(c2)))
+
+
+def _leaves(params, adam, b1, b2, mask) -> list[_Leaf]:
+    """|w| and Adam's bias-corrected moments, per regularized leaf."""
     count = int(adam.count)
     if count < 1:
         raise ValueError("`opt_state` has taken no step yet (count 0): run the dense model first")
@@ -180,7 +201,7 @@ def _moments(params, adam, b1, b2, mask) -> _Moments:
     mu_leaves = _tree.flatten_like(treedef, adam.mu, message)
     nu_leaves = _tree.flatten_like(treedef, adam.nu, message)
     chosen = _tree.resolve_mask(mask, params)
-    parts = []
+    out = []
     names = _structures.leaf_names(params)
     for p, m, v, keep, name in zip(p_leaves, mu_leaves, nu_leaves, chosen, names, strict=True):
         if not keep or p is None or not _tree.is_inexact(p):
@@ -193,37 +214,48 @@ def _moments(params, adam, b1, b2, mask) -> _Moments:
         w = np.asarray(jnp.abs(p), np.float64).ravel()
         m_hat = np.asarray(jnp.abs(m), np.float64).ravel() / (1 - b1**count)
         v_hat = np.asarray(jnp.real(v), np.float64).ravel() / (1 - b2**count)
-        parts.append((w, m_hat, v_hat))
-    if not parts:
-        return _Moments(*(np.zeros(0) for _ in range(3)))
-    return _Moments(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+        out.append(_Leaf(w, m_hat, v_hat))
+    return out
 
 
-def _scores(mo: _Moments, kind: str, batch_size, eps, noise: float | None = None) -> np.ndarray:
-    """The per-entry drift scores, in the strength's units. ``noise``: c^2, the share of a
-    stationary noise's variance in m_hat, taken out of m_hat^2 (the noise is counted apart)."""
-    curvature_step = mo.w * batch_size * mo.v_hat  # |w| h
-    m = mo.m_hat
-    with np.errstate(invalid="ignore"):  # a negative second moment: NaN, the signal
-        if noise is not None and noise < 1:  # m_hat^2 = mu^2 + c^2 (v_hat - mu^2): mu
-            m = np.sqrt(np.maximum(0.0, (m**2 - noise * mo.v_hat) / (1 - noise)))
-        elif noise is not None:  # b1 = 0: m_hat is the last gradient, no mean to read off
-            m = np.zeros_like(m)
-        if kind == "l1_prox":
-            d = np.sqrt(mo.v_hat) + eps  # 0 only where no gradient was ever seen (eps = 0)
-            # d == 0, not d <= 0: a NaN divisor (a negative second moment) stays NaN
-            return np.maximum(m, curvature_step) / np.where(d == 0, 1.0, d)
-        return np.maximum(m, np.sqrt(m * curvature_step))
+def _drift_mean(leaf: _Leaf, share: float) -> np.ndarray:
+    """The mean of m_hat, from m_hat^2 = mu^2 + share (v_hat - mu^2), at most |m_hat|; 0 when
+    the noise is all of m_hat (share 1: one step, or b1 = 0)."""
+    if share >= 1:
+        return np.zeros_like(leaf.m_hat)
+    mu = np.sqrt(np.maximum(0.0, (leaf.m_hat**2 - share * leaf.v_hat) / (1 - share)))
+    return np.minimum(mu, leaf.m_hat)
 
 
-def _noisy_quantile(d: np.ndarray, c: float, sparsity: float) -> float:
-    """The lambda with mean_i P(|d_i + c Z| <= lambda) = sparsity, Z ~ N(0, 1), by bisection
-    (the mean grows with lambda, from 0 at 0 to about 1 at max(d) + 10 c)."""
-    lo, hi = 0.0, float(np.max(d)) + 10.0 * c
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        share = np.mean(special.ndtr((mid - d) / c) - special.ndtr((-mid - d) / c))
-        lo, hi = (mid, hi) if share < sparsity else (lo, mid)
-        if hi - lo <= 1e-12 * hi:
-            break
-    return 0.5 * (lo + hi)
+def _scores(leaf: _Leaf, kind: str, batch_size, eps, noise: _Noise | None):
+    """One leaf's drift scores, in the strength's units, and (with ``noise``) each entry's
+    noise sd in the same units (0 where no gradient was ever seen)."""
+    with np.errstate(invalid="ignore"):  # a negative second moment or inf * 0: NaN, the signal
+        curvature_step = leaf.w * batch_size * leaf.v_hat  # |w| h
+        m = leaf.m_hat if noise is None else _drift_mean(leaf, noise.dense_share)
+        if kind != "l1_prox":
+            return np.maximum(m, np.sqrt(m * curvature_step)), None
+        d = np.sqrt(leaf.v_hat) + eps  # 0 only where no gradient was ever seen (eps = 0)
+        d = np.where(d == 0, 1.0, d)  # d == 0, not d <= 0: a NaN divisor stays NaN
+        sd = None if noise is None else noise.sd * np.sqrt(leaf.v_hat) / d
+        return np.maximum(m, curvature_step) / d, sd
+
+
+def _noisy_quantile(d: np.ndarray, sd: np.ndarray, sparsity: float) -> float:
+    """The lambda with mean_i P(|d_i + sd_i Z| <= lambda) = sparsity, Z ~ N(0, 1): a root
+    of a function that grows with lambda, bracketed by 0 and the drift's quantile plus 10
+    sds (where every entry under that quantile is counted whole)."""
+    from scipy import optimize, special  # imported here: jax does not load scipy.special
+
+    noisy = sd > 0
+    scale = np.where(noisy, sd, 1.0)
+
+    def excess(lam: float) -> float:
+        inside = special.ndtr((lam - d) / scale) - special.ndtr((-lam - d) / scale)
+        return float(np.mean(np.where(noisy, inside, d <= lam))) - sparsity
+
+    if excess(0.0) >= 0:  # entries that no gradient reached are zeros at any strength
+        return 0.0
+    hi = float(np.quantile(d, sparsity, method="higher")) + 10.0 * float(np.max(sd))
+    root = optimize.brentq(excess, 0.0, hi, xtol=1e-15)
+    return float(cast(float, root))

@@ -55,14 +55,15 @@ def _reference(steps, sparsity, kind, batch_size, noise_floor=False):
     if not noise_floor:
         return np.quantile(np.maximum(m_hat, curvature_step) / (np.sqrt(v_hat) + EPS), sparsity)
     c2 = (1 - B1) / (1 + B1)
-    mean = np.sqrt(np.clip((m_hat**2 - c2 * v_hat) / (1 - c2), 0, None))  # the drift's mean
-    score = np.maximum(mean, curvature_step) / (np.sqrt(v_hat) + EPS)
-    z = stats.norm(scale=np.sqrt(c2))
+    share = c2 * (1 + B1**steps) / (1 - B1**steps)  # the noise's share of m_hat^2 at `steps`
+    mean = np.sqrt(np.clip((m_hat**2 - share * v_hat) / (1 - share), 0, None))  # the drift's
+    score = np.maximum(np.minimum(mean, m_hat), curvature_step) / (np.sqrt(v_hat) + EPS)
+    sd = np.sqrt(c2) * np.sqrt(v_hat) / (np.sqrt(v_hat) + EPS)
 
     def excess(lam):
-        return np.mean(z.cdf(lam - score) - z.cdf(-lam - score)) - sparsity
+        return np.mean(stats.norm.cdf((lam - score) / sd) - stats.norm.cdf((-lam - score) / sd))
 
-    return optimize.brentq(excess, 0.0, score.max() + 10, xtol=1e-14, rtol=1e-12)
+    return optimize.brentq(lambda lam: excess(lam) - sparsity, 0.0, score.max() + 10, xtol=1e-14)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,7 @@ def test_bad_input_raises_naming_the_argument():
         optax_l1.suggest_strength(
             P, state, 0.5, for_transform="l1_prox", batch_size=8, mask=lambda p: False
         )
-    with pytest.raises(TypeError, match="`noise_floor` must be a bool"):
+    with pytest.raises(TypeError, match="`noise_floor` must be True or False"):
         optax_l1.suggest_strength(
             P,
             state,
@@ -166,6 +167,10 @@ def test_bad_input_raises_naming_the_argument():
             batch_size=8,
             noise_floor="yes",  # pyright: ignore[reportArgumentType]
         )
+    kw = dict(for_transform="l1_prox", batch_size=8)
+    assert optax_l1.suggest_strength(P, state, 0.5, noise_floor=np.True_, **kw) == (
+        optax_l1.suggest_strength(P, state, 0.5, noise_floor=True, **kw)
+    )
     for kind in ("proximal_adam", "proximal_adamw"):  # gradient units: no noise model
         with pytest.raises(ValueError, match="`noise_floor=True` is for"):
             optax_l1.suggest_strength(
@@ -330,16 +335,21 @@ def test_faults_give_nan_or_a_named_error_never_a_plausible_strength():
         assert np.isnan(got), transform
     assert np.isnan(optax_l1.suggest_strength(inf, state, 0.5, noise_floor=True, **kw))
     # b1 = 0 (c = 1): m_hat is the last gradient, whose mean cannot be read off (it divided
-    # by 1 - c^2 = 0); the drift is the curvature alone and the noise has sd 1.
+    # by 1 - c^2 = 0); the drift is the curvature alone and the noise has sd 1, but 0 on
+    # the entry no gradient reached (a zero at any strength: it was counted as noise).
     plain = _one_adam_step(optax.adam(0.1, b1=0.0), params, grads)
     got = optax_l1.suggest_strength(params, plain, 0.5, b1=0.0, noise_floor=True, **kw)
-    curvature = w * 4 * v / np.sqrt(v + 1e-16)  # |w| B v_hat / D, where v_hat > 0
-    curvature[v == 0] = 0.0
+    seen = v > 0
+    curvature = w[seen] * 4 * v[seen] / (np.sqrt(v[seen]) + 1e-8)  # |w| B v_hat / D
 
-    def excess(lam):
-        return np.mean(stats.norm.cdf(lam - curvature) - stats.norm.cdf(-lam - curvature)) - 0.5
+    def excess(lam):  # the unseen entry counts 1/4 whole
+        inside = stats.norm.cdf(lam - curvature) - stats.norm.cdf(-lam - curvature)
+        return (np.sum(inside) + 1) / 4 - 0.5
 
     np.testing.assert_allclose(got, optimize.brentq(excess, 0, 20, xtol=1e-14), rtol=1e-6)
+    # Half the entries unreached: 0 is enough for half zeros (it was 0.236, a probe).
+    half = _one_adam_step(optax.adam(0.1), params, {"w": jnp.array([0.5, 0.1, 0.0, 0.0])})
+    assert optax_l1.suggest_strength(params, half, 0.4, noise_floor=True, **kw) == 0.0
     ok = optax_l1.suggest_strength(pp, st, 0.5, mask=mask, **kw)
     ref = optax_l1.suggest_strength(
         {"w": pp["w"]}, _one_adam_step(optax.adam(0.1), {"w": pp["w"]}, {"w": pp["w"]}), 0.5, **kw
