@@ -979,7 +979,8 @@ def sparsity_target(
     ``benchmarks/RESULTS.md``) the default beats GMP (on its cubic ramp) at 80, 90 and 95%
     zeros on every seed: by 0.044 / 0.060 / 0.078 bits/byte in 600-step runs and by 0.019 /
     0.014 / 0.015 in 2,000-step runs; GMP given the same exponent 2 ties it at 80% in
-    2,000-step runs (0.006 +- 0.007) and trails at 90/95%. With the cube the lead is 0.020 /
+    2,000-step runs (0.006 +- 0.007; with one global threshold 0.002 +- 0.001) and trails
+    at 90/95%. With the cube the lead is 0.020 /
     0.036 / 0.062 at 600 steps and -0.001 (a tie) / 0.012 / 0.037 at 2,000: better at 95%
     in long runs, no lead at 80% (see ``ramp``). The copy for the whole ramp
     (``latent_until=1``, cubic ramp) ties GMP at 2,000 steps and beats it by 0.085 at 600.
