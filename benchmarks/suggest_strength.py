@@ -83,7 +83,9 @@ def digits_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     return sweep("digits", args, dense, full, False, batch_size=args.batch, b2=args.b2, mask=kmask)
 
 
-def sweep(model: str, args, dense, full, noise_floor: bool, **suggest_options):
+def sweep(
+    model: str, args, dense, full, noise_floor: bool, **suggest_options
+) -> list[dict[str, Any]]:
     """Per seed: ``dense(seed)`` (params, state, data), then for each wanted fraction and
     transform the suggestion and ``full(label, strength, seed, data)`` (zeros, quality).
     ``noise_floor``: the chain's regime (a model trained at a noise floor)."""

@@ -138,10 +138,13 @@ def suggest_strength(
         )
     _checks.check_mask(mask)
     adam = _adam_state(opt_state)
-    noise = _noise(int(np.asarray(adam.count)), float(b1)) if noise_floor else None
+    count = int(np.asarray(adam.count))
+    if count < 1:
+        raise ValueError("`opt_state` has taken no step yet (count 0): run the dense model first")
+    noise = _noise(count, float(b1)) if noise_floor else None
     parts = [
         _scores(leaf, for_transform, batch_size, eps, noise)
-        for leaf in _leaves(params, adam, b1, b2, mask)
+        for leaf in _leaves(params, adam, count, b1, b2, mask)
     ]
     scores = np.concatenate([d for d, _ in parts]) if parts else np.zeros(0)
     if scores.size == 0:
@@ -191,11 +194,8 @@ def _noise(count: int, b1: float) -> _Noise:
     return _Noise(c2 * (1 + decayed) / (1 - decayed), float(np.sqrt(c2)))
 
 
-def _leaves(params, adam, b1, b2, mask) -> list[_Leaf]:
-    """|w| and Adam's bias-corrected moments, per regularized leaf."""
-    count = int(adam.count)
-    if count < 1:
-        raise ValueError("`opt_state` has taken no step yet (count 0): run the dense model first")
+def _leaves(params, adam, count: int, b1, b2, mask) -> list[_Leaf]:
+    """|w| and Adam's bias-corrected moments after ``count`` steps, per regularized leaf."""
     p_leaves, treedef = jax.tree.flatten(params, is_leaf=_tree.is_none)
     message = "`opt_state`: Adam's moments must have the structure of `params`"
     mu_leaves = _tree.flatten_like(treedef, adam.mu, message)

@@ -152,8 +152,11 @@ def test_bad_input_raises_naming_the_argument():
     with pytest.raises(ValueError, match="found 2"):
         optax_l1.suggest_strength(P, _run(two), 0.5, for_transform="l1_prox", batch_size=8)
     fresh = optax.adam(0.1).init(_params())
-    with pytest.raises(ValueError, match="no step yet"):
-        optax_l1.suggest_strength(P, fresh, 0.5, for_transform="l1_prox", batch_size=8)
+    for noise_floor in (False, True):  # True divided by 1 - b1^0 = 0 first, unnamed
+        with pytest.raises(ValueError, match="no step yet"):
+            optax_l1.suggest_strength(
+                P, fresh, 0.5, for_transform="l1_prox", batch_size=8, noise_floor=noise_floor
+            )
     with pytest.raises(ValueError, match="`mask` selects no"):
         optax_l1.suggest_strength(
             P, state, 0.5, for_transform="l1_prox", batch_size=8, mask=lambda p: False
