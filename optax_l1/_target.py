@@ -641,7 +641,7 @@ def _hold_support(aligned: _tree.Aligned, shrunk: Any, phase: _Phase, exact: boo
     leaves = zip(aligned.updates, s_leaves, aligned.params, aligned.selected, strict=True)
     held = phase.keep & ~phase.due
     new = [
-        _tree.zero_where(held & (p == 0), jnp.where(phase.due, s, u) if exact else s)
+        _tree.zero_where(held & (p == 0), _tree.select(phase.due, s, u) if exact else s)
         if sel
         else None
         for u, s, p, sel in leaves
@@ -676,7 +676,7 @@ def _next_latent(aligned: _tree.Aligned, updates: Any, z: Any, shrink: str) -> A
     if shrink == "hard" and all(x is None or jnp.result_type(p) == x.dtype for x, p in pairs):
         return z  # the common case: nothing to land, nothing to trace
     out = [
-        None if w is None else jnp.where(w == 0, x, w.astype(x.dtype))
+        None if w is None else _tree.select(w == 0, x, w.astype(x.dtype))
         for w, x in zip(_step.landed(aligned, updates), z_leaves, strict=True)
     ]
     return aligned.treedef.unflatten(out)
@@ -696,7 +696,7 @@ def _restart_latent(aligned: _tree.Aligned, base: list[Any], count, cfg: _Config
     stop = jnp.asarray(cfg.begin_step, jnp.int32) + part.astype(jnp.int32)
     late = count > stop  # the last step, at count - 1, was at or past the stop
     return [
-        None if x is None else jnp.where(late & (p == 0), jnp.zeros_like(x), x)
+        None if x is None else _tree.select(late & (p == 0), jnp.zeros_like(x), x)
         for x, p in zip(base, aligned.params, strict=True)
     ]
 

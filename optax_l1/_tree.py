@@ -41,11 +41,33 @@ def widened(x: Any) -> jax.Array:
     return x.astype(compute_dtype(x.dtype))
 
 
+def select(pred: Any, on_true: Any, on_false: Any) -> jax.Array:
+    """``jnp.where(pred, on_true, on_false)``, traced as one ``lax.select`` when both
+    branches are arrays of one shape and dtype (``pred`` a bool of that shape or a scalar).
+
+    ``jnp.where`` is a jitted function: each call is traced, lowered and inlined by XLA as a
+    call of its own, and a step over thousands of leaves makes thousands of them
+    (``benchmarks/compile_scale.py``). Anything else goes to ``jnp.where``.
+    """
+    if (
+        isinstance(on_true, jax.Array)
+        and isinstance(on_false, jax.Array)
+        and on_true.shape == on_false.shape
+        and on_true.dtype == on_false.dtype
+        and on_true.weak_type == on_false.weak_type
+    ):
+        pred = jnp.asarray(pred)
+        if pred.dtype == jnp.bool_ and pred.shape in ((), on_true.shape):
+            return lax.select(pred, on_true, on_false)
+    return jnp.where(pred, on_true, on_false)
+
+
 def zero_where(dead: Any, x: jax.Array) -> jax.Array:
     """``x`` with 0 where ``dead``, except that a NaN (or inf) there stays NaN: a fault at a
     zeroed or held weight shows. ``x * 0``, not a fresh zero, and ``x`` read once: a second
     reader of an optimizer's update would make XLA materialize it (a full-size temporary)."""
-    return jnp.where(dead, x * 0, x)
+    x = jnp.asarray(x)
+    return select(dead, x * 0, x)
 
 
 _IEEE_FLOATS = tuple(jnp.dtype(t) for t in ("float16", "bfloat16", "float32", "float64"))
