@@ -39,6 +39,7 @@ CORE_TESTS=(
   tests/step_test.py
   tests/runtime_test.py
   tests/checks_test.py
+  tests/tree_test.py
   tests/architecture_test.py
   tests/gauntlet_test.py
   tests/sharding_test.py
