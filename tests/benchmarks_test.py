@@ -257,6 +257,41 @@ def test_compile_scale_quick(tmp_path):
     assert all(finite_positive(t) for ts in data["seconds"].values() for t in ts)
 
 
+def test_compile_scale_references_quick(tmp_path):
+    _, data = run_script("compile_scale", tmp_path, "--references")
+    assert set(data["seconds"]) == {
+        "adamw",
+        "adamw + l1_prox",
+        "adamw + sparsity_target",
+        "adamw + sparsity_target(latent=False)",
+        "adamw + latent_copy (reference)",
+    }
+    assert all(finite_positive(t) for ts in data["seconds"].values() for t in ts)
+
+
+def test_latent_copy_reference_matches_its_formula():
+    """compile_scale's reference: z <- z + u on each kernel, the update lands the params on
+    where(|z| > t, z, 0); biases pass through. A NumPy transcription."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    tx = load_benchmark("compile_scale").latent_copy(threshold=0.5)
+    rng = np.random.default_rng(0)
+    params = {"b": jnp.asarray(rng.normal(size=3)), "k": jnp.asarray(rng.normal(size=(3, 4)))}
+    state = tx.init(params)
+    z = np.asarray(params["k"], np.float64)
+    for _ in range(3):
+        u = {"b": jnp.asarray(rng.normal(size=3)), "k": jnp.asarray(rng.normal(size=(3, 4)))}
+        out, state = tx.update(u, state, params)
+        z = z + np.asarray(u["k"])
+        want = np.where(np.abs(z) > 0.5, z, 0.0) - np.asarray(params["k"])
+        np.testing.assert_allclose(out["k"], want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(out["b"], u["b"])
+        np.testing.assert_allclose(state[0], z, rtol=1e-6, atol=1e-6)
+        params = {"b": params["b"] + out["b"], "k": params["k"] + out["k"]}
+        assert np.all((np.asarray(params["k"]) == 0) | (np.abs(z) > 0.5 - 1e-6))
+
+
 def test_suggest_strength_quick(tmp_path):
     stdout, data = run_script("suggest_strength", tmp_path)
     assert_header(stdout, "suggest_strength")
