@@ -1037,7 +1037,7 @@ def sparsity_target(
     search step only; a step without one reads one mark (or one code) per group or block.
     ``update_every=k`` spreads a search's cost over ``k`` steps (measured ratios:
     ``benchmarks/RESULTS.md``). Compile time: on a tree of thousands of small leaves the
-    step compiles in 1.8-2.1x adamw's time on XLA:CPU (5,000 leaves; 1.5-1.6x with
+    step compiles in 1.8-2.1x adamw's time on XLA:CPU (5,000 leaves; 1.4-1.6x with
     ``latent=False``), where a bare latent copy with no search already takes 1.3-1.4x.
 
     Args:
