@@ -72,23 +72,25 @@ def latent_copy(threshold: float = 1e-2) -> optax.GradientTransformation:
 
 def transforms(references: bool = False) -> dict[str, Any]:
     mask = optax_l1.kernel_mask
+
+    def after_adamw(make_tx) -> Any:
+        return lambda: optax.chain(optax.adamw(1e-3), make_tx())
+
+    def target(**options) -> Any:
+        return after_adamw(
+            lambda: optax_l1.sparsity_target(0.9, ramp_steps=100, mask=mask, **options)
+        )
+
     steps = {
         "adamw": lambda: optax.adamw(1e-3),
-        "adamw + l1_prox": lambda: optax.chain(
-            optax.adamw(1e-3), optax_l1.l1_prox(1e-4, learning_rate=1e-3, mask=mask)
+        "adamw + l1_prox": after_adamw(
+            lambda: optax_l1.l1_prox(1e-4, learning_rate=1e-3, mask=mask)
         ),
-        "adamw + sparsity_target": lambda: optax.chain(
-            optax.adamw(1e-3), optax_l1.sparsity_target(0.9, ramp_steps=100, mask=mask)
-        ),
+        "adamw + sparsity_target": target(),
     }
     if references:
-        steps["adamw + sparsity_target(latent=False)"] = lambda: optax.chain(
-            optax.adamw(1e-3),
-            optax_l1.sparsity_target(0.9, ramp_steps=100, latent=False, mask=mask),
-        )
-        steps["adamw + latent_copy (reference)"] = lambda: optax.chain(
-            optax.adamw(1e-3), latent_copy()
-        )
+        steps["adamw + sparsity_target(latent=False)"] = target(latent=False)
+        steps["adamw + latent_copy (reference)"] = after_adamw(latent_copy)
     return steps
 
 
